@@ -1,0 +1,67 @@
+package v1alpha1
+
+// Condition types of a ReplicaSet.
+const (
+	// ConditionAvailable is True while a ready leader serves writes at the
+	// current epoch.
+	ConditionAvailable = "Available"
+	// ConditionProgressing is True while the cluster is being created,
+	// scaled or updated, until every replica is ready.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is True while the cluster serves writes but not with
+	// every replica it should have, or the operator cannot do what the spec
+	// asks; the reason says which.
+	ConditionDegraded = "Degraded"
+	// ConditionFailingOver is True while the operator moves leadership.
+	ConditionFailingOver = "FailingOver"
+)
+
+// Condition reasons. They are UpperCamelCase constants so that alerts and
+// scripts can match on them.
+const (
+	// ReasonLeaderReady (Available=True): the leader pod is ready.
+	ReasonLeaderReady = "LeaderReady"
+	// ReasonNoLeader (Available=False): no pod is labelled leader at the
+	// current epoch.
+	ReasonNoLeader = "NoLeader"
+	// ReasonLeaderNotReady (Available=False): the leader pod is not ready.
+	ReasonLeaderNotReady = "LeaderNotReady"
+
+	// ReasonCreating (Progressing=True): the cluster never had all its
+	// replicas ready yet.
+	ReasonCreating = "Creating"
+	// ReasonScaling (Progressing=True): the number of pods differs from
+	// spec.replicas.
+	ReasonScaling = "Scaling"
+	// ReasonReplicasNotReady (Progressing=True): pods exist but are not all
+	// ready.
+	ReasonReplicasNotReady = "ReplicasNotReady"
+	// ReasonReconciled (Progressing=False): every child matches the spec and
+	// every replica is ready.
+	ReasonReconciled = "Reconciled"
+
+	// ReasonAllReplicasReady (Degraded=False): nothing is missing.
+	ReasonAllReplicasReady = "AllReplicasReady"
+	// ReasonFollowersNotReady (Degraded=True): the leader serves but some
+	// followers are not ready, so fewer copies of the data exist.
+	ReasonFollowersNotReady = "FollowersNotReady"
+	// ReasonReconcileFailed (Degraded=True): the operator could not apply a
+	// child object; the message says which and why.
+	ReasonReconcileFailed = "ReconcileFailed"
+
+	// ReasonIdle (FailingOver=False): no leadership change is in progress.
+	ReasonIdle = "Idle"
+)
+
+// Event reasons the operator records on a ReplicaSet.
+const (
+	// EventLeaseCreated: the operator created the leadership Lease of a new
+	// cluster.
+	EventLeaseCreated = "LeaseCreated"
+	// EventSecretCreated: the operator generated a credentials Secret.
+	EventSecretCreated = "SecretCreated"
+	// EventLeaderLabelled: the operator labelled the Lease holder as leader.
+	EventLeaderLabelled = "LeaderLabelled"
+	// EventReconcileFailed: applying a child object failed.
+	EventReconcileFailed = "ReconcileFailed"
+)

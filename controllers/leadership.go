@@ -1,0 +1,121 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// reconcileLeadership keeps the pods' role labels in step with the Lease.
+//
+// This is the seam where failover plugs in. Today it only carries out what
+// the Lease already says: it never moves the Lease, so it never chooses a
+// leader. The failover decision (a pure function of the observed members,
+// the Lease, the spec and the clock) will run here first and, when it
+// decides to promote, carry out the promotion steps of DESIGN.md §5 before
+// the labelling below.
+func (r *ReplicaSetReconciler) reconcileLeadership(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		want, ok := desiredRoleLabels(pod, obs.lease)
+		if !ok {
+			continue
+		}
+		if err := r.patchRoleLabels(ctx, rs, pod, want, obs.epoch()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// roleLabels are the values of a pod's role and epoch labels; "" means the
+// label is absent.
+type roleLabels struct {
+	role, epoch string
+}
+
+// desiredRoleLabels says what role labels pod should carry given the Lease,
+// and false when they should stay as they are. Rules:
+//   - the Lease holder is labelled leader at the Lease's epoch, unless that
+//     epoch is sealed (a sealed epoch never serves again: DESIGN.md §5);
+//   - any other pod labelled leader, or a leader label of another epoch,
+//     loses its role: it must not receive writes through <rs>-leader;
+//   - a ready pod that is not the holder and has no role is a confirmed
+//     follower (its agent is ready only while it streams from the leader).
+func desiredRoleLabels(pod *corev1.Pod, lease *coordinationv1.Lease) (roleLabels, bool) {
+	have := roleLabels{role: pod.Labels[names.LabelRole], epoch: pod.Labels[names.LabelEpoch]}
+	if lease == nil || lease.Spec.HolderIdentity == nil || lease.Spec.LeaseTransitions == nil {
+		return have, false
+	}
+	epoch := strconv.Itoa(int(*lease.Spec.LeaseTransitions))
+	if pod.Name == *lease.Spec.HolderIdentity {
+		if epochSealed(lease) {
+			return have, false
+		}
+		want := roleLabels{role: names.RoleLeader, epoch: epoch}
+		return want, want != have
+	}
+	switch {
+	case have.role == names.RoleLeader || have.epoch != "":
+		return roleLabels{}, true
+	case have.role == "" && podReady(pod):
+		return roleLabels{role: names.RoleFollower}, true
+	}
+	return have, false
+}
+
+// epochSealed reports whether the Lease's current epoch is sealed.
+func epochSealed(lease *coordinationv1.Lease) bool {
+	sealed, ok := lease.Annotations[names.AnnotationSealedEpoch]
+	if !ok || lease.Spec.LeaseTransitions == nil {
+		return false
+	}
+	n, err := strconv.ParseInt(sealed, 10, 64)
+	// An unreadable seal is treated as sealed: refusing to label a leader
+	// is always safe, labelling one in a sealed epoch never is.
+	return err != nil || n >= int64(*lease.Spec.LeaseTransitions)
+}
+
+func (r *ReplicaSetReconciler) patchRoleLabels(ctx context.Context, rs *regentv1.ReplicaSet,
+	pod *corev1.Pod, want roleLabels, epoch int64) error {
+	patch := client.MergeFrom(pod.DeepCopy())
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	setOrDelete(pod.Labels, names.LabelRole, want.role)
+	setOrDelete(pod.Labels, names.LabelEpoch, want.epoch)
+	if err := client.IgnoreNotFound(r.Patch(ctx, pod, patch)); err != nil {
+		return fmt.Errorf("label pod %s: %w", pod.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Labelled pod", "pod", pod.Name, "role", want.role, "epoch", want.epoch)
+	if want.role == names.RoleLeader {
+		r.Recorder.Eventf(rs, pod, corev1.EventTypeNormal, regentv1.EventLeaderLabelled, "LabelLeader",
+			"Labelled %s leader of epoch %d", pod.Name, epoch)
+	}
+	return nil
+}
+
+func setOrDelete(m map[string]string, k, v string) {
+	if v == "" {
+		delete(m, k)
+		return
+	}
+	m[k] = v
+}
+
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,280 @@
+// Package controllers holds the operator's reconcilers: the ReplicaSet
+// reconciler renders a cluster's children and reports its status; the
+// leadership seam (leadership.go) keeps the pods' role labels in step with
+// the Lease, and is where the failover decision plugs in.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// FieldOwner is the server-side apply field manager of everything the
+// operator renders.
+const FieldOwner = "regent-operator"
+
+// ReplicaSetReconciler reconciles a ReplicaSet: it applies the cluster's
+// children, bootstraps its leadership Lease, keeps the pods' role labels in
+// step with the Lease, and reports status.
+type ReplicaSetReconciler struct {
+	client.Client
+	// APIReader reads Secrets straight from the API server: a password must
+	// never be regenerated because a cache had not seen its Secret yet.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Images    Images
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=regent.dev,resources=replicasets,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=regent.dev,resources=replicasets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=regent.dev,resources=replicasets/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;secrets;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile follows cluster-api's spine: get (NotFound is success), compute,
+// apply children, and one deferred status patch. It adds no finalizer:
+// every child goes with the ReplicaSet through owner references, and the data
+// volumes deliberately stay (pvcRetentionPolicy), so deletion needs no
+// cleanup of ours.
+func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	log := ctrl.LoggerFrom(ctx)
+
+	rs := &regentv1.ReplicaSet{}
+	if err := r.Get(ctx, req.NamespacedName, rs); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !rs.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	before := rs.DeepCopy()
+	obs := &observation{}
+	defer func() {
+		r.computeStatus(rs, obs, retErr)
+		if equality.Semantic.DeepEqual(before.Status, rs.Status) {
+			return
+		}
+		if err := r.Status().Patch(ctx, rs, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			if retErr == nil {
+				retErr = fmt.Errorf("patch status: %w", err)
+			}
+		}
+	}()
+
+	step, err := r.reconcileChildren(ctx, rs, obs)
+	if err != nil {
+		obs.failedStep = step
+		r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, regentv1.EventReconcileFailed, step,
+			"Could not %s: %v", step, err)
+		return ctrl.Result{}, fmt.Errorf("%s: %w", step, err)
+	}
+	log.V(1).Info("Reconciled", "epoch", obs.epoch(), "pods", len(obs.pods))
+	return ctrl.Result{}, nil
+}
+
+// observation is what one pass saw of the world; status is computed from it
+// alone.
+type observation struct {
+	lease *coordinationv1.Lease
+	pods  []corev1.Pod
+	// failedStep names what could not be applied, for the Degraded condition.
+	failedStep string
+}
+
+func (o *observation) epoch() int64 {
+	if o.lease == nil || o.lease.Spec.LeaseTransitions == nil {
+		return 0
+	}
+	return int64(*o.lease.Spec.LeaseTransitions)
+}
+
+func (o *observation) holder() string {
+	if o.lease == nil || o.lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *o.lease.Spec.HolderIdentity
+}
+
+// reconcileChildren applies every child in dependency order. It returns the
+// step that failed, in words that fit "could not ...".
+func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) (string, error) {
+	if err := r.reconcileSecrets(ctx, rs); err != nil {
+		return "apply Secrets", err
+	}
+	apply := func(step string, obj runtime.ApplyConfiguration) error {
+		if err := r.Apply(ctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		return nil
+	}
+	if err := apply("apply ServiceAccount", renderServiceAccount(rs)); err != nil {
+		return "apply agent RBAC", err
+	}
+	if err := apply("apply Role", renderRole(rs)); err != nil {
+		return "apply agent RBAC", err
+	}
+	if err := apply("apply RoleBinding", renderRoleBinding(rs)); err != nil {
+		return "apply agent RBAC", err
+	}
+
+	lease, err := r.reconcileLease(ctx, rs)
+	if err != nil {
+		return "create the leader Lease", err
+	}
+	obs.lease = lease
+
+	for _, svc := range renderServices(rs, obs.epoch()) {
+		if err := apply("apply Service "+*svc.Name, svc); err != nil {
+			return "apply Services", err
+		}
+	}
+
+	claimSize := rs.StorageSize()
+	sts := &appsv1.StatefulSet{}
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.StatefulSet(rs.Name)}, sts); {
+	case err == nil:
+		// Claim templates are immutable: keep the one the StatefulSet has,
+		// and grow the claims themselves.
+		if size, ok := claimTemplateSize(sts); ok {
+			claimSize = size
+		}
+	case !apierrors.IsNotFound(err):
+		return "read the StatefulSet", err
+	}
+	if err := apply("apply StatefulSet", renderStatefulSet(rs, r.Images, claimSize)); err != nil {
+		return "apply the StatefulSet", err
+	}
+
+	if err := r.reconcilePodDisruptionBudget(ctx, rs, apply); err != nil {
+		return "apply the PodDisruptionBudget", err
+	}
+
+	pods, err := r.listPods(ctx, rs)
+	if err != nil {
+		return "list pods", err
+	}
+	obs.pods = pods
+
+	if err := r.growVolumes(ctx, rs); err != nil {
+		return "grow the data volumes", err
+	}
+	if err := r.reconcileLeadership(ctx, rs, obs); err != nil {
+		return "label pods with their roles", err
+	}
+	return "", nil
+}
+
+func (r *ReplicaSetReconciler) reconcilePodDisruptionBudget(ctx context.Context, rs *regentv1.ReplicaSet,
+	apply func(string, runtime.ApplyConfiguration) error) error {
+	if rs.PDBEnabled() {
+		return apply("apply PodDisruptionBudget", renderPodDisruptionBudget(rs))
+	}
+	pdb := &policyv1.PodDisruptionBudget{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.PodDisruptionBudget(rs.Name)}, pdb)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(pdb, rs) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, pdb))
+}
+
+// listPods returns the pods of rs, those the StatefulSet made and any left
+// over from an earlier one.
+func (r *ReplicaSetReconciler) listPods(ctx context.Context, rs *regentv1.ReplicaSet) ([]corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(rs.Namespace),
+		client.MatchingLabels(names.SelectorLabels(rs.Name))); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// SetupWithManager registers the reconciler: it wakes on its ReplicaSets,
+// on changes to the children it owns, and on the pods of its clusters.
+func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&regentv1.ReplicaSet{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&coordinationv1.Lease{}).
+		// Pods belong to the StatefulSet, not to the ReplicaSet: map them to
+		// their cluster by label.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
+		Complete(r)
+}
+
+// clusterOfObject maps an object labelled with a cluster to its ReplicaSet.
+func clusterOfObject(_ context.Context, obj client.Object) []reconcile.Request {
+	cluster := obj.GetLabels()[names.LabelCluster]
+	if cluster == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: cluster}}}
+}
+
+// CacheOptions keeps the manager's informers to the objects Regent labels
+// as its own, so that the operator does not hold every pod, Secret and
+// node Lease of the cluster in memory. ReplicaSets are not filtered.
+func CacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{names.LabelManagedBy: names.ManagedBy})
+	byLabel := cache.ByObject{Label: managed}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:                   byLabel,
+		&corev1.Secret{}:                byLabel,
+		&corev1.Service{}:               byLabel,
+		&corev1.ServiceAccount{}:        byLabel,
+		&corev1.PersistentVolumeClaim{}: byLabel,
+		&appsv1.StatefulSet{}:           byLabel,
+		&rbacv1.Role{}:                  byLabel,
+		&rbacv1.RoleBinding{}:           byLabel,
+		&policyv1.PodDisruptionBudget{}: byLabel,
+		&coordinationv1.Lease{}:         byLabel,
+	}}
+}
+
+func (r *ReplicaSetReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,87 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// reconcileSecrets applies the superuser, replication and app Secrets. A
+// password is generated once, when its Secret has none, and then read back
+// on every pass: never overwritten. A Secret the user created beforehand
+// keeps the user's password.
+func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv1.ReplicaSet) error {
+	for _, s := range []struct {
+		name, user string
+		app        bool
+	}{
+		{names.SuperuserSecret(rs.Name), names.SuperuserName, false},
+		{names.ReplicationSecret(rs.Name), names.ReplicationUser, false},
+		{names.AppSecret(rs.Name), rs.AppOwner(), true},
+	} {
+		password, created, err := r.password(ctx, rs.Namespace, s.name)
+		if err != nil {
+			return fmt.Errorf("secret %s: %w", s.name, err)
+		}
+		c := credentials{secret: s.name, username: s.user, password: password}
+		if err := r.Apply(ctx, renderSecret(rs, c, s.app), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply secret %s: %w", s.name, err)
+		}
+		if created {
+			r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, regentv1.EventSecretCreated, "CreateSecret",
+				"Generated the password of %s in Secret %s", s.user, s.name)
+		}
+	}
+	return nil
+}
+
+// password returns the password stored in the Secret, or a new one (and
+// true) when the Secret does not exist or has none.
+func (r *ReplicaSetReconciler) password(ctx context.Context, namespace, name string) (string, bool, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+	switch {
+	case err == nil:
+		if p := secret.Data[corev1.BasicAuthPasswordKey]; len(p) > 0 {
+			return string(p), false, nil
+		}
+	case !apierrors.IsNotFound(err):
+		return "", false, err
+	}
+	p, err := generatePassword()
+	return p, true, err
+}
+
+// passwordAlphabet has no character that needs quoting in a URI, a .pgpass
+// line or a shell.
+const passwordAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// generatePassword returns 32 random characters: about 190 bits.
+func generatePassword() (string, error) {
+	const n = 32
+	buf := make([]byte, n)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generate password: %w", err)
+	}
+	// 256 is not a multiple of 62: reject bytes past the last full block so
+	// that every character is equally likely.
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		for _, b := range buf {
+			if int(b) < 256-256%len(passwordAlphabet) && len(out) < n {
+				out = append(out, passwordAlphabet[int(b)%len(passwordAlphabet)])
+			}
+		}
+		if _, err := rand.Read(buf); err != nil {
+			return "", fmt.Errorf("generate password: %w", err)
+		}
+	}
+	return string(out), nil
+}

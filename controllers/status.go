@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// computeStatus derives the whole status from what this pass observed. It
+// writes no volatile text (no raw errors, no clocks), so that a pass that
+// changed nothing patches nothing. observedGeneration moves only after a
+// pass that applied everything.
+func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *observation, reconcileErr error) {
+	st := &rs.Status
+	desired := rs.DesiredReplicas()
+
+	st.Selector = labels.SelectorFromSet(names.SelectorLabels(rs.Name)).String()
+	if obs.lease != nil {
+		st.Leader = obs.holder()
+		st.Epoch = obs.epoch()
+	}
+	if obs.lease != nil || reconcileErr == nil {
+		st.Members = members(rs.Name, obs)
+		st.Replicas = int32(len(obs.pods))
+		st.ReadyReplicas = 0
+		for _, m := range st.Members {
+			if m.Ready {
+				st.ReadyReplicas++
+			}
+		}
+	}
+	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
+
+	leader := leaderMember(st.Members)
+	available := leader != nil && leader.Ready
+	// A cluster whose Lease was never renewed never had a serving leader.
+	creating := obs.lease == nil || obs.lease.Spec.RenewTime == nil
+
+	switch {
+	case available:
+		setCondition(rs, regentv1.ConditionAvailable, true, regentv1.ReasonLeaderReady,
+			fmt.Sprintf("%s serves writes at epoch %d", leader.Name, st.Epoch))
+	case leader != nil:
+		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonLeaderNotReady,
+			fmt.Sprintf("%s leads epoch %d but is not ready", leader.Name, st.Epoch))
+	default:
+		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonNoLeader,
+			fmt.Sprintf("no pod is labelled leader at epoch %d", st.Epoch))
+	}
+
+	switch {
+	case st.Replicas != desired:
+		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonScaling,
+			fmt.Sprintf("%d pods exist, %d wanted", st.Replicas, desired))
+	case st.ReadyReplicas < desired && creating:
+		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonCreating,
+			fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
+	case st.ReadyReplicas < desired:
+		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonReplicasNotReady,
+			fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
+	default:
+		setCondition(rs, regentv1.ConditionProgressing, false, regentv1.ReasonReconciled,
+			"every pod is ready")
+	}
+
+	switch {
+	case reconcileErr != nil:
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
+			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", obs.failedStep))
+	case available && st.ReadyReplicas < desired:
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFollowersNotReady,
+			fmt.Sprintf("%d of %d followers ready: fewer copies of the data than asked for",
+				max(st.ReadyReplicas-1, 0), desired-1))
+	case !available && !creating:
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonLeaderNotReady,
+			"no ready leader: writes are not served")
+	default:
+		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonAllReplicasReady,
+			"nothing is missing")
+	}
+	// Leadership moves are a later seam (leadership.go); nothing moves it yet.
+	setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
+
+	switch {
+	case creating && !available:
+		st.Phase = regentv1.PhaseCreating
+	case !available:
+		st.Phase = regentv1.PhaseUnavailable
+	case st.ReadyReplicas < desired:
+		st.Phase = regentv1.PhaseDegraded
+	default:
+		st.Phase = regentv1.PhaseHealthy
+	}
+
+	if reconcileErr == nil {
+		st.ObservedGeneration = rs.Generation
+	}
+}
+
+func setCondition(rs *regentv1.ReplicaSet, typ string, status bool, reason, message string) {
+	s := metav1.ConditionFalse
+	if status {
+		s = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             s,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: rs.Generation,
+	})
+}
+
+// members lists the pods of the cluster by ordinal, with their roles read
+// from their labels. A leader label counts only on the Lease holder at the
+// Lease's epoch: anything else is a stale claim.
+func members(cluster string, obs *observation) []regentv1.MemberStatus {
+	pods := slices.Clone(obs.pods)
+	slices.SortFunc(pods, func(a, b corev1.Pod) int {
+		i, _ := names.Ordinal(cluster, a.Name)
+		j, _ := names.Ordinal(cluster, b.Name)
+		return i - j
+	})
+	epoch := strconv.FormatInt(obs.epoch(), 10)
+	out := make([]regentv1.MemberStatus, 0, len(pods))
+	for i := range pods {
+		pod := &pods[i]
+		m := regentv1.MemberStatus{Name: pod.Name, Ready: podReady(pod), Role: regentv1.RoleUnknown}
+		switch pod.Labels[names.LabelRole] {
+		case names.RoleLeader:
+			if pod.Name == obs.holder() && pod.Labels[names.LabelEpoch] == epoch {
+				m.Role = regentv1.RoleLeader
+			}
+		case names.RoleFollower:
+			m.Role = regentv1.RoleFollower
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func leaderMember(members []regentv1.MemberStatus) *regentv1.MemberStatus {
+	for i := range members {
+		if members[i].Role == regentv1.RoleLeader {
+			return &members[i]
+		}
+	}
+	return nil
+}

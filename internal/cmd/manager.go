@@ -1,0 +1,134 @@
+package cmd
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers"
+	"github.com/regent-dev/regent/internal/version"
+)
+
+// managerOptions are the operator's flags.
+type managerOptions struct {
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	regentImage             string
+	postgresImage           string
+	pullPolicy              string
+	zap                     zap.Options
+}
+
+func (o *managerOptions) validate() error {
+	var errs []error
+	if o.regentImage == "" {
+		errs = append(errs, errors.New("--regent-image must not be empty"))
+	}
+	if o.postgresImage == "" {
+		errs = append(errs, errors.New("--postgres-image must not be empty"))
+	}
+	switch corev1.PullPolicy(o.pullPolicy) {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		errs = append(errs, fmt.Errorf("--image-pull-policy %q: want Always, IfNotPresent or Never", o.pullPolicy))
+	}
+	return errors.Join(errs...)
+}
+
+func newManagerCommand() *cobra.Command {
+	o := &managerOptions{}
+	c := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the operator",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return ExitError{Code: 2, Err: err}
+			}
+			return runManager(o)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080",
+		"Address of the Prometheus metrics endpoint; 0 disables it. In a pod, bind $(POD_IP):PORT.")
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
+		"Address of the /healthz and /readyz endpoints.")
+	f.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect one active operator among replicas through a Lease (required with more than one replica).")
+	f.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the operator's own Lease; default: the namespace the operator runs in.")
+	f.StringVar(&o.regentImage, "regent-image", version.DefaultRegentImage(),
+		"Image with the regent binary, for the pods' init container and agent sidecar.")
+	f.StringVar(&o.postgresImage, "postgres-image", "postgres:15",
+		"PostgreSQL image for clusters whose spec.postgres.image is empty.")
+	f.StringVar(&o.pullPolicy, "image-pull-policy", "",
+		"Pull policy of the pods' images: Always, IfNotPresent or Never (default: Kubernetes' own).")
+	fs := flag.NewFlagSet("zap", flag.ContinueOnError)
+	o.zap.BindFlags(fs)
+	f.AddGoFlagSet(fs)
+	return c
+}
+
+func runManager(o *managerOptions) error {
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(regentv1.AddToScheme(scheme))
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("find the API server: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "regent-operator.regent.dev",
+		LeaderElectionNamespace: o.leaderElectionNamespace,
+		// A new leader starts at once when this one stops cleanly.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	r := &controllers.ReplicaSetReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("regent-operator"),
+		Images: controllers.Images{
+			Regent:     o.regentImage,
+			Postgres:   o.postgresImage,
+			PullPolicy: corev1.PullPolicy(o.pullPolicy),
+		},
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the ReplicaSet controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("Starting the operator", "version", version.Version, "regentImage", o.regentImage,
+		"postgresImage", o.postgresImage, "leaderElect", o.leaderElect, "pid", os.Getpid())
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,66 @@
+// Package cmd holds regent's cobra commands. main.go only runs NewRoot.
+package cmd
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regent-dev/regent/internal/version"
+)
+
+// ExitError makes the process exit with Code after printing Err.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e ExitError) Error() string { return e.Err.Error() }
+
+// NewRoot returns the regent command with every subcommand.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "regent",
+		Short: "Regent runs leader-follower PostgreSQL clusters on Kubernetes",
+		Long: "Regent runs leader-follower PostgreSQL clusters on Kubernetes.\n\n" +
+			"One binary plays every part: the operator (manager), the sidecar in each\n" +
+			"database pod (agent), and PID 1 of the database container (instance).",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newManagerCommand(),
+		notYet("agent", "Run the sidecar of a database pod (not implemented yet)"),
+		notYet("instance", "Run as PID 1 of the PostgreSQL container (not implemented yet)"),
+		notYet("wal-push", "Hand a WAL segment to the local agent (not implemented yet)"),
+		notYet("wal-fetch", "Fetch a WAL segment through the local agent (not implemented yet)"),
+		newInstallCommand(),
+		newVersionCommand(),
+	)
+	return root
+}
+
+// notYet is a subcommand whose part of Regent is still to be built: it says
+// so and exits 2, so that a pod running it fails visibly instead of idling.
+func notYet(name, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:                name,
+		Short:              short,
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return ExitError{Code: 2, Err: fmt.Errorf("%s is not implemented in this build yet (the in-pod data plane comes in a later release)", name)}
+		},
+	}
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(c.OutOrStdout(), version.Version)
+			return err
+		},
+	}
+}

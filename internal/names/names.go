@@ -1,0 +1,198 @@
+// Package names derives every name, label, annotation, port and path that
+// several parts of Regent must agree on (../shared/DESIGN.md §1, §3). Nothing
+// else spells them out.
+package names
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Labels on every object Regent creates.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelCluster   = "regent.dev/cluster"
+
+	// LabelRole is a pod's confirmed role: RoleLeader or RoleFollower. A
+	// pod whose role is not confirmed has no role label.
+	LabelRole = "regent.dev/role"
+	// LabelEpoch, on the leader pod, is the leadership term it leads.
+	LabelEpoch = "regent.dev/epoch"
+
+	// AppName is the value of LabelName: the engine Regent runs.
+	AppName = "postgres"
+	// ManagedBy is the value of LabelManagedBy.
+	ManagedBy = "regent"
+
+	RoleLeader   = "leader"
+	RoleFollower = "follower"
+)
+
+// Annotations with a meaning in the leadership protocol (DESIGN.md §5).
+const (
+	// AnnotationSealedEpoch on the Lease: epoch n is sealed, followers
+	// accept no more WAL of it.
+	AnnotationSealedEpoch = "regent.dev/sealed-epoch"
+	// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
+	// leadership to this pod.
+	AnnotationSwitchoverTo = "regent.dev/switchover-to"
+)
+
+// Ports (DESIGN.md §1).
+const (
+	PortPostgres  = 5432
+	PortRelay     = 5433
+	PortAgentHTTP = 8008
+
+	PortNamePostgres  = "postgres"
+	PortNameRelay     = "relay"
+	PortNameAgentHTTP = "agent-http"
+)
+
+// Containers, volumes and paths of the pod (DESIGN.md §3).
+const (
+	ContainerBootstrap = "bootstrap"
+	ContainerPostgres  = "postgres"
+	ContainerAgent     = "agent"
+
+	VolumeData    = "pgdata"
+	VolumeRun     = "regent-run"
+	VolumeTmp     = "tmp"
+	VolumeSecrets = "secrets"
+	VolumeSAToken = "sa-token"
+
+	// RunDir is where the regent-run emptyDir is mounted in every container.
+	RunDir = "/regent"
+	// BinDir holds the regent binary that the bootstrap init container
+	// copies for the postgres container, whose image does not have it.
+	BinDir = RunDir + "/bin"
+	// BinaryPath is the copied binary.
+	BinaryPath = BinDir + "/regent"
+	// SocketDir holds instance's API socket, PostgreSQL's socket and the
+	// agent's relay socket.
+	SocketDir = RunDir + "/run"
+	// ImageBinaryPath is where the regent image keeps its binary (on PATH).
+	ImageBinaryPath = "/usr/local/bin/regent"
+
+	DataMountPath = "/var/lib/postgresql/data"
+	// PGData is PostgreSQL's data directory: a subdirectory of the volume,
+	// so that a volume's lost+found does not upset initdb.
+	PGData           = DataMountPath + "/pgdata"
+	SecretsMountPath = "/etc/regent/secrets"
+	// SATokenMountPath is the standard service account path, so client-go's
+	// in-cluster config finds the agent's token.
+	SATokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+	TmpMountPath     = "/tmp"
+
+	// PostgresUID is the uid and gid PostgreSQL runs as (the postgres image's).
+	PostgresUID = 999
+)
+
+// Database roles Regent creates.
+const (
+	SuperuserName   = "postgres"
+	ReplicationUser = "regent_replication"
+)
+
+// Labels returns the labels every object of cluster carries.
+func Labels(cluster string) map[string]string {
+	return map[string]string{
+		LabelName:      AppName,
+		LabelInstance:  cluster,
+		LabelManagedBy: ManagedBy,
+		LabelCluster:   cluster,
+	}
+}
+
+// SelectorLabels selects the pods of cluster. It is the StatefulSet's
+// selector, so it must never change.
+func SelectorLabels(cluster string) map[string]string {
+	return map[string]string{LabelName: AppName, LabelCluster: cluster}
+}
+
+// LeaderSelector selects the leader pod of cluster at epoch: a pod left with
+// a stale leader label from an older epoch is never selected.
+func LeaderSelector(cluster string, epoch int64) map[string]string {
+	s := SelectorLabels(cluster)
+	s[LabelRole] = RoleLeader
+	s[LabelEpoch] = strconv.FormatInt(epoch, 10)
+	return s
+}
+
+// FollowerSelector selects the confirmed followers of cluster.
+func FollowerSelector(cluster string) map[string]string {
+	s := SelectorLabels(cluster)
+	s[LabelRole] = RoleFollower
+	return s
+}
+
+// Names of the objects of a cluster.
+
+// StatefulSet is the StatefulSet's name: the cluster's own.
+func StatefulSet(cluster string) string { return cluster }
+
+// PodsService is the headless Service that gives pods stable DNS names.
+func PodsService(cluster string) string { return cluster + "-pods" }
+
+// LeaderService is the Service clients write through.
+func LeaderService(cluster string) string { return cluster + "-leader" }
+
+// FollowersService is the Service clients read from.
+func FollowersService(cluster string) string { return cluster + "-followers" }
+
+// Lease is the coordination.k8s.io Lease whose holder is the leader.
+func Lease(cluster string) string { return cluster + "-leader" }
+
+// PodDisruptionBudget is the cluster's PodDisruptionBudget.
+func PodDisruptionBudget(cluster string) string { return cluster }
+
+// Agent is the name of the agent's ServiceAccount, Role and RoleBinding.
+func Agent(cluster string) string { return cluster + "-agent" }
+
+// SuperuserSecret holds the postgres superuser's credentials.
+func SuperuserSecret(cluster string) string { return cluster + "-superuser" }
+
+// ReplicationSecret holds the replication role's credentials.
+func ReplicationSecret(cluster string) string { return cluster + "-replication" }
+
+// AppSecret holds the application role's credentials and a ready-to-use uri.
+func AppSecret(cluster string) string { return cluster + "-app" }
+
+// Pod is the name of the pod with ordinal i.
+func Pod(cluster string, i int) string { return fmt.Sprintf("%s-%d", cluster, i) }
+
+// PVC is the name of the data volume claim of the pod with ordinal i, as the
+// StatefulSet controller derives it from the claim template.
+func PVC(cluster string, i int) string { return fmt.Sprintf("%s-%s-%d", VolumeData, cluster, i) }
+
+// MaxReplicas is the largest spec.replicas the API accepts.
+const MaxReplicas = 9
+
+// AllPods names every pod a cluster can ever have (ordinals 0 to
+// MaxReplicas-1), so that RBAC scoped by name survives scaling.
+func AllPods(cluster string) []string {
+	pods := make([]string, MaxReplicas)
+	for i := range pods {
+		pods[i] = Pod(cluster, i)
+	}
+	return pods
+}
+
+// Ordinal returns the ordinal of pod in cluster, or false when pod is not
+// one of cluster's pods.
+func Ordinal(cluster, pod string) (int, bool) {
+	rest, ok := strings.CutPrefix(pod, cluster+"-")
+	if !ok || rest == "" || (len(rest) > 1 && rest[0] == '0') {
+		return 0, false
+	}
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil
+}
