@@ -84,7 +84,11 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if equality.Semantic.DeepEqual(before.Status, rs.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, rs, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		// Optimistic locking: a pass that worked from a stale cache must
+		// not overwrite a newer status (its conditions would flap their
+		// transition times); it fails with a conflict and runs again.
+		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+		if err := r.Status().Patch(ctx, rs, patch); err != nil && !apierrors.IsNotFound(err) {
 			if retErr == nil {
 				retErr = fmt.Errorf("patch status: %w", err)
 			}
@@ -159,7 +163,10 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		}
 	}
 
-	claimSize := rs.StorageSize()
+	claimSize, err := rs.StorageSize()
+	if err != nil {
+		return "read spec.storage.size", err
+	}
 	sts := &appsv1.StatefulSet{}
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.StatefulSet(rs.Name)}, sts); {
 	case err == nil:

@@ -26,12 +26,25 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 		{names.ReplicationSecret(rs.Name), names.ReplicationUser, false},
 		{names.AppSecret(rs.Name), rs.AppOwner(), true},
 	} {
-		password, created, err := r.password(ctx, rs.Namespace, s.name)
+		existing, err := r.readSecret(ctx, rs.Namespace, s.name)
 		if err != nil {
 			return fmt.Errorf("secret %s: %w", s.name, err)
 		}
+		password := string(existing.Data[corev1.BasicAuthPasswordKey])
+		created := password == ""
+		if created {
+			if password, err = generatePassword(); err != nil {
+				return err
+			}
+		}
 		c := credentials{secret: s.name, username: s.user, password: password}
-		if err := r.Apply(ctx, renderSecret(rs, c, s.app), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		secret := renderSecret(rs, c, s.app)
+		if existing.Type != "" {
+			// A Secret's type cannot change: one the user made
+			// beforehand (say Opaque) keeps its type.
+			secret.WithType(existing.Type)
+		}
+		if err := r.Apply(ctx, secret, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("apply secret %s: %w", s.name, err)
 		}
 		if created {
@@ -42,21 +55,15 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 	return nil
 }
 
-// password returns the password stored in the Secret, or a new one (and
-// true) when the Secret does not exist or has none.
-func (r *ReplicaSetReconciler) password(ctx context.Context, namespace, name string) (string, bool, error) {
+// readSecret reads a Secret from the API server; a missing one comes back
+// empty.
+func (r *ReplicaSetReconciler) readSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
-	switch {
-	case err == nil:
-		if p := secret.Data[corev1.BasicAuthPasswordKey]; len(p) > 0 {
-			return string(p), false, nil
-		}
-	case !apierrors.IsNotFound(err):
-		return "", false, err
+	if apierrors.IsNotFound(err) {
+		return &corev1.Secret{}, nil
 	}
-	p, err := generatePassword()
-	return p, true, err
+	return secret, err
 }
 
 // passwordAlphabet has no character that needs quoting in a URI, a .pgpass

@@ -32,7 +32,10 @@ func claimTemplateSize(sts *appsv1.StatefulSet) (resource.Quantity, bool) {
 // StorageClass must allow expansion; if it does not, the API server says so
 // and the error surfaces in the Degraded condition.)
 func (r *ReplicaSetReconciler) growVolumes(ctx context.Context, rs *regentv1.ReplicaSet) error {
-	want := rs.StorageSize()
+	want, err := rs.StorageSize()
+	if err != nil {
+		return err
+	}
 	list := &corev1.PersistentVolumeClaimList{}
 	if err := r.List(ctx, list, client.InNamespace(rs.Namespace),
 		client.MatchingLabels(names.SelectorLabels(rs.Name))); err != nil {
@@ -41,7 +44,9 @@ func (r *ReplicaSetReconciler) growVolumes(ctx context.Context, rs *regentv1.Rep
 	for i := range list.Items {
 		pvc := &list.Items[i]
 		have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		if have.Cmp(want) >= 0 {
+		// Only a bound claim can grow; an unbound one is provisioned at
+		// the template's size and grown on a later pass.
+		if have.Cmp(want) >= 0 || pvc.Status.Phase != corev1.ClaimBound {
 			continue
 		}
 		patch := client.MergeFrom(pvc.DeepCopy())

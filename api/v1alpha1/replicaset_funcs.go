@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "k8s.io/apimachinery/pkg/api/resource"
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
 
 // OwnedParameters are the PostgreSQL settings Regent writes itself: the CRD
 // refuses them in spec.postgres.parameters (the CEL rule there spells out
@@ -33,12 +37,17 @@ func (rs *ReplicaSet) LeaseDurationSeconds() int32 {
 	return *rs.Spec.Failover.LeaseDurationSeconds
 }
 
-// StorageSize is spec.storage.size, or its default 1Gi.
-func (rs *ReplicaSet) StorageSize() resource.Quantity {
-	if rs.Spec.Storage.Size.IsZero() {
-		return resource.MustParse("1Gi")
+// StorageSize is spec.storage.size, or its default 1Gi. The CRD admits only
+// valid quantities; an object that bypassed it gets an error.
+func (rs *ReplicaSet) StorageSize() (resource.Quantity, error) {
+	if rs.Spec.Storage.Size == "" {
+		return resource.MustParse("1Gi"), nil
 	}
-	return rs.Spec.Storage.Size
+	q, err := resource.ParseQuantity(rs.Spec.Storage.Size)
+	if err != nil {
+		return q, fmt.Errorf("spec.storage.size %q: %w", rs.Spec.Storage.Size, err)
+	}
+	return q, nil
 }
 
 // PDBEnabled is spec.podDisruptionBudget.enabled, or its default true.

@@ -2,13 +2,12 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ReplicaSetSpec is the desired state of a leader-follower PostgreSQL cluster.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.replication) || self.replication.mode != 'Sync' || self.replication.syncReplicas < self.replicas",message="replication.syncReplicas must be less than replicas in Sync mode: the leader can wait for at most replicas-1 followers"
+// +kubebuilder:validation:XValidation:rule="!has(self.replication) || !has(self.replication.mode) || self.replication.mode != 'Sync' || (has(self.replication.syncReplicas) ? self.replication.syncReplicas : 1) < (has(self.replicas) ? self.replicas : 3)",message="replication.syncReplicas must be less than replicas in Sync mode: the leader can wait for at most replicas-1 followers"
 type ReplicaSetSpec struct {
 	// replicas is the number of PostgreSQL pods: one leader and replicas-1
 	// followers. Between 1 and 9; default 3.
@@ -78,9 +77,30 @@ type PostgresSpec struct {
 
 	// parameters are PostgreSQL settings (GUCs) written to postgresql.conf,
 	// as name: value strings. The settings Regent owns for replication,
-	// fencing and networking are refused. Default none.
+	// fencing and networking are refused, one rule each (a rule per name
+	// keeps the CEL cost constant, and the error names each one). Default
+	// none.
 	// +kubebuilder:validation:MaxProperties=256
-	// +kubebuilder:validation:XValidation:rule="['listen_addresses', 'port', 'unix_socket_directories', 'data_directory', 'config_file', 'hba_file', 'ident_file', 'primary_conninfo', 'primary_slot_name', 'synchronous_standby_names', 'archive_mode', 'archive_command', 'restore_command', 'archive_cleanup_command', 'recovery_target_timeline', 'hot_standby', 'wal_log_hints', 'full_page_writes', 'restart_after_crash', 'cluster_name'].all(p, !(p in self))",messageExpression="'these PostgreSQL parameters are managed by Regent and cannot be set: ' + ['listen_addresses', 'port', 'unix_socket_directories', 'data_directory', 'config_file', 'hba_file', 'ident_file', 'primary_conninfo', 'primary_slot_name', 'synchronous_standby_names', 'archive_mode', 'archive_command', 'restore_command', 'archive_cleanup_command', 'recovery_target_timeline', 'hot_standby', 'wal_log_hints', 'full_page_writes', 'restart_after_crash', 'cluster_name'].filter(p, p in self).join(', ')"
+	// +kubebuilder:validation:XValidation:rule="!has(self.listen_addresses)",message="listen_addresses is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.port)",message="port is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.unix_socket_directories)",message="unix_socket_directories is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.data_directory)",message="data_directory is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.config_file)",message="config_file is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.hba_file)",message="hba_file is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.ident_file)",message="ident_file is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.primary_conninfo)",message="primary_conninfo is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.primary_slot_name)",message="primary_slot_name is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.synchronous_standby_names)",message="synchronous_standby_names is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.archive_mode)",message="archive_mode is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.archive_command)",message="archive_command is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.restore_command)",message="restore_command is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.archive_cleanup_command)",message="archive_cleanup_command is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.recovery_target_timeline)",message="recovery_target_timeline is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.hot_standby)",message="hot_standby is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.wal_log_hints)",message="wal_log_hints is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.full_page_writes)",message="full_page_writes is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.restart_after_crash)",message="restart_after_crash is managed by Regent and cannot be set"
+	// +kubebuilder:validation:XValidation:rule="!has(self.cluster_name)",message="cluster_name is managed by Regent and cannot be set"
 	// +kubebuilder:validation:XValidation:rule="!('synchronous_commit' in self) || self['synchronous_commit'] in ['on', 'remote_write', 'remote_apply']",message="synchronous_commit must be on, remote_write or remote_apply: off and local acknowledge commits that no follower and no fencing gate has confirmed"
 	// +kubebuilder:validation:XValidation:rule="!('wal_level' in self) || self['wal_level'] in ['replica', 'logical']",message="wal_level must be replica or logical: followers need at least replica"
 	// +optional
@@ -106,16 +126,17 @@ const (
 
 // StorageSpec configures each pod's PersistentVolumeClaim.
 //
-// +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="storage.size cannot shrink: PostgreSQL data volumes can only grow"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !has(oldSelf.size) || !isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="storage.size cannot shrink: PostgreSQL data volumes can only grow"
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName cannot change after creation: existing volumes cannot move to another class"
 type StorageSpec struct {
-	// size is the capacity requested for each pod's data volume, e.g. 10Gi.
-	// It can grow (when the StorageClass allows volume expansion) but never
-	// shrink. Default 1Gi.
+	// size is the capacity requested for each pod's data volume, as a
+	// Kubernetes quantity such as 10Gi. It can grow (when the StorageClass
+	// allows volume expansion) but never shrink. Default 1Gi.
 	// +kubebuilder:default="1Gi"
-	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be a positive quantity such as 10Gi"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",message="storage.size must be a positive quantity such as 10Gi"
 	// +optional
-	Size resource.Quantity `json:"size,omitempty"`
+	Size string `json:"size,omitempty"`
 
 	// storageClassName is the StorageClass of the data volumes. Default: the
 	// cluster's default StorageClass. Cannot change after creation.
@@ -162,7 +183,7 @@ const (
 
 // ReplicationSpec chooses how commits wait for followers.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.dataDurability) || self.mode == 'Sync'",message="replication.dataDurability applies only to mode Sync"
+// +kubebuilder:validation:XValidation:rule="!has(self.dataDurability) || (has(self.mode) && self.mode == 'Sync')",message="replication.dataDurability applies only to mode Sync"
 type ReplicationSpec struct {
 	// mode is Async (default: commits wait for no follower; a failover may
 	// lose up to failover.maxLagBytes) or Sync (commits wait for

@@ -1,0 +1,81 @@
+package controllers
+
+import (
+	"testing"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/names"
+)
+
+func TestDesiredRoleLabels(t *testing.T) {
+	lease := func(holder string, epoch int32, sealed string) *coordinationv1.Lease {
+		l := &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: ptr.To(holder), LeaseTransitions: ptr.To(epoch),
+		}}
+		if sealed != "" {
+			l.Annotations = map[string]string{names.AnnotationSealedEpoch: sealed}
+		}
+		return l
+	}
+	pod := func(name, role, epoch string, ready bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+		if role != "" {
+			p.Labels[names.LabelRole] = role
+		}
+		if epoch != "" {
+			p.Labels[names.LabelEpoch] = epoch
+		}
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+		return p
+	}
+	leader := func(epoch string) roleLabels { return roleLabels{role: names.RoleLeader, epoch: epoch} }
+	tests := []struct {
+		name       string
+		pod        *corev1.Pod
+		lease      *coordinationv1.Lease
+		want       roleLabels
+		wantChange bool
+	}{
+		{"new cluster: holder becomes leader before it is ready",
+			pod("db-0", "", "", false), lease("db-0", 1, ""), leader("1"), true},
+		{"holder already labelled", pod("db-0", "leader", "1", true), lease("db-0", 1, ""), leader("1"), false},
+		{"holder labelled at an older epoch", pod("db-1", "leader", "2", true), lease("db-1", 3, ""), leader("3"), true},
+		{"holder that was a follower", pod("db-1", "follower", "", true), lease("db-1", 2, ""), leader("2"), true},
+		{"sealed epoch: holder is not labelled again",
+			pod("db-0", "", "", true), lease("db-0", 1, "1"), roleLabels{}, false},
+		{"sealed epoch: a labelled holder is left to the failover steps",
+			pod("db-0", "leader", "1", true), lease("db-0", 1, "1"), leader("1"), false},
+		{"unreadable seal counts as sealed",
+			pod("db-0", "", "", true), lease("db-0", 1, "x"), roleLabels{}, false},
+		{"seal of an older epoch does not stop the new leader",
+			pod("db-1", "", "", true), lease("db-1", 2, "1"), leader("2"), true},
+		{"a second leader loses its claim",
+			pod("db-1", "leader", "1", true), lease("db-0", 1, ""), roleLabels{}, true},
+		{"a stray epoch label goes",
+			pod("db-1", "follower", "1", true), lease("db-0", 1, ""), roleLabels{}, true},
+		{"ready non-holder becomes a follower",
+			pod("db-2", "", "", true), lease("db-0", 1, ""), roleLabels{role: names.RoleFollower}, true},
+		{"unready non-holder stays unconfirmed",
+			pod("db-2", "", "", false), lease("db-0", 1, ""), roleLabels{}, false},
+		{"a follower that is not ready keeps its label",
+			pod("db-2", "follower", "", false), lease("db-0", 1, ""), roleLabels{role: names.RoleFollower}, false},
+		{"no lease: nothing changes",
+			pod("db-0", "", "", true), nil, roleLabels{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, change := desiredRoleLabels(tt.pod, tt.lease)
+			if change != tt.wantChange || (change && got != tt.want) {
+				t.Errorf("desiredRoleLabels = %+v, %v; want %+v, %v", got, change, tt.want, tt.wantChange)
+			}
+		})
+	}
+}

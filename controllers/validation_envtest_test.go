@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+)
+
+// The API server itself refuses bad specs, with the CRD's CEL messages:
+// these tests send them to a real kube-apiserver.
+
+func TestInvalidSpecsAreRefusedOnCreate(t *testing.T) {
+	ns := newNamespace(t)
+	tests := []struct {
+		name    string
+		rsName  string
+		mutate  func(*regentv1.ReplicaSet)
+		message string
+	}{
+		{"no replicas", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](0) },
+			"replicas must be between 1 and 9"},
+		{"too many replicas", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](10) },
+			"replicas must be between 1 and 9"},
+		{"owned parameters", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Postgres.Parameters = map[string]string{"port": "6000", "work_mem": "8MB", "listen_addresses": "*"}
+		}, "listen_addresses is managed by Regent and cannot be set"},
+		{"owned parameters, each named", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Postgres.Parameters = map[string]string{"port": "6000", "work_mem": "8MB", "listen_addresses": "*"}
+		}, "port is managed by Regent and cannot be set"},
+		{"synchronous_commit off", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Postgres.Parameters = map[string]string{"synchronous_commit": "off"}
+		}, "synchronous_commit must be on, remote_write or remote_apply"},
+		{"wal_level minimal", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Postgres.Parameters = map[string]string{"wal_level": "minimal"}
+		}, "wal_level must be replica or logical"},
+		{"sync quorum as large as the cluster", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Replicas = ptr.To[int32](3)
+			rs.Spec.Replication = regentv1.ReplicationSpec{Mode: regentv1.ReplicationSync, SyncReplicas: ptr.To[int32](3)}
+		}, "replication.syncReplicas must be less than replicas in Sync mode"},
+		{"sync mode with one pod", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Replicas = ptr.To[int32](1)
+			rs.Spec.Replication = regentv1.ReplicationSpec{Mode: regentv1.ReplicationSync}
+		}, "replication.syncReplicas must be less than replicas in Sync mode"},
+		{"data durability in async mode", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Replication = regentv1.ReplicationSpec{DataDurability: regentv1.DataDurabilityPreferred}
+		}, "replication.dataDurability applies only to mode Sync"},
+		{"zero storage", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Storage.Size = "0" },
+			"storage.size must be a positive quantity"},
+		{"reserved owner", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Bootstrap.Owner = "postgres" },
+			"bootstrap.owner cannot be a reserved role"},
+		{"lease too short", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](1)
+		}, "spec.failover.leaseDurationSeconds: Invalid value: 1: spec.failover.leaseDurationSeconds in body should be greater than or equal to 3"},
+		{"name that cannot name a Service", "db.main", nil,
+			"metadata.name must be at most 50 lower-case letters"},
+		{"name too long for its Services", "a23456789012345678901234567890123456789012345678901", nil,
+			"metadata.name must be at most 50 lower-case letters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := tt.rsName
+			if name == "" {
+				name = "bad"
+			}
+			rs := newReplicaSet(ns, name)
+			if tt.mutate != nil {
+				tt.mutate(rs)
+			}
+			err := k8s.Create(t.Context(), rs)
+			g := NewWithT(t)
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tt.message))
+		})
+	}
+}
+
+func TestInvalidChangesAreRefused(t *testing.T) {
+	ns := newNamespace(t)
+	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Storage.Size = "2Gi"
+		rs.Spec.Storage.StorageClassName = ptr.To("fast")
+	}))
+	tests := []struct {
+		name    string
+		mutate  func(*regentv1.ReplicaSet)
+		message string
+	}{
+		{"shrink storage", func(rs *regentv1.ReplicaSet) { rs.Spec.Storage.Size = "1Gi" },
+			"storage.size cannot shrink"},
+		{"shrink storage, in other units", func(rs *regentv1.ReplicaSet) { rs.Spec.Storage.Size = "2000Mi" },
+			"storage.size cannot shrink"},
+		{"change storage class", func(rs *regentv1.ReplicaSet) { rs.Spec.Storage.StorageClassName = ptr.To("slow") },
+			"storage.storageClassName cannot change after creation"},
+		{"drop storage class", func(rs *regentv1.ReplicaSet) { rs.Spec.Storage.StorageClassName = nil },
+			"storage.storageClassName cannot change after creation"},
+		{"rename the database", func(rs *regentv1.ReplicaSet) { rs.Spec.Bootstrap.Database = "other" },
+			"bootstrap cannot change after creation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			got := get(t, g, ns, rs.Name, &regentv1.ReplicaSet{})
+			tt.mutate(got)
+			err := k8s.Update(t.Context(), got)
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tt.message))
+		})
+	}
+
+	t.Run("grow storage and change mode", func(t *testing.T) {
+		g := NewWithT(t)
+		got := get(t, g, ns, rs.Name, &regentv1.ReplicaSet{})
+		got.Spec.Storage.Size = "5Gi"
+		got.Spec.Replication.Mode = regentv1.ReplicationSync
+		g.Expect(k8s.Update(t.Context(), got)).To(Succeed())
+	})
+}
+
+func TestScaleSubresource(t *testing.T) {
+	ns := newNamespace(t)
+	rs := createReplicaSet(t, newReplicaSet(ns, "db"))
+	waitReconciled(t, rs)
+	g := NewWithT(t)
+
+	// What `kubectl scale dbrs/db --replicas=N` sends.
+	scale := &autoscalingv1.Scale{}
+	g.Expect(k8s.SubResource("scale").Get(t.Context(), rs, scale)).To(Succeed())
+	g.Expect(scale.Spec.Replicas).To(BeEquivalentTo(3))
+	g.Expect(scale.Status.Selector).To(Equal("app.kubernetes.io/name=postgres,regent.dev/cluster=db"))
+
+	scale.Spec.Replicas = 12
+	err := k8s.SubResource("scale").Update(t.Context(), rs, client.WithSubResourceBody(scale))
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("replicas must be between 1 and 9"))
+
+	g.Expect(k8s.SubResource("scale").Get(t.Context(), rs, scale)).To(Succeed())
+	scale.Spec.Replicas = 5
+	g.Expect(k8s.SubResource("scale").Update(t.Context(), rs, client.WithSubResourceBody(scale))).To(Succeed())
+	got := waitReconciled(t, rs)
+	g.Expect(got.Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))
+	g.Expect(get(t, g, ns, "db", &appsv1.StatefulSet{}).Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))
+}
