@@ -29,6 +29,17 @@ func (r *ReplicaSetReconciler) reconcileLeadership(ctx context.Context, rs *rege
 		if !ok {
 			continue
 		}
+		if want.role == names.RoleLeader {
+			// Naming a leader must never rest on a stale cache: confirm
+			// the holder, epoch and seal with the API server itself.
+			fresh := &coordinationv1.Lease{}
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obs.lease), fresh); err != nil {
+				return fmt.Errorf("confirm the Lease: %w", err)
+			}
+			if want, ok = desiredRoleLabels(pod, fresh); !ok || want.role != names.RoleLeader {
+				continue
+			}
+		}
 		if err := r.patchRoleLabels(ctx, rs, pod, want, obs.epoch()); err != nil {
 			return err
 		}

@@ -88,10 +88,15 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// not overwrite a newer status (its conditions would flap their
 		// transition times); it fails with a conflict and runs again.
 		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		if err := r.Status().Patch(ctx, rs, patch); err != nil && !apierrors.IsNotFound(err) {
-			if retErr == nil {
-				retErr = fmt.Errorf("patch status: %w", err)
-			}
+		err := r.Status().Patch(ctx, rs, patch)
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+		case apierrors.IsConflict(err):
+			// A newer ReplicaSet exists, and its watch event brings this
+			// reconciler back with it: nothing is lost by stopping here.
+			log.V(1).Info("Status changed under this pass; the next pass recomputes it")
+		case retErr == nil:
+			retErr = fmt.Errorf("patch status: %w", err)
 		}
 	}()
 

@@ -79,7 +79,10 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFollowersNotReady,
 			fmt.Sprintf("%d of %d followers ready: fewer copies of the data than asked for",
 				max(st.ReadyReplicas-1, 0), desired-1))
-	case !available && !creating:
+	case !available && creating:
+		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonCreating,
+			"the cluster is being created")
+	case !available:
 		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonLeaderNotReady,
 			"no ready leader: writes are not served")
 	default:

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"os"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -9,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 )
@@ -146,4 +148,19 @@ func TestScaleSubresource(t *testing.T) {
 	got := waitReconciled(t, rs)
 	g.Expect(got.Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))
 	g.Expect(get(t, g, ns, "db", &appsv1.StatefulSet{}).Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))
+}
+
+// The sample of the README is accepted as it is.
+func TestSampleIsAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	b, err := os.ReadFile("../config/samples/regent_v1alpha1_replicaset.yaml")
+	g := NewWithT(t)
+	g.Expect(err).NotTo(HaveOccurred())
+	rs := &regentv1.ReplicaSet{}
+	g.Expect(yaml.UnmarshalStrict(b, rs)).To(Succeed())
+	rs.Namespace = ns
+	g.Expect(k8s.Create(t.Context(), rs)).To(Succeed())
+	got := waitReconciled(t, rs)
+	g.Expect(got.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)))
+	g.Expect(got.Status.Leader).To(Equal(rs.Name + "-0"))
 }

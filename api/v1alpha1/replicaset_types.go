@@ -281,15 +281,15 @@ type PodDisruptionBudgetSpec struct {
 type Phase string
 
 const (
-	// PhaseCreating: the cluster has not yet had a ready leader.
+	// PhaseCreating means the cluster has not yet had a ready leader.
 	PhaseCreating Phase = "Creating"
-	// PhaseHealthy: a ready leader and every replica ready.
+	// PhaseHealthy means a ready leader and every replica ready.
 	PhaseHealthy Phase = "Healthy"
-	// PhaseDegraded: a ready leader, but not every replica is ready.
+	// PhaseDegraded means a ready leader, but not every replica is ready.
 	PhaseDegraded Phase = "Degraded"
-	// PhaseUnavailable: no ready leader; writes are not served.
+	// PhaseUnavailable means no ready leader; writes are not served.
 	PhaseUnavailable Phase = "Unavailable"
-	// PhaseFailingOver: the operator is moving leadership.
+	// PhaseFailingOver means the operator is moving leadership.
 	PhaseFailingOver Phase = "FailingOver"
 )
 
@@ -298,11 +298,11 @@ const (
 type MemberRole string
 
 const (
-	// RoleLeader: the pod is labelled leader at the current epoch.
+	// RoleLeader means the pod is labelled leader at the current epoch.
 	RoleLeader MemberRole = "Leader"
-	// RoleFollower: the pod is labelled follower.
+	// RoleFollower means the pod is labelled follower.
 	RoleFollower MemberRole = "Follower"
-	// RoleUnknown: the pod's role is not confirmed (no role label, or a
+	// RoleUnknown means the pod's role is not confirmed (no role label, or a
 	// leader label from an older epoch).
 	RoleUnknown MemberRole = "Unknown"
 )
@@ -357,9 +357,9 @@ type MemberStatus struct {
 type FailoverKind string
 
 const (
-	// FailoverKindFailover: the leader was lost and a follower promoted.
+	// FailoverKindFailover means the leader was lost and a follower promoted.
 	FailoverKindFailover FailoverKind = "Failover"
-	// FailoverKindSwitchover: a person asked for a planned handover.
+	// FailoverKindSwitchover means a person asked for a planned handover.
 	FailoverKindSwitchover FailoverKind = "Switchover"
 )
 
@@ -515,8 +515,4 @@ type ReplicaSetList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ReplicaSet `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&ReplicaSet{}, &ReplicaSetList{})
 }

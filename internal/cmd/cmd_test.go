@@ -1,0 +1,89 @@
+package cmd
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (string, error) {
+	root := NewRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestUnbuiltPartsExitTwo(t *testing.T) {
+	for _, sub := range []string{"agent", "instance", "wal-push", "wal-fetch"} {
+		t.Run(sub, func(t *testing.T) {
+			_, err := run(sub, "--whatever")
+			var exit ExitError
+			if !errors.As(err, &exit) || exit.Code != 2 {
+				t.Fatalf("got %v, want exit code 2", err)
+			}
+			if !strings.Contains(err.Error(), "not implemented") {
+				t.Errorf("message %q does not say the part is not implemented", err)
+			}
+		})
+	}
+}
+
+func TestManagerRefusesBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"manager", "--image-pull-policy=Sometimes"}, `--image-pull-policy "Sometimes": want Always, IfNotPresent or Never`},
+		{[]string{"manager", "--regent-image="}, "--regent-image must not be empty"},
+		{[]string{"manager", "--postgres-image="}, "--postgres-image must not be empty"},
+		{[]string{"manager", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := run(tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstallCopiesTheBinary(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bin")
+	out, err := run("install", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "regent")
+	if !strings.Contains(out, dst) {
+		t.Errorf("output %q does not name %s", out, dst)
+	}
+	self, _ := os.Executable()
+	want, _ := os.ReadFile(self)
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the installed file differs from the running binary")
+	}
+	info, _ := os.Stat(dst)
+	if info.Mode().Perm()&0o111 == 0 {
+		t.Errorf("installed file mode %v is not executable", info.Mode())
+	}
+	// Installing again replaces the file whole (the init container runs
+	// again after every pod restart).
+	if _, err := run("install", dir); err != nil {
+		t.Fatalf("second install: %v", err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".regent-*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temporary files left behind: %v", leftovers)
+	}
+}
