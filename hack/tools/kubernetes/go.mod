@@ -1,7 +1,7 @@
 // Wrapper module that builds pinned Kubernetes binaries from k8s.io/kubernetes.
 // k8s.io/kubernetes replaces its staging modules with ./staging paths, which a
 // dependent module cannot use, so every staging module is pinned here instead.
-// Regenerate with hack/tools/pin-kubernetes.sh; never edit the versions by hand.
+// Regenerate with hack/tools/pin.sh; never edit the versions by hand.
 module github.com/regent-dev/regent/hack/tools/kubernetes
 
 go 1.26.0
