@@ -52,6 +52,24 @@ lint: tools-lint ## Run golangci-lint with the repository's configuration.
 build: ## Build the regent binary into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/regent .
 
+##@ Local cluster (Kubernetes made of local processes; no Docker)
+
+LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+
+.PHONY: local-up
+local-up: build ## Start the local cluster (3 nodes) and wait until it is ready.
+	hack/build-tools.sh $(LOCAL_TOOLS)
+	go build -o $(BIN)/localcluster ./hack/localcluster
+	$(BIN)/localcluster up
+
+.PHONY: local-down
+local-down: ## Stop every process of the local cluster.
+	@if [ -x $(BIN)/localcluster ]; then $(BIN)/localcluster down; fi
+
+.PHONY: local-status
+local-status: ## Show which processes of the local cluster run.
+	$(BIN)/localcluster status
+
 ##@ Test
 
 .PHONY: test

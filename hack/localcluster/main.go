@@ -1,0 +1,375 @@
+// Command localcluster runs a Kubernetes cluster made of local processes
+// (../../docs/local-cluster.md): `up`, `down` and `status` for people and
+// the Makefile; `kubelet`, `provisioner`, `forward` and `run-container` are
+// the cluster's own processes; `proxy` publishes a Service on 127.0.0.1;
+// `fault` breaks things on purpose for tests and demos.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/stdr"
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/regent-dev/regent/internal/localcluster/cgroup"
+	"github.com/regent-dev/regent/internal/localcluster/cluster"
+	"github.com/regent-dev/regent/internal/localcluster/kubelet"
+	"github.com/regent-dev/regent/internal/localcluster/netns"
+	"github.com/regent-dev/regent/internal/localcluster/provisioner"
+	"github.com/regent-dev/regent/internal/localcluster/proxy"
+	lcruntime "github.com/regent-dev/regent/internal/localcluster/runtime"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "localcluster",
+		Short:         "A Kubernetes cluster made of local processes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cfg := defaultConfig()
+	pf := root.PersistentFlags()
+	pf.StringVar(&cfg.StateDir, "state", cfg.StateDir, "state directory: certificates, kubeconfigs, logs, data")
+	pf.StringVar(&cfg.BinDir, "bin", cfg.BinDir, "directory of etcd, kube-apiserver, ... and localcluster")
+	pf.StringVar(&cfg.NetNS, "cluster", cfg.NetNS, "cluster name: its network namespace and cgroup")
+	pf.IntVar(&cfg.HostPort, "port", cfg.HostPort, "port of the API server on 127.0.0.1")
+	pf.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "number of nodes")
+	pf.StringVar(&cfg.ImageMap, "image-map", cfg.ImageMap, "image map file")
+	root.AddCommand(upCmd(&cfg), downCmd(&cfg), statusCmd(&cfg), kubeletCmd(), provisionerCmd(), forwardCmd(),
+		runContainerCmd(), proxyCmd(&cfg), faultCmd(&cfg))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "localcluster:", err)
+		os.Exit(1)
+	}
+}
+
+// repoRoot is the repository the binary was built in (bin/ lives there).
+func repoRoot() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(filepath.Dir(exe))
+}
+
+func defaultConfig() cluster.Config {
+	root := repoRoot()
+	return cluster.Config{
+		StateDir: filepath.Join(root, ".state", "local"),
+		BinDir:   filepath.Join(root, "bin"),
+		NetNS:    "regent-local",
+		HostPort: 6443,
+		Nodes:    3,
+		ImageMap: filepath.Join(root, "hack", "local", "images.yaml"),
+	}
+}
+
+func logger(name string) logr.Logger {
+	stdr.SetVerbosity(0)
+	return stdr.New(nil).WithName(name)
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func clientFor(kubeconfig string) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	return kubernetes.NewForConfig(cfg)
+}
+
+func upCmd(cfg *cluster.Config) *cobra.Command {
+	return &cobra.Command{
+		Use:   "up",
+		Short: "Start the cluster (or the parts of it that are not running) and wait until it is ready",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			abs, err := filepath.Abs(cfg.StateDir)
+			if err != nil {
+				return err
+			}
+			cfg.StateDir = abs
+			logf := func(f string, a ...any) { fmt.Fprintf(c.ErrOrStderr(), f+"\n", a...) }
+			ctx, cancel := signalContext()
+			defer cancel()
+			if err := cluster.Up(ctx, *cfg, logf); err != nil {
+				return err
+			}
+			cs, err := clientFor(cfg.AdminKubeconfig())
+			if err != nil {
+				return err
+			}
+			if err := provisioner.EnsureStorageClass(ctx, cs); err != nil {
+				return fmt.Errorf("default StorageClass: %w", err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "The local cluster is up.\n  export KUBECONFIG=%s\n", cfg.AdminKubeconfig())
+			return nil
+		},
+	}
+}
+
+func downCmd(cfg *cluster.Config) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop every process of the cluster (its data stays in the state directory)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return cluster.Down(*cfg, func(f string, a ...any) { fmt.Fprintf(c.ErrOrStderr(), f+"\n", a...) })
+		},
+	}
+}
+
+func statusCmd(cfg *cluster.Config) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show which processes of the cluster run",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, err := cluster.Status(*cfg)
+			if err != nil {
+				return err
+			}
+			down := 0
+			for _, name := range cluster.ProcessNames(*cfg) {
+				if pid := st[name]; pid > 0 {
+					fmt.Fprintf(c.OutOrStdout(), "%-28s running (pid %d)\n", name, pid)
+				} else {
+					fmt.Fprintf(c.OutOrStdout(), "%-28s stopped\n", name)
+					down++
+				}
+			}
+			fmt.Fprintf(c.OutOrStdout(), "kubeconfig: %s\n", cfg.AdminKubeconfig())
+			if down > 0 {
+				return fmt.Errorf("%d processes are not running", down)
+			}
+			return nil
+		},
+	}
+}
+
+func kubeletCmd() *cobra.Command {
+	var kcfg kubelet.Config
+	var kubeconfig, imageMap, apiserver string
+	c := &cobra.Command{
+		Use:    "kubelet",
+		Short:  "Run one node of the cluster (started by up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cs, err := clientFor(kubeconfig)
+			if err != nil {
+				return err
+			}
+			if kcfg.Images, err = lcruntime.LoadImageMap(imageMap, repoRoot()); err != nil {
+				return err
+			}
+			if kcfg.APIServerHost, kcfg.APIServerPort, err = net.SplitHostPort(apiserver); err != nil {
+				return err
+			}
+			if kcfg.Launcher, err = os.Executable(); err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			return kubelet.New(kcfg, cs, logger("kubelet").WithValues("node", kcfg.Node)).Run(ctx)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&kcfg.Node, "node", "", "node name")
+	f.StringVar(&kcfg.Zone, "zone", "zone-a", "topology zone")
+	f.StringVar(&kcfg.Cluster, "netns", "regent-local", "cluster name")
+	f.StringVar(&kcfg.StateDir, "state", "", "node state directory")
+	f.StringVar(&kcfg.PodIPPrefix, "pod-ip-prefix", "10.244.1", "first three octets of pod addresses")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
+	f.StringVar(&imageMap, "image-map", "", "image map")
+	f.StringVar(&apiserver, "apiserver", cluster.APIServerIP+":6443", "API server address for pods")
+	return c
+}
+
+func provisionerCmd() *cobra.Command {
+	var kubeconfig, dir string
+	c := &cobra.Command{
+		Use: "provisioner", Short: "Provision directory volumes (started by up)", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cs, err := clientFor(kubeconfig)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			return (&provisioner.Provisioner{Client: cs, Dir: dir, Log: logger("provisioner")}).Run(ctx)
+		},
+	}
+	c.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
+	c.Flags().StringVar(&dir, "dir", "", "directory of the volumes")
+	return c
+}
+
+func forwardCmd() *cobra.Command {
+	var ns, listen, to string
+	c := &cobra.Command{
+		Use: "forward", Short: "Forward a host port into the cluster (started by up)", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			return netns.Forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
+				return netns.Dial(ctx, ns, "tcp", to)
+			})
+		},
+	}
+	c.Flags().StringVar(&ns, "netns", "", "network namespace")
+	c.Flags().StringVar(&listen, "listen", "", "host address")
+	c.Flags().StringVar(&to, "to", "", "address inside the namespace")
+	return c
+}
+
+func runContainerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "run-container SPEC", Short: "Start a container (used by the kubelet)", Hidden: true, Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			// Mounts, chroot and credentials must all apply to the thread
+			// that finally calls exec.
+			runtime.LockOSThread()
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			spec, err := lcruntime.DecodeSpec(b)
+			if err != nil {
+				return err
+			}
+			return lcruntime.Launch(spec)
+		},
+	}
+}
+
+func proxyCmd(cfg *cluster.Config) *cobra.Command {
+	var namespace, port, listen string
+	c := &cobra.Command{
+		Use:   "proxy SERVICE",
+		Short: "Forward a port on 127.0.0.1 to a ready endpoint of a Service, following it as it moves",
+		Example: "  localcluster proxy pg-leader --namespace default --listen 127.0.0.1:15432\n" +
+			"  psql postgresql://app:PASSWORD@127.0.0.1:15432/app",
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cs, err := clientFor(cfg.AdminKubeconfig())
+			if err != nil {
+				return err
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "Forwarding %s to service %s/%s\n", l.Addr(), namespace, args[0])
+			ctx, cancel := signalContext()
+			defer cancel()
+			p := &proxy.Proxy{Client: cs, Namespace: namespace, Service: args[0], Port: port, Log: logger("proxy"),
+				Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+					return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
+				}}
+			return p.Serve(ctx, l)
+		},
+	}
+	c.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of the Service")
+	c.Flags().StringVar(&port, "port", "", "Service port name or number (default: the first)")
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on (127.0.0.0/8 only)")
+	return c
+}
+
+func faultCmd(cfg *cluster.Config) *cobra.Command {
+	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, heartbeat"}
+	podGroup := func(ref string) (cgroup.Group, *struct{ ns, name string }, error) {
+		ns, name := "default", ref
+		if i := strings.IndexByte(ref, '/'); i >= 0 {
+			ns, name = ref[:i], ref[i+1:]
+		}
+		cs, err := clientFor(cfg.AdminKubeconfig())
+		if err != nil {
+			return "", nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return "", nil, err
+		}
+		if pod.Spec.NodeName == "" {
+			return "", nil, fmt.Errorf("pod %s/%s is not scheduled", ns, name)
+		}
+		return cgroup.For(cfg.NetNS, pod.Spec.NodeName, string(pod.UID)), &struct{ ns, name string }{ns, name}, nil
+	}
+	c.AddCommand(&cobra.Command{
+		Use: "kill [NAMESPACE/]POD [CONTAINER]", Short: "Kill every process of a container (or of the whole pod)",
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(c *cobra.Command, args []string) error {
+			g, _, err := podGroup(args[0])
+			if err != nil {
+				return err
+			}
+			if len(args) == 2 {
+				g = cgroup.Group(filepath.Join(string(g), args[1]))
+			}
+			return g.Kill()
+		},
+	}, &cobra.Command{
+		Use: "freeze [NAMESPACE/]POD", Short: "Freeze every process of a pod (cgroup freezer)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			g, _, err := podGroup(args[0])
+			if err != nil {
+				return err
+			}
+			return g.Freeze(true)
+		},
+	}, &cobra.Command{
+		Use: "thaw [NAMESPACE/]POD", Short: "Thaw a frozen pod", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			g, _, err := podGroup(args[0])
+			if err != nil {
+				return err
+			}
+			return g.Freeze(false)
+		},
+	}, &cobra.Command{
+		Use: "heartbeat stop|resume NODE", Short: "Stop or resume a node's heartbeat (status and Lease)",
+		Args: cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			file := kubelet.HeartbeatPausedFile(filepath.Join(cfg.StateDir, "nodes", args[1]))
+			switch args[0] {
+			case "stop":
+				return os.WriteFile(file, nil, 0o644)
+			case "resume":
+				err := os.Remove(file)
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			return fmt.Errorf("heartbeat %s: want stop or resume", args[0])
+		},
+	})
+	return c
+}
+
+
+

@@ -1,0 +1,162 @@
+// Package provisioner turns claims of the local cluster's default
+// StorageClass into PersistentVolumes backed by directories, and deletes
+// the directory when a released volume's reclaim policy is Delete. Data
+// lives in the directory, so it survives pod restarts and deletions.
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	// Name is the provisioner's name in StorageClasses.
+	Name = "regent.dev/local-path"
+	// StorageClass is the default StorageClass of the local cluster.
+	StorageClass = "local-path"
+	provisionedBy = "pv.kubernetes.io/provisioned-by"
+)
+
+// EnsureStorageClass creates the default StorageClass.
+func EnsureStorageClass(ctx context.Context, c kubernetes.Interface) error {
+	sc := &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: StorageClass, Annotations: map[string]string{
+			"storageclass.kubernetes.io/is-default-class": "true",
+		}},
+		Provisioner:          Name,
+		ReclaimPolicy:        ptr.To(corev1.PersistentVolumeReclaimDelete),
+		VolumeBindingMode:    ptr.To(storagev1.VolumeBindingImmediate),
+		AllowVolumeExpansion: ptr.To(true),
+	}
+	_, err := c.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// Provisioner provisions and reclaims directory volumes.
+type Provisioner struct {
+	Client kubernetes.Interface
+	// Dir holds one directory per volume.
+	Dir string
+	Log logr.Logger
+}
+
+// Run provisions and reclaims until ctx ends. It polls: a local cluster has
+// few claims, and a second of latency does not matter here.
+func (p *Provisioner) Run(ctx context.Context) error {
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return err
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := p.pass(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Error(err, "Provisioning pass")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Provisioner) pass(ctx context.Context) error {
+	classes, err := p.Client.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	ours := map[string]*storagev1.StorageClass{}
+	for i := range classes.Items {
+		if classes.Items[i].Provisioner == Name {
+			ours[classes.Items[i].Name] = &classes.Items[i]
+		}
+	}
+	claims, err := p.Client.CoreV1().PersistentVolumeClaims("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range claims.Items {
+		pvc := &claims.Items[i]
+		sc := ours[ptr.Deref(pvc.Spec.StorageClassName, "")]
+		if sc == nil || pvc.Spec.VolumeName != "" || pvc.Status.Phase != corev1.ClaimPending || pvc.DeletionTimestamp != nil {
+			continue
+		}
+		if err := p.provision(ctx, pvc, sc); err != nil {
+			p.Log.Error(err, "Provision", "claim", pvc.Namespace+"/"+pvc.Name)
+		}
+	}
+	volumes, err := p.Client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range volumes.Items {
+		pv := &volumes.Items[i]
+		if pv.Annotations[provisionedBy] != Name || pv.Status.Phase != corev1.VolumeReleased ||
+			pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+			continue
+		}
+		if pv.Spec.HostPath != nil {
+			if err := os.RemoveAll(pv.Spec.HostPath.Path); err != nil {
+				p.Log.Error(err, "Remove volume directory", "volume", pv.Name)
+				continue
+			}
+		}
+		err := p.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			p.Log.Error(err, "Delete volume", "volume", pv.Name)
+			continue
+		}
+		p.Log.Info("Reclaimed volume", "volume", pv.Name)
+	}
+	return nil
+}
+
+func (p *Provisioner) provision(ctx context.Context, pvc *corev1.PersistentVolumeClaim, sc *storagev1.StorageClass) error {
+	name := "pvc-" + string(pvc.UID)
+	dir := filepath.Join(p.Dir, fmt.Sprintf("%s_%s_%s", pvc.Namespace, pvc.Name, pvc.UID))
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		return err
+	}
+	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{provisionedBy: Name}},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: size},
+			AccessModes:                   pvc.Spec.AccessModes,
+			PersistentVolumeReclaimPolicy: ptr.Deref(sc.ReclaimPolicy, corev1.PersistentVolumeReclaimDelete),
+			StorageClassName:              sc.Name,
+			ClaimRef: &corev1.ObjectReference{
+				Kind: "PersistentVolumeClaim", APIVersion: "v1",
+				Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID,
+			},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{
+				HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr.To(corev1.HostPathDirectory)},
+			},
+		},
+	}
+	if _, err := p.Client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	p.Log.Info("Provisioned volume", "claim", pvc.Namespace+"/"+pvc.Name, "volume", name, "dir", dir)
+	return nil
+}
