@@ -57,9 +57,7 @@ build: ## Build the regent binary into bin/.
 LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
 
 .PHONY: local-up
-local-up: build ## Start the local cluster (3 nodes) and wait until it is ready.
-	hack/build-tools.sh $(LOCAL_TOOLS)
-	go build -o $(BIN)/localcluster ./hack/localcluster
+local-up: build tools-local ## Start the local cluster (3 nodes) and wait until it is ready.
 	$(BIN)/localcluster up
 
 .PHONY: local-down
@@ -73,7 +71,7 @@ local-status: ## Show which processes of the local cluster run.
 ##@ Test
 
 .PHONY: test
-test: tools-envtest ## Run the unit tests and the envtest suites (real kube-apiserver and etcd).
+test: tools-envtest tools-local ## Run every test: unit, envtest suites, and the local cluster's (needs root).
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) ./...
 
 ##@ Tools (pinned in hack/tools/versions.env, built from Go modules into bin/)
@@ -85,6 +83,13 @@ tools: ## Build every tool.
 .PHONY: tools-envtest
 tools-envtest:
 	hack/build-tools.sh $(ENVTEST_TOOLS)
+
+# The local cluster's binaries; localcluster itself is rebuilt every time, as
+# its running kubelets execute it.
+.PHONY: tools-local
+tools-local:
+	hack/build-tools.sh $(LOCAL_TOOLS)
+	go build -o $(BIN)/localcluster ./hack/localcluster
 
 .PHONY: tools-codegen
 tools-codegen:

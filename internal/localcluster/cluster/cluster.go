@@ -19,10 +19,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
@@ -60,9 +60,9 @@ type Config struct {
 // AdminKubeconfig is the kubeconfig for people and tests on the host.
 func (c Config) AdminKubeconfig() string { return filepath.Join(c.StateDir, "kubeconfig") }
 
-func (c Config) pkiDir() string            { return filepath.Join(c.StateDir, "pki") }
-func (c Config) logDir() string            { return filepath.Join(c.StateDir, "logs") }
-func (c Config) pidDir() string            { return filepath.Join(c.StateDir, "pids") }
+func (c Config) pkiDir() string             { return filepath.Join(c.StateDir, "pki") }
+func (c Config) logDir() string             { return filepath.Join(c.StateDir, "logs") }
+func (c Config) pidDir() string             { return filepath.Join(c.StateDir, "pids") }
 func (c Config) kubeconfig(n string) string { return filepath.Join(c.StateDir, n+".kubeconfig") }
 
 // NodeName is the name of node i (from 1).
@@ -74,9 +74,9 @@ var Zones = []string{"zone-a", "zone-b", "zone-c"}
 
 // process is one long-running process of the cluster.
 type process struct {
-	name   string
-	argv   []string
-	inNS   bool // run inside the network namespace
+	name string
+	argv []string
+	inNS bool // run inside the network namespace
 }
 
 func (c Config) processes() ([]process, error) {
@@ -131,7 +131,7 @@ func (c Config) processes() ([]process, error) {
 		node := NodeName(i)
 		procs = append(procs, process{name: "kubelet-" + node, inNS: true, argv: []string{bin("localcluster"), "kubelet",
 			"--node=" + node, "--zone=" + Zones[(i-1)%len(Zones)],
-			"--kubeconfig=" + c.kubeconfig("kubelet-" + node),
+			"--kubeconfig=" + c.kubeconfig("kubelet-"+node),
 			"--state=" + filepath.Join(c.StateDir, "nodes", node),
 			"--image-map=" + c.ImageMap,
 			"--netns=" + c.NetNS,
@@ -258,13 +258,23 @@ func Down(c Config, logf func(string, ...any)) error {
 func stopSession(pid int, grace time.Duration) {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	for time.Now().Before(deadline) && alive(pid) {
+		time.Sleep(50 * time.Millisecond)
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// alive reports whether pid runs: a zombie (dead, waiting for whoever
+// adopted it to reap it) does not.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command, which is in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // Status reports each process: running or not.

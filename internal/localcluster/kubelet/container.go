@@ -33,7 +33,7 @@ func (w *podWorker) startContainer(cs *containerState) (*exec.Cmd, error) {
 		return nil, err
 	}
 	spec := &runtime.Spec{
-		Rootfs: rootfs, Image: cs.image, Argv: argv, WorkingDir: cs.spec.WorkingDir,
+		Rootfs: rootfs, Hostname: w.pod.Name, Image: cs.image, Argv: argv, WorkingDir: cs.spec.WorkingDir,
 		UID: uid, GID: gid, Groups: groups,
 		ReadOnlyRoot: cs.spec.SecurityContext != nil && cs.spec.SecurityContext.ReadOnlyRootFilesystem != nil &&
 			*cs.spec.SecurityContext.ReadOnlyRootFilesystem,
@@ -93,7 +93,7 @@ func (w *podWorker) startContainer(cs *containerState) (*exec.Cmd, error) {
 	cmd := exec.Command(w.k.cfg.Launcher, "run-container", specFile)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWNS,
+		Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
 		Setpgid:     true,
 		UseCgroupFD: true,
 		CgroupFD:    int(fd.Fd()),

@@ -24,7 +24,7 @@ const (
 	// Name is the provisioner's name in StorageClasses.
 	Name = "regent.dev/local-path"
 	// StorageClass is the default StorageClass of the local cluster.
-	StorageClass = "local-path"
+	StorageClass  = "local-path"
 	provisionedBy = "pv.kubernetes.io/provisioned-by"
 )
 

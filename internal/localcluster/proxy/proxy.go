@@ -22,7 +22,7 @@ import (
 
 // Proxy forwards one Service port.
 type Proxy struct {
-	Client            kubernetes.Interface
+	Client             kubernetes.Interface
 	Namespace, Service string
 	// Port is the Service port's name, or its number; empty takes the
 	// first port.
@@ -33,7 +33,7 @@ type Proxy struct {
 	Log  logr.Logger
 
 	mu      sync.Mutex
-	current string                    // host:port of the endpoint new connections go to
+	current string                       // host:port of the endpoint new connections go to
 	conns   map[string]map[net.Conn]bool // by endpoint
 }
 

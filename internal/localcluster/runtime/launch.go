@@ -25,7 +25,10 @@ type Mount struct {
 type Spec struct {
 	// Rootfs is an empty directory the launcher turns into the container's
 	// root (a tmpfs, in its own mount namespace).
-	Rootfs     string   `json:"rootfs"`
+	Rootfs string `json:"rootfs"`
+	// Hostname is the container's host name (the pod's name); the
+	// launcher runs in a UTS namespace of its own.
+	Hostname   string   `json:"hostname,omitempty"`
 	Image      Image    `json:"image"`
 	Mounts     []Mount  `json:"mounts"`
 	Argv       []string `json:"argv"`
@@ -49,6 +52,11 @@ var hostDirs = []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr",
 func Launch(spec *Spec) error {
 	if len(spec.Argv) == 0 {
 		return errors.New("no command: the local cluster's images have no entrypoint, set command")
+	}
+	if spec.Hostname != "" {
+		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+			return fmt.Errorf("set host name: %w", err)
+		}
 	}
 	// Nothing mounted here may leak back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -160,7 +168,7 @@ func bind(src, dst string, readOnly, recursive bool) error {
 		if err := os.MkdirAll(dst, 0o755); err != nil {
 			return err
 		}
-	} else {
+	} else if _, err := os.Stat(dst); err != nil {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}

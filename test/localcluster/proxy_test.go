@@ -1,0 +1,116 @@
+package localcluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/regent-dev/regent/internal/localcluster/netns"
+	"github.com/regent-dev/regent/internal/localcluster/proxy"
+)
+
+func TestServiceProxyFollowsTheSelector(t *testing.T) {
+	ns := newNamespace(t)
+	for _, name := range []string{"a", "b"} {
+		if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), webPod(ns, name, map[string]string{"pod": name}), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPodReady(t, ns, "a")
+	waitPodReady(t, ns, "b")
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"pod": "a"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+		},
+	}
+	if _, err := cs.CoreV1().Services(ns).Create(t.Context(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	p := &proxy.Proxy{Client: cs, Namespace: ns, Service: "web", Port: "http", Log: logr.Discard(),
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, cfg.NetNS, "tcp", addr) }}
+	go func() { _ = p.Serve(ctx, l) }()
+
+	through := func(ctx context.Context) (string, error) {
+		client := (&net.Dialer{})
+		conn, err := client.DialContext(ctx, "tcp", l.Addr().String())
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(conn)
+		if err != nil {
+			return "", err
+		}
+		body := string(b)
+		if _, after, ok := strings.Cut(body, "\r\n\r\n"); ok {
+			body = after
+		}
+		return strings.TrimSpace(body), nil
+	}
+	waitFor(t, 30*time.Second, "proxy serves pod a", func() error {
+		body, err := through(t.Context())
+		if err != nil || body != "a" {
+			return fmt.Errorf("got %q, %v", body, err)
+		}
+		return nil
+	})
+
+	// A connection held open to pod a must be cut when a leaves.
+	held, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	waitFor(t, 5*time.Second, "held connection routed", func() error {
+		if p.Current() == "" {
+			return fmt.Errorf("no endpoint")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // let the proxy dial the backend for it
+
+	svc, err = cs.CoreV1().Services(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Selector = map[string]string{"pod": "b"}
+	if _, err := cs.CoreV1().Services(ns).Update(t.Context(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "proxy serves pod b", func() error {
+		body, err := through(t.Context())
+		if err != nil || body != "b" {
+			return fmt.Errorf("got %q, %v", body, err)
+		}
+		return nil
+	})
+	_ = held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := held.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection to the endpoint that left is still open")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the connection to the endpoint that left was not closed")
+	}
+}
+
