@@ -370,6 +370,3 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 	})
 	return c
 }
-
-
-

@@ -7,6 +7,7 @@ package localcluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -290,12 +291,12 @@ func TestDeploymentServesOnItsPodIP(t *testing.T) {
 	waitFor(t, 60*time.Second, "deployment available", func() error {
 		pods, err := cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
 		if err != nil || len(pods.Items) != 1 {
-			return fmt.Errorf("pods: %v", err)
+			return fmt.Errorf("pods: %w", err)
 		}
 		name = pods.Items[0].Name
 		d, err := cs.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
 		if err != nil || d.Status.AvailableReplicas != 1 {
-			return fmt.Errorf("available %d: %v", d.Status.AvailableReplicas, err)
+			return fmt.Errorf("available %d: %w", d.Status.AvailableReplicas, err)
 		}
 		return nil
 	})
@@ -434,8 +435,11 @@ func TestStatefulSetKeepsItsDataAcrossPodDeletion(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "a new keep-0", func() error {
 		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "keep-0", metav1.GetOptions{})
-		if err != nil || p.UID == first.UID {
-			return fmt.Errorf("still the old pod (%v)", err)
+		if err != nil {
+			return err
+		}
+		if p.UID == first.UID {
+			return errors.New("still the old pod")
 		}
 		return nil
 	})
@@ -479,7 +483,10 @@ func TestPodDeletionSendsSIGTERMAndHonoursTheGracePeriod(t *testing.T) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("still there (%v)", err)
+		if err != nil {
+			return err
+		}
+		return errors.New("still there")
 	})
 	took := time.Since(start)
 	b, _ := os.ReadFile(filepath.Join(dir, "signals"))
@@ -514,8 +521,11 @@ exec postgres -D "$PGDATA" -c listen_addresses="$POD_IP" -c unix_socket_director
 	waitFor(t, 60*time.Second, "pg-0 running with an IP", func() error {
 		var err error
 		pod, err = cs.CoreV1().Pods(ns).Get(t.Context(), "pg-0", metav1.GetOptions{})
-		if err != nil || pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodRunning {
-			return fmt.Errorf("not running (%v)", err)
+		if err != nil {
+			return err
+		}
+		if pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s, ip %q", pod.Status.Phase, pod.Status.PodIP)
 		}
 		return nil
 	})

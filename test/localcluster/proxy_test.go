@@ -2,6 +2,7 @@ package localcluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,7 +46,9 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	p := &proxy.Proxy{Client: cs, Namespace: ns, Service: "web", Port: "http", Log: logr.Discard(),
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, cfg.NetNS, "tcp", addr) }}
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
+		}}
 	go func() { _ = p.Serve(ctx, l) }()
 
 	through := func(ctx context.Context) (string, error) {
@@ -71,8 +74,11 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "proxy serves pod a", func() error {
 		body, err := through(t.Context())
-		if err != nil || body != "a" {
-			return fmt.Errorf("got %q, %v", body, err)
+		if err != nil {
+			return err
+		}
+		if body != "a" {
+			return fmt.Errorf("got %q", body)
 		}
 		return nil
 	})
@@ -101,16 +107,18 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "proxy serves pod b", func() error {
 		body, err := through(t.Context())
-		if err != nil || body != "b" {
-			return fmt.Errorf("got %q, %v", body, err)
+		if err != nil {
+			return err
+		}
+		if body != "b" {
+			return fmt.Errorf("got %q", body)
 		}
 		return nil
 	})
 	_ = held.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := held.Read(make([]byte, 1)); err == nil {
 		t.Error("the connection to the endpoint that left is still open")
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Error("the connection to the endpoint that left was not closed")
 	}
 }
-

@@ -79,7 +79,7 @@ type process struct {
 	inNS bool // run inside the network namespace
 }
 
-func (c Config) processes() ([]process, error) {
+func (c Config) processes() []process {
 	p := c.pkiDir()
 	bin := func(n string) string { return filepath.Join(c.BinDir, n) }
 	saKey, saPub := filepath.Join(p, "sa.key"), filepath.Join(p, "sa.pub")
@@ -139,7 +139,7 @@ func (c Config) processes() ([]process, error) {
 			"--apiserver=" + net.JoinHostPort(APIServerIP, strconv.Itoa(apiServerPort)),
 		}})
 	}
-	return procs, nil
+	return procs
 }
 
 // Up brings the cluster up, or finishes bringing it up: every process that
@@ -157,10 +157,7 @@ func Up(ctx context.Context, c Config, logf func(string, ...any)) error {
 	if err := netns.Ensure(c.NetNS); err != nil {
 		return err
 	}
-	procs, err := c.processes()
-	if err != nil {
-		return err
-	}
+	procs := c.processes()
 	for _, p := range procs {
 		if pid, ok := c.running(p.name); ok {
 			logf("%s already runs (pid %d)", p.name, pid)
@@ -226,10 +223,7 @@ func (c Config) running(name string) (int, bool) {
 // whole session goes), every pod process the kubelets left, and removes the
 // network namespace. It touches nothing it did not start.
 func Down(c Config, logf func(string, ...any)) error {
-	procs, err := c.processes()
-	if err != nil {
-		return err
-	}
+	procs := c.processes()
 	// Kubelets first, so that they stop starting pods; the control plane
 	// last.
 	var errs []error
@@ -279,10 +273,7 @@ func alive(pid int) bool {
 
 // Status reports each process: running or not.
 func Status(c Config) (map[string]int, error) {
-	procs, err := c.processes()
-	if err != nil {
-		return nil, err
-	}
+	procs := c.processes()
 	out := map[string]int{}
 	for _, p := range procs {
 		pid, _ := c.running(p.name)
@@ -293,7 +284,7 @@ func Status(c Config) (map[string]int, error) {
 
 // ProcessNames lists the cluster's processes in start order.
 func ProcessNames(c Config) []string {
-	procs, _ := c.processes()
+	procs := c.processes()
 	names := make([]string, len(procs))
 	for i, p := range procs {
 		names[i] = p.name
@@ -390,7 +381,7 @@ func (c Config) waitAPIServer(ctx context.Context) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the API server is not ready after 90s (%v); see %s", last,
+			return fmt.Errorf("the API server is not ready after 90s (%w); see %s", last,
 				filepath.Join(c.logDir(), "kube-apiserver.log"))
 		case <-time.After(250 * time.Millisecond):
 		}

@@ -364,8 +364,9 @@ func (w *podWorker) runOnce(ctx context.Context, cs *containerState, stop <-chan
 		return code, false
 	default:
 	}
-	if restart && w.pod.Spec.RestartPolicy != corev1.RestartPolicyNever &&
-		!(w.pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure && code == 0) {
+	willRestart := w.pod.Spec.RestartPolicy == corev1.RestartPolicyAlways ||
+		(w.pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure && code != 0)
+	if restart && willRestart {
 		w.mu.Lock()
 		cs.restartCount++
 		w.mu.Unlock()

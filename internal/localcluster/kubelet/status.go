@@ -38,14 +38,13 @@ func (w *podWorker) computeStatus(current *corev1.Pod) corev1.PodStatus {
 		}
 		return s
 	}
-	initOK := true
 	for _, c := range w.pod.Spec.InitContainers {
 		cs := w.containers[c.Name]
 		s := status(cs)
 		s.Ready = cs.state.Terminated != nil && cs.state.Terminated.ExitCode == 0
 		st.InitContainerStatuses = append(st.InitContainerStatuses, s)
 	}
-	initOK = w.initDone
+	initOK := w.initDone
 	allReady, anyRunning, allTerminated, anyFailed := true, false, true, false
 	for _, c := range w.pod.Spec.Containers {
 		cs := w.containers[c.Name]
