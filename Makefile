@@ -88,6 +88,7 @@ tools-envtest:
 # its running kubelets execute it.
 .PHONY: tools-local
 tools-local:
+	hack/deps.sh
 	hack/build-tools.sh $(LOCAL_TOOLS)
 	go build -o $(BIN)/localcluster ./hack/localcluster
 

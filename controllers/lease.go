@@ -24,6 +24,9 @@ import (
 func (r *ReplicaSetReconciler) reconcileLease(ctx context.Context, rs *regentv1.ReplicaSet) (*coordinationv1.Lease, error) {
 	key := client.ObjectKey{Namespace: rs.Namespace, Name: names.Lease(rs.Name)}
 	lease := &coordinationv1.Lease{}
+	if err := r.ensureOurs(ctx, rs, lease, key.Name); err != nil {
+		return nil, err
+	}
 	err := r.Get(ctx, key, lease)
 	if err == nil {
 		return lease, nil

@@ -6,6 +6,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -103,6 +104,10 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	step, err := r.reconcileChildren(ctx, rs, obs)
 	if err != nil {
 		obs.failedStep = step
+		var foreign *ForeignObjectError
+		if errors.As(err, &foreign) {
+			obs.foreign = foreign
+		}
 		r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, regentv1.EventReconcileFailed, step,
 			"Could not %s: %v", step, err)
 		return ctrl.Result{}, fmt.Errorf("%s: %w", step, err)
@@ -118,6 +123,9 @@ type observation struct {
 	pods  []corev1.Pod
 	// failedStep names what could not be applied, for the Degraded condition.
 	failedStep string
+	// foreign is set when an object the cluster needs belongs to someone
+	// else.
+	foreign *ForeignObjectError
 }
 
 func (o *observation) epoch() int64 {
@@ -140,19 +148,26 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	if err := r.reconcileSecrets(ctx, rs); err != nil {
 		return "apply Secrets", err
 	}
-	apply := func(step string, obj runtime.ApplyConfiguration) error {
+	// apply applies a child after checking that an object of that name is
+	// not someone else's: the operator never takes over an object it did
+	// not create.
+	apply := func(step string, obj runtime.ApplyConfiguration, existing client.Object, name string) error {
+		if err := r.ensureOurs(ctx, rs, existing, name); err != nil {
+			return err
+		}
 		if err := r.Apply(ctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
 		return nil
 	}
-	if err := apply("apply ServiceAccount", renderServiceAccount(rs)); err != nil {
+	agent := names.Agent(rs.Name)
+	if err := apply("apply ServiceAccount", renderServiceAccount(rs), &corev1.ServiceAccount{}, agent); err != nil {
 		return "apply agent RBAC", err
 	}
-	if err := apply("apply Role", renderRole(rs)); err != nil {
+	if err := apply("apply Role", renderRole(rs), &rbacv1.Role{}, agent); err != nil {
 		return "apply agent RBAC", err
 	}
-	if err := apply("apply RoleBinding", renderRoleBinding(rs)); err != nil {
+	if err := apply("apply RoleBinding", renderRoleBinding(rs), &rbacv1.RoleBinding{}, agent); err != nil {
 		return "apply agent RBAC", err
 	}
 
@@ -163,7 +178,7 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	obs.lease = lease
 
 	for _, svc := range renderServices(rs, obs.epoch()) {
-		if err := apply("apply Service "+*svc.Name, svc); err != nil {
+		if err := apply("apply Service "+*svc.Name, svc, &corev1.Service{}, *svc.Name); err != nil {
 			return "apply Services", err
 		}
 	}
@@ -183,7 +198,8 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	case !apierrors.IsNotFound(err):
 		return "read the StatefulSet", err
 	}
-	if err := apply("apply StatefulSet", renderStatefulSet(rs, r.Images, claimSize)); err != nil {
+	if err := apply("apply StatefulSet", renderStatefulSet(rs, r.Images, claimSize),
+		&appsv1.StatefulSet{}, names.StatefulSet(rs.Name)); err != nil {
 		return "apply the StatefulSet", err
 	}
 
@@ -207,9 +223,10 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 }
 
 func (r *ReplicaSetReconciler) reconcilePodDisruptionBudget(ctx context.Context, rs *regentv1.ReplicaSet,
-	apply func(string, runtime.ApplyConfiguration) error) error {
+	apply func(string, runtime.ApplyConfiguration, client.Object, string) error) error {
 	if rs.PDBEnabled() {
-		return apply("apply PodDisruptionBudget", renderPodDisruptionBudget(rs))
+		return apply("apply PodDisruptionBudget", renderPodDisruptionBudget(rs),
+			&policyv1.PodDisruptionBudget{}, names.PodDisruptionBudget(rs.Name))
 	}
 	pdb := &policyv1.PodDisruptionBudget{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.PodDisruptionBudget(rs.Name)}, pdb)
@@ -234,6 +251,41 @@ func (r *ReplicaSetReconciler) listPods(ctx context.Context, rs *regentv1.Replic
 		return nil, err
 	}
 	return list.Items, nil
+}
+
+// ForeignObjectError says that an object the ReplicaSet needs under a given
+// name exists and belongs to someone else.
+type ForeignObjectError struct {
+	Kind, Name string
+}
+
+func (e *ForeignObjectError) Error() string {
+	return fmt.Sprintf("%s %s exists and is not managed by this ReplicaSet: rename or delete it", e.Kind, e.Name)
+}
+
+// ensureOurs fails with a *ForeignObjectError when an object of name exists
+// and this ReplicaSet is not its controller. The cache holds only objects
+// labelled as Regent's, so a miss there is confirmed with the API server.
+func (r *ReplicaSetReconciler) ensureOurs(ctx context.Context, rs *regentv1.ReplicaSet, obj client.Object, name string) error {
+	key := client.ObjectKey{Namespace: rs.Namespace, Name: name}
+	err := r.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, obj)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if metav1.IsControlledBy(obj, rs) {
+		return nil
+	}
+	kind := fmt.Sprintf("%T", obj)
+	if gvk, err := r.GroupVersionKindFor(obj); err == nil {
+		kind = gvk.Kind
+	}
+	return &ForeignObjectError{Kind: kind, Name: name}
 }
 
 // SetupWithManager registers the reconciler: it wakes on its ReplicaSets,

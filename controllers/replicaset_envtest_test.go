@@ -579,3 +579,38 @@ func podNames(t *testing.T, g Gomega, ns string) []string {
 	}
 	return out
 }
+
+func TestObjectsOfOthersAreNeverTakenOver(t *testing.T) {
+	ns := newNamespace(t)
+	g := NewWithT(t)
+	theirs := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-leader"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "theirs"},
+			Ports:    []corev1.ServicePort{{Port: 80}},
+		},
+	}
+	g.Expect(k8s.Create(t.Context(), theirs)).To(Succeed())
+	createReplicaSet(t, newReplicaSet(ns, "db"))
+
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		c := meta.FindStatusCondition(got.Status.Conditions, regentv1.ConditionDegraded)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(c.Reason).To(Equal(regentv1.ReasonNameTaken))
+		g.Expect(c.Message).To(Equal("Service db-leader exists and is not managed by this ReplicaSet: rename or delete it"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	svc := get(t, g, ns, "db-leader", &corev1.Service{})
+	g.Expect(svc.OwnerReferences).To(BeEmpty(), "the operator took over a Service it did not create")
+	g.Expect(svc.Spec.Selector).To(Equal(map[string]string{"app": "theirs"}))
+
+	// Once the name is free, the cluster comes together.
+	g.Expect(k8s.Delete(t.Context(), svc)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		leader := get(t, g, ns, "db-leader", &corev1.Service{})
+		g.Expect(metav1.IsControlledBy(leader, got)).To(BeTrue())
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}

@@ -72,6 +72,8 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	}
 
 	switch {
+	case obs.foreign != nil:
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonNameTaken, obs.foreign.Error())
 	case reconcileErr != nil:
 		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
 			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", obs.failedStep))

@@ -49,6 +49,11 @@ const (
 	// child object; the message says which and why.
 	ReasonReconcileFailed = "ReconcileFailed"
 
+	// ReasonNameTaken (Degraded=True): an object the cluster needs (a
+	// Service, the StatefulSet…) exists under its name and belongs to
+	// someone else; the operator does not take it over.
+	ReasonNameTaken = "NameTaken"
+
 	// ReasonIdle (FailingOver=False): no leadership change is in progress.
 	ReasonIdle = "Idle"
 )

@@ -543,3 +543,34 @@ exec postgres -D "$PGDATA" -c listen_addresses="$POD_IP" -c unix_socket_director
 		t.Errorf("psql said %q", out)
 	}
 }
+
+func TestFreezeAndThawAPod(t *testing.T) {
+	ns := newNamespace(t)
+	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), webPod(ns, "web", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitPodReady(t, ns, "web")
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, "8080") + "/"
+	group := cgroup.For(cfg.NetNS, pod.Spec.NodeName, string(pod.UID))
+	if err := group.Freeze(true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "frozen", func() error {
+		if !group.Frozen() {
+			return errors.New("not frozen yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if body, err := get(ctx, url); err == nil {
+		t.Fatalf("a frozen pod answered %q", body)
+	}
+	if err := group.Freeze(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "thawed pod answers", func() error {
+		_, err := get(t.Context(), url)
+		return err
+	})
+}

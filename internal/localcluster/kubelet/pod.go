@@ -203,6 +203,7 @@ func (w *podWorker) lifecycle(ctx context.Context, stop <-chan struct{}) {
 	w.volumeMsg = ""
 	policy := w.pod.Spec.RestartPolicy
 	w.mu.Unlock()
+	go w.refreshVolumes(ctx, stop)
 
 	for _, c := range w.pod.Spec.InitContainers {
 		cs := w.containers[c.Name]
@@ -248,6 +249,26 @@ func (w *podWorker) lifecycle(ctx context.Context, stop <-chan struct{}) {
 		}()
 	}
 	wg.Wait()
+}
+
+// refreshVolumes rewrites the pod's Secret, ConfigMap, downward API and
+// projected volumes every minute, as a kubelet does: changes reach running
+// pods, and service account tokens are renewed long before they expire.
+func (w *podWorker) refreshVolumes(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.prepareVolumes(ctx); err != nil && ctx.Err() == nil {
+			w.k.log.Info("Refreshing volumes failed; keeping the old contents", "pod", w.key(), "error", err.Error())
+		}
+	}
 }
 
 // backoff waits before a restart: 1s, doubling to 20s, shown as

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local cluster and the data-plane tests
+# need, when they are missing: PostgreSQL 15 (the local cluster's
+# postgres:15 image and the data plane's tests), iproute2 (network
+# namespaces) and util-linux (nsenter). Everything else is built from Go
+# modules by hack/build-tools.sh.
+set -euo pipefail
+
+missing=()
+[[ -x /usr/lib/postgresql/15/bin/postgres ]] || missing+=(postgresql-15 postgresql-client-15)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nsenter >/dev/null || missing+=(util-linux)
+if [[ ${#missing[@]} -eq 0 ]]; then
+	exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	echo "deps: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+	exit 1
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
