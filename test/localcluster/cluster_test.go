@@ -574,3 +574,43 @@ func TestFreezeAndThawAPod(t *testing.T) {
 		return err
 	})
 }
+
+func TestVolumesMountUnderHostDirectories(t *testing.T) {
+	ns := newNamespace(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds"},
+		StringData: map[string]string{"password": "s3cret"}}
+	if _, err := cs.CoreV1().Secrets(ns).Create(t.Context(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// /etc/app does not exist on the host: the container still gets its
+	// volume there, and keeps seeing the host's /etc around it.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "check"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "check", Image: "busybox",
+				Command: []string{"sh", "-c", `test "$(cat /etc/app/secret/password)" = s3cret && test -s /etc/passwd && test "$(hostname)" = check`},
+				VolumeMounts: []corev1.VolumeMount{{Name: "creds", MountPath: "/etc/app/secret", ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "pod succeeded", func() error {
+		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "check", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		switch p.Status.Phase {
+		case corev1.PodSucceeded:
+			return nil
+		case corev1.PodFailed:
+			t.Fatalf("the checks in the container failed: %+v", p.Status.ContainerStatuses)
+		}
+		return fmt.Errorf("phase %s", p.Status.Phase)
+	})
+}

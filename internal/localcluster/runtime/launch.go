@@ -99,30 +99,20 @@ func Launch(spec *Spec) error {
 	if err := writeUsers(root, spec.Image.Users); err != nil {
 		return err
 	}
-	// Image files (a binary at /usr/local/bin/regent, say) go over the
-	// read-only host view: their directory becomes a tmpfs of its own.
+	// Image files (a binary at /usr/local/bin/regent, say) and volumes go
+	// over the read-only host view; bind makes room for them (see mkdirIn).
 	dsts := make([]string, 0, len(spec.Image.Files))
 	for dst := range spec.Image.Files {
 		dsts = append(dsts, dst)
 	}
 	sort.Strings(dsts)
-	shadowed := map[string]bool{}
 	for _, dst := range dsts {
-		dir := filepath.Join(root, filepath.Dir(dst))
-		if !shadowed[dir] {
-			if err := os.MkdirAll(dir, 0o755); err == nil || errors.Is(err, syscall.EROFS) {
-				if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
-					return fmt.Errorf("shadow %s: %w", dir, err)
-				}
-			}
-			shadowed[dir] = true
-		}
-		if err := bind(spec.Image.Files[dst], filepath.Join(root, dst), true, false); err != nil {
+		if err := bindIn(root, spec.Image.Files[dst], dst, true, false); err != nil {
 			return err
 		}
 	}
 	for _, m := range spec.Mounts {
-		if err := bind(m.Source, filepath.Join(root, m.Target), m.ReadOnly, true); err != nil {
+		if err := bindIn(root, m.Source, m.Target, m.ReadOnly, true); err != nil {
 			return fmt.Errorf("volume at %s: %w", m.Target, err)
 		}
 	}
@@ -156,6 +146,78 @@ func Launch(spec *Spec) error {
 		return err
 	}
 	return syscall.Exec(argv0, spec.Argv, spec.Env)
+}
+
+// bindIn mounts src at path inside root, making the mount point first.
+func bindIn(root, src, path string, readOnly, recursive bool) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	dir := path
+	if !fi.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	if err := mkdirIn(root, dir); err != nil {
+		return fmt.Errorf("mount point %s: %w", path, err)
+	}
+	return bind(src, filepath.Join(root, path), readOnly, recursive)
+}
+
+// mkdirIn makes dir exist inside root. Where a missing directory would go
+// into a read-only view of a host directory (/etc/regent under the host's
+// /etc), that view is replaced by a writable one: a tmpfs holding a
+// read-only bind of each of the host directory's entries. The host's
+// files stay visible and nothing is written to the host.
+func mkdirIn(root, dir string) error {
+	for range 16 {
+		err := os.MkdirAll(filepath.Join(root, dir), 0o755)
+		if err == nil || !errors.Is(err, syscall.EROFS) {
+			return err
+		}
+		// The deepest existing ancestor is the read-only one.
+		p := filepath.Clean(dir)
+		for {
+			parent := filepath.Dir(p)
+			if _, err := os.Stat(filepath.Join(root, parent)); err == nil || parent == p {
+				p = parent
+				break
+			}
+			p = parent
+		}
+		if err := explode(root, p); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("cannot make %s", dir)
+}
+
+// explode turns the read-only view of host directory dir into a tmpfs of
+// read-only binds of its entries.
+func explode(root, dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	target := filepath.Join(root, dir)
+	if err := unix.Mount("tmpfs", target, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("writable view of %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		src, dst := filepath.Join(dir, e.Name()), filepath.Join(target, e.Name())
+		switch {
+		case e.Type()&os.ModeSymlink != 0:
+			link, err := os.Readlink(src)
+			if err == nil {
+				_ = os.Symlink(link, dst)
+			}
+		case e.IsDir(), e.Type().IsRegular():
+			if err := bind(src, dst, true, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // bind mounts src at dst, creating dst like src (a directory or a file).
@@ -210,7 +272,7 @@ func writeUsers(root string, users []User) error {
 		if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
 			return err
 		}
-		if err := bind(f, filepath.Join(root, "etc", name), true, false); err != nil {
+		if err := bindIn(root, f, "/etc/"+name, true, false); err != nil {
 			return err
 		}
 	}
