@@ -590,7 +590,7 @@ func TestVolumesMountUnderHostDirectories(t *testing.T) {
 			RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name: "check", Image: "busybox",
-				Command: []string{"sh", "-c", `test "$(cat /etc/app/secret/password)" = s3cret && test -s /etc/passwd && test "$(hostname)" = check`},
+				Command:      []string{"sh", "-c", `test "$(cat /etc/app/secret/password)" = s3cret && test -s /etc/passwd && test "$(hostname)" = check`},
 				VolumeMounts: []corev1.VolumeMount{{Name: "creds", MountPath: "/etc/app/secret", ReadOnly: true}},
 			}},
 			Volumes: []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{
