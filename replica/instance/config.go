@@ -1,0 +1,139 @@
+// Package instance is `regent instance`, PID 1 of the postgres container: the
+// only process that touches PGDATA or runs PostgreSQL's tools. It takes
+// orders from the agent over a unix socket (initdb, base backup, rewind,
+// start as leader or follower, stop, promote, status), writes the
+// configuration Regent owns, reaps zombies, forwards signals, and is the
+// watchdog: while it runs a leader, PostgreSQL is stopped at once when the
+// agent stops refreshing its deadline (DESIGN.md §3).
+package instance
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// Role is how PostgreSQL runs.
+type Role string
+
+const (
+	// RoleLeader accepts writes (while its watchdog deadline holds).
+	RoleLeader Role = "leader"
+	// RoleFollower replays the leader's WAL through the local agent.
+	RoleFollower Role = "follower"
+)
+
+// Settings are what the configuration depends on.
+type Settings struct {
+	// PodIP is the only address PostgreSQL listens on (besides its socket).
+	PodIP string
+	// SocketDir holds PostgreSQL's socket (and the agent's relay socket).
+	SocketDir string
+	// ClusterName names the instance in ps and logs (the pod name).
+	ClusterName string
+	// Parameters are the user's settings (spec.postgres.parameters).
+	Parameters map[string]string
+	// Role decides the standby settings.
+	Role Role
+	// PrimaryConninfo and PrimarySlotName: how a follower streams (the
+	// local agent's relay socket, in a pod).
+	PrimaryConninfo, PrimarySlotName string
+	// SynchronousStandbyNames is set by the agent on a leader.
+	SynchronousStandbyNames string
+	// ArchiveCommand and RestoreCommand ship WAL through the agents; empty
+	// leaves archiving off.
+	ArchiveCommand, RestoreCommand string
+}
+
+// userConf renders the user's parameters, skipping any Regent owns (the
+// CRD refuses them; an object that slipped past it must not break
+// fencing).
+func userConf(params map[string]string) (string, []string) {
+	var b strings.Builder
+	b.WriteString("# spec.postgres.parameters, written by regent instance at every start.\n")
+	var ignored []string
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if slices.Contains(regentv1.OwnedParameters, k) {
+			ignored = append(ignored, k)
+			continue
+		}
+		fmt.Fprintf(&b, "%s = %s\n", k, quote(params[k]))
+	}
+	return b.String(), ignored
+}
+
+// regentConf renders the settings Regent owns. It is included after the
+// user's, so it wins.
+func regentConf(s Settings) string {
+	set := map[string]string{
+		"listen_addresses":        s.PodIP,
+		"port":                    strconv.Itoa(names.PortPostgres),
+		"unix_socket_directories": s.SocketDir,
+		"cluster_name":            s.ClusterName,
+		// Replication: followers, their slots and pg_rewind.
+		"wal_level":             "replica",
+		"max_wal_senders":       "20",
+		"max_replication_slots": "20",
+		"wal_log_hints":         "on",
+		"full_page_writes":      "on",
+		"hot_standby":           "on",
+		"wal_keep_size":         "128MB",
+		// A crashed postmaster stays down: instance reports it and the
+		// agent releases the Lease; nothing restarts a leader behind the
+		// operator's back.
+		"restart_after_crash":      "off",
+		"recovery_target_timeline": "latest",
+		"synchronous_standby_names": s.SynchronousStandbyNames,
+		"archive_mode":             "off",
+	}
+	if wl := s.Parameters["wal_level"]; wl == "logical" {
+		set["wal_level"] = "logical"
+	}
+	if s.ArchiveCommand != "" {
+		set["archive_mode"] = "on"
+		set["archive_command"] = s.ArchiveCommand
+	}
+	if s.RestoreCommand != "" {
+		set["restore_command"] = s.RestoreCommand
+	}
+	if s.Role == RoleFollower {
+		set["primary_conninfo"] = s.PrimaryConninfo
+		set["primary_slot_name"] = s.PrimarySlotName
+	}
+	var b strings.Builder
+	b.WriteString("# Owned by Regent, written by regent instance at every start: edits are lost.\n")
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		fmt.Fprintf(&b, "%s = %s\n", k, quote(set[k]))
+	}
+	return b.String()
+}
+
+// postgresqlConf is the main configuration file: the user's settings, then
+// Regent's, so that Regent's win.
+const postgresqlConf = `# Written by regent instance at every start: edit spec.postgres.parameters instead.
+include 'user.conf'
+include 'regent.conf'
+`
+
+// hbaConf allows replication only through the local socket (the agent's
+// relay, which checks the epoch) and password (SCRAM) logins for clients.
+func hbaConf() string {
+	return `# Written by regent instance at every start.
+# TYPE  DATABASE     USER                 ADDRESS    METHOD
+local   replication  ` + names.ReplicationUser + `                 scram-sha-256
+local   replication  all                             reject
+local   all          all                             scram-sha-256
+host    replication  all                  all        reject
+host    all          all                  all        scram-sha-256
+`
+}
+
+// quote renders a configuration value as a single-quoted string.
+func quote(v string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"
+}

@@ -1,0 +1,104 @@
+package instance
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRegentConfWinsAndFollowsTheRole(t *testing.T) {
+	tests := []struct {
+		name    string
+		s       Settings
+		want    []string
+		notWant []string
+	}{
+		{
+			name: "leader",
+			s:    Settings{PodIP: "10.244.1.1", SocketDir: "/regent/run", ClusterName: "pg-0", Role: RoleLeader},
+			want: []string{"listen_addresses = '10.244.1.1'", "port = '5432'", "unix_socket_directories = '/regent/run'",
+				"wal_log_hints = 'on'", "restart_after_crash = 'off'", "recovery_target_timeline = 'latest'",
+				"synchronous_standby_names = ''", "archive_mode = 'off'"},
+			notWant: []string{"primary_conninfo"},
+		},
+		{
+			name: "follower streams through the agent",
+			s: Settings{PodIP: "10.244.1.2", SocketDir: "/regent/run", Role: RoleFollower,
+				PrimaryConninfo: "host=/regent/run port=5433 user=regent_replication", PrimarySlotName: "pg_1"},
+			want: []string{"primary_conninfo = 'host=/regent/run port=5433 user=regent_replication'", "primary_slot_name = 'pg_1'"},
+		},
+		{
+			name: "sync standbys and archiving",
+			s: Settings{Role: RoleLeader, SynchronousStandbyNames: `ANY 1 ("pg_1", "pg_2")`,
+				ArchiveCommand: "/regent/bin/regent wal-push %p"},
+			want: []string{`synchronous_standby_names = 'ANY 1 ("pg_1", "pg_2")'`, "archive_mode = 'on'",
+				"archive_command = '/regent/bin/regent wal-push %p'"},
+		},
+		{
+			name: "logical decoding is the user's choice",
+			s:    Settings{Parameters: map[string]string{"wal_level": "logical"}},
+			want: []string{"wal_level = 'logical'"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf := regentConf(tt.s)
+			for _, w := range tt.want {
+				if !strings.Contains(conf, w+"\n") {
+					t.Errorf("missing %q in\n%s", w, conf)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(conf, w) {
+					t.Errorf("unexpected %q in\n%s", w, conf)
+				}
+			}
+		})
+	}
+}
+
+func TestUserConfSkipsOwnedParametersAndQuotes(t *testing.T) {
+	conf, ignored := userConf(map[string]string{
+		"work_mem": "8MB", "port": "6000", "search_path": `"$user", public`, "application_name": "it's",
+	})
+	if len(ignored) != 1 || ignored[0] != "port" {
+		t.Errorf("ignored %v, want [port]", ignored)
+	}
+	for _, w := range []string{"work_mem = '8MB'\n", `search_path = '"$user", public'` + "\n", "application_name = 'it''s'\n"} {
+		if !strings.Contains(conf, w) {
+			t.Errorf("missing %q in\n%s", w, conf)
+		}
+	}
+	if strings.Contains(conf, "port") {
+		t.Errorf("an owned parameter was written:\n%s", conf)
+	}
+}
+
+func TestHBAAllowsReplicationOnlyLocally(t *testing.T) {
+	hba := hbaConf()
+	lines := strings.Split(hba, "\n")
+	var firstHostReplication, firstHostAll int
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		if f[0] == "host" && f[1] == "replication" && firstHostReplication == 0 {
+			firstHostReplication = i
+			if f[len(f)-1] != "reject" {
+				t.Errorf("replication over the network is not rejected: %q", l)
+			}
+		}
+		if f[0] == "host" && f[1] == "all" && firstHostAll == 0 {
+			firstHostAll = i
+			if f[len(f)-1] != "scram-sha-256" {
+				t.Errorf("clients do not need SCRAM: %q", l)
+			}
+		}
+		if f[len(f)-1] == "trust" {
+			t.Errorf("trust authentication: %q", l)
+		}
+	}
+	if firstHostReplication == 0 || firstHostAll == 0 || firstHostReplication > firstHostAll {
+		t.Errorf("network replication must be rejected before the catch-all rule:\n%s", hba)
+	}
+}

@@ -1,0 +1,479 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5"
+	"k8s.io/utils/clock"
+)
+
+// Config is what instance needs to know.
+type Config struct {
+	// PGData is the data directory.
+	PGData string
+	// BinDir holds initdb, pg_ctl, postgres, pg_basebackup, pg_rewind.
+	BinDir string
+	// Major is the PostgreSQL major version of BinDir (e.g. "15").
+	Major string
+	Settings
+	// SuperuserPasswordFile holds the postgres role's password: initdb
+	// sets it, and instance logs in with it for status.
+	SuperuserPasswordFile string
+	// Credential runs PostgreSQL as another user (for tests run as root).
+	Credential *syscall.Credential
+	// Clock drives the watchdog; nil is the real clock.
+	Clock clock.Clock
+	Log   logr.Logger
+}
+
+// Instance supervises one PostgreSQL data directory.
+type Instance struct {
+	cfg    Config
+	clock  clock.Clock
+	log    logr.Logger
+	tools  *runner
+	ops    sync.Mutex // one operation at a time (initdb, start, stop…)
+	mu     sync.Mutex // guards the fields below
+	pg     *exec.Cmd
+	exited chan struct{}
+	role   Role
+	// deadline is the watchdog's: a leader past it is stopped at once.
+	deadline time.Time
+	// fenced says why the last leader was stopped by the watchdog.
+	fenced   string
+	lastExit string
+	wake     chan struct{}
+}
+
+// New returns an Instance; it starts nothing.
+func New(cfg Config) *Instance {
+	c := cfg.Clock
+	if c == nil {
+		c = clock.RealClock{}
+	}
+	children := newChildSet()
+	return &Instance{
+		cfg: cfg, clock: c, log: cfg.Log,
+		tools: &runner{binDir: cfg.BinDir, cred: cfg.Credential, log: cfg.Log, children: children,
+			env: []string{"PGPASSFILE=/dev/null", "LC_ALL=C.UTF-8"}},
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// Run serves the watchdog and reaps orphans until ctx ends, then stops
+// PostgreSQL (fast).
+func (in *Instance) Run(ctx context.Context) {
+	go reapOrphans(ctx, in.tools.children)
+	in.watchdog(ctx)
+	_, _ = in.Stop(context.Background(), StopFast)
+}
+
+// watchdog stops a leader whose deadline passed.
+func (in *Instance) watchdog(ctx context.Context) {
+	for {
+		in.mu.Lock()
+		deadline, running := in.deadline, in.role == RoleLeader && in.pg != nil
+		in.mu.Unlock()
+		var timer clock.Timer
+		var fire <-chan time.Time
+		if running && !deadline.IsZero() {
+			d := deadline.Sub(in.clock.Now())
+			if d <= 0 {
+				in.fence(fmt.Sprintf("the agent did not refresh the leader's deadline %s", deadline.Format(time.RFC3339Nano)))
+				continue
+			}
+			timer = in.clock.NewTimer(d)
+			fire = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+		case <-in.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// fence stops PostgreSQL immediately: no commit can be acknowledged any
+// more. It does not wait for the operation lock, which a stuck operation
+// might hold.
+func (in *Instance) fence(why string) {
+	in.mu.Lock()
+	pg := in.pg
+	in.fenced = why
+	in.deadline = time.Time{}
+	in.mu.Unlock()
+	if pg == nil {
+		return
+	}
+	in.log.Info("Watchdog: stopping PostgreSQL at once", "reason", why)
+	// SIGQUIT is PostgreSQL's immediate shutdown: every backend exits
+	// without waiting for anything.
+	_ = pg.Process.Signal(syscall.SIGQUIT)
+}
+
+func (in *Instance) poke() {
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// SetDeadline refreshes the watchdog: a leader may serve writes until t.
+func (in *Instance) SetDeadline(t time.Time) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.role != RoleLeader || in.pg == nil {
+		return errors.New("no leader is running")
+	}
+	in.deadline = t
+	in.poke()
+	return nil
+}
+
+// Initdb creates a new cluster in an empty data directory.
+func (in *Instance) Initdb(ctx context.Context) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	state, err := inspect(in.cfg.PGData, in.cfg.Major)
+	if err != nil {
+		return err
+	}
+	if state != DataEmpty {
+		return fmt.Errorf("initdb: data directory %s is already initialized", in.cfg.PGData)
+	}
+	if err := in.prepareDir(); err != nil {
+		return err
+	}
+	_, err = in.tools.run(ctx, 2*time.Minute, "initdb",
+		"--pgdata="+in.cfg.PGData, "--username=postgres", "--pwfile="+in.cfg.SuperuserPasswordFile,
+		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--data-checksums",
+		"--encoding=UTF8", "--locale=C.UTF-8")
+	return err
+}
+
+// BaseBackup fills an empty data directory from a leader, through conninfo
+// (the local agent's relay socket, in a pod).
+func (in *Instance) BaseBackup(ctx context.Context, conninfo string) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	state, err := inspect(in.cfg.PGData, in.cfg.Major)
+	if err != nil {
+		return err
+	}
+	if state != DataEmpty {
+		return fmt.Errorf("base backup: data directory %s is not empty", in.cfg.PGData)
+	}
+	if err := in.prepareDir(); err != nil {
+		return err
+	}
+	_, err = in.tools.run(ctx, 6*time.Hour, "pg_basebackup",
+		"--pgdata="+in.cfg.PGData, "--dbname="+conninfo, "--wal-method=stream", "--checkpoint=fast",
+		"--no-password")
+	if err != nil {
+		// A partial copy is ours (the directory was empty): clear it so a
+		// retry can start over.
+		in.clearPartial()
+	}
+	return err
+}
+
+// Rewind makes a diverged data directory follow the leader at conninfo.
+func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	if in.running() {
+		return errors.New("rewind: PostgreSQL is running; stop it first")
+	}
+	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
+		return err
+	}
+	_, err := in.tools.run(ctx, time.Hour, "pg_rewind",
+		"--target-pgdata="+in.cfg.PGData, "--source-server="+conninfo, "--progress", "--no-ensure-shutdown")
+	return err
+}
+
+// StartOptions say how to start PostgreSQL.
+type StartOptions struct {
+	Role Role
+	// Deadline bounds a leader's writes (the watchdog). Required for a
+	// leader.
+	Deadline                         time.Time
+	PrimaryConninfo, PrimarySlotName string
+	SynchronousStandbyNames          string
+}
+
+// Start writes the configuration and starts PostgreSQL, waiting until it
+// accepts connections.
+func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	if in.running() {
+		return errors.New("start: PostgreSQL is already running")
+	}
+	if opts.Role == RoleLeader && !opts.Deadline.After(in.clock.Now()) {
+		return errors.New("start: a leader needs a watchdog deadline in the future")
+	}
+	state, err := inspect(in.cfg.PGData, in.cfg.Major)
+	if err != nil {
+		return err
+	}
+	if state != DataReady {
+		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
+	}
+	s := in.cfg.Settings
+	s.Role, s.PrimaryConninfo, s.PrimarySlotName = opts.Role, opts.PrimaryConninfo, opts.PrimarySlotName
+	s.SynchronousStandbyNames = opts.SynchronousStandbyNames
+	if err := in.writeConfig(s); err != nil {
+		return err
+	}
+	cmd := in.tools.command(context.Background(), "postgres", "-D", in.cfg.PGData)
+	logFile, err := os.OpenFile(filepath.Join(in.cfg.PGData, "..", "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err == nil {
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		defer logFile.Close()
+		if in.cfg.Credential != nil {
+			_ = logFile.Chown(int(in.cfg.Credential.Uid), int(in.cfg.Credential.Gid))
+		}
+	} else {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := in.tools.children.start(cmd); err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	in.mu.Lock()
+	in.pg, in.exited, in.role, in.fenced = cmd, exited, opts.Role, ""
+	if opts.Role == RoleLeader {
+		in.deadline = opts.Deadline
+	}
+	in.mu.Unlock()
+	in.poke()
+	in.log.Info("Started PostgreSQL", "role", opts.Role, "pid", cmd.Process.Pid)
+	go func() {
+		err := in.tools.children.wait(cmd)
+		in.mu.Lock()
+		in.pg, in.deadline = nil, time.Time{}
+		in.lastExit = fmt.Sprint(err)
+		if err == nil {
+			in.lastExit = "exit status 0"
+		}
+		in.mu.Unlock()
+		close(exited)
+		in.log.Info("PostgreSQL exited", "result", in.lastExit)
+	}()
+	return in.waitReady(ctx, exited)
+}
+
+// waitReady waits until PostgreSQL answers, or exits.
+func (in *Instance) waitReady(ctx context.Context, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for {
+		conn, err := in.connect(ctx)
+		if err == nil {
+			_ = conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("postgres exited while starting (%s); see postgres.log beside the data directory", in.lastExitText())
+		case <-ctx.Done():
+			return fmt.Errorf("postgres did not accept connections: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (in *Instance) lastExitText() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.lastExit
+}
+
+// StopMode is how to stop PostgreSQL.
+type StopMode string
+
+const (
+	// StopFast disconnects clients and checkpoints: a clean shutdown.
+	StopFast StopMode = "fast"
+	// StopImmediate kills every backend at once: crash recovery at the
+	// next start.
+	StopImmediate StopMode = "immediate"
+)
+
+// Stop stops PostgreSQL and returns the final checkpoint's LSN after a
+// clean stop ("" after an immediate one).
+func (in *Instance) Stop(ctx context.Context, mode StopMode) (string, error) {
+	in.mu.Lock()
+	pg, exited := in.pg, in.exited
+	in.mu.Unlock()
+	if pg != nil {
+		sig := syscall.SIGINT // fast
+		if mode == StopImmediate {
+			sig = syscall.SIGQUIT
+		}
+		in.log.Info("Stopping PostgreSQL", "mode", mode)
+		_ = pg.Process.Signal(sig)
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			_ = pg.Process.Signal(syscall.SIGQUIT)
+			<-exited
+		}
+	}
+	if mode == StopImmediate {
+		return "", nil
+	}
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	return in.checkpointLSN(ctx)
+}
+
+// checkpointLSN reads the latest checkpoint location from pg_control.
+func (in *Instance) checkpointLSN(ctx context.Context) (string, error) {
+	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil || state != DataReady {
+		return "", err
+	}
+	out, err := in.tools.run(ctx, 30*time.Second, "pg_controldata", "-D", in.cfg.PGData)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "Latest checkpoint location" {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", errors.New("pg_controldata printed no checkpoint location")
+}
+
+// Promote turns a running follower into a leader with a watchdog deadline.
+func (in *Instance) Promote(ctx context.Context, deadline time.Time) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	if !in.running() {
+		return errors.New("promote: PostgreSQL is not running")
+	}
+	if !deadline.After(in.clock.Now()) {
+		return errors.New("promote: a leader needs a watchdog deadline in the future")
+	}
+	// Arm the watchdog before the first write can be accepted.
+	in.mu.Lock()
+	in.role, in.deadline = RoleLeader, deadline
+	in.mu.Unlock()
+	in.poke()
+	conn, err := in.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(wait => true, wait_seconds => 60)").Scan(&ok); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if !ok {
+		return errors.New("promote: PostgreSQL did not finish promoting within 60s")
+	}
+	in.log.Info("Promoted")
+	return nil
+}
+
+func (in *Instance) running() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.pg != nil
+}
+
+// connect logs in as postgres through the unix socket.
+func (in *Instance) connect(ctx context.Context) (*pgx.Conn, error) {
+	password, err := os.ReadFile(in.cfg.SuperuserPasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = in.cfg.SocketDir, 5432, "postgres", "postgres"
+	cfg.Password = strings.TrimSpace(string(password))
+	cfg.ConnectTimeout = 5 * time.Second
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+func (in *Instance) prepareDir() error {
+	if err := os.MkdirAll(in.cfg.PGData, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(in.cfg.PGData, 0o700); err != nil {
+		return err
+	}
+	if c := in.cfg.Credential; c != nil {
+		if err := os.Chown(in.cfg.PGData, int(c.Uid), int(c.Gid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clearPartial empties the data directory after a failed copy into it.
+func (in *Instance) clearPartial() {
+	entries, _ := os.ReadDir(in.cfg.PGData)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(in.cfg.PGData, e.Name()))
+	}
+}
+
+func (in *Instance) writeConfig(s Settings) error {
+	user, ignored := userConf(s.Parameters)
+	if len(ignored) > 0 {
+		in.log.Info("Ignoring parameters Regent owns", "parameters", ignored)
+	}
+	files := map[string]string{
+		"postgresql.conf": postgresqlConf,
+		"user.conf":       user,
+		"regent.conf":     regentConf(s),
+		"pg_hba.conf":     hbaConf(),
+	}
+	for name, content := range files {
+		if err := in.writeFile(name, content); err != nil {
+			return err
+		}
+	}
+	standby := filepath.Join(in.cfg.PGData, "standby.signal")
+	if s.Role == RoleFollower {
+		return in.writeFile("standby.signal", "")
+	}
+	if err := os.Remove(standby); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (in *Instance) writeFile(name, content string) error {
+	p := filepath.Join(in.cfg.PGData, name)
+	tmp := p + ".regent-tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return err
+	}
+	if c := in.cfg.Credential; c != nil {
+		if err := os.Chown(tmp, int(c.Uid), int(c.Gid)); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, p)
+}

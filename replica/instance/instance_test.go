@@ -1,0 +1,300 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+)
+
+// These tests run real PostgreSQL 15 processes. As root (CI), PostgreSQL
+// runs as the machine's postgres user.
+
+func pgBinDir(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		t.Fatalf("pg_config --bindir: %v (install PostgreSQL 15: hack/deps.sh)", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+		t.Fatalf("no postgres in %s: %v", dir, err)
+	}
+	return dir
+}
+
+// credential runs PostgreSQL as the postgres user when the tests run as
+// root; otherwise as the test's own user.
+func credential(t *testing.T) *syscall.Credential {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatalf("tests run as root need a postgres user: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+}
+
+const superPassword = "super-secret-1"
+const replPassword = "repl-secret-1"
+
+// newInstance makes a "pod": a data directory, a run directory and a
+// loopback address of its own.
+func newInstance(t *testing.T, name, ip string) *Instance {
+	t.Helper()
+	base, err := os.MkdirTemp("", "regent-instance-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	cred := credential(t)
+	chown := func(p string) {
+		if cred != nil {
+			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(base, "run")
+	if err := os.Mkdir(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chown(run)
+	chown(base)
+	pw := filepath.Join(base, "superuser-password")
+	if err := os.WriteFile(pw, []byte(superPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chown(pw)
+	in := New(Config{
+		PGData: filepath.Join(base, "data", "pgdata"), BinDir: pgBinDir(t), Major: "15",
+		Settings:              Settings{PodIP: ip, SocketDir: run, ClusterName: name},
+		SuperuserPasswordFile: pw, Credential: cred, Log: testr.New(t).WithName(name),
+	})
+	if err := os.MkdirAll(filepath.Dir(in.cfg.PGData), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chown(filepath.Dir(in.cfg.PGData))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { in.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return in
+}
+
+func sql(t *testing.T, in *Instance, query string, args ...any) {
+	t.Helper()
+	conn, err := in.connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+func count(t *testing.T, in *Instance) (int, error) {
+	conn, err := in.connect(t.Context())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(t.Context())
+	var n int
+	err = conn.QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n)
+	return n, err
+}
+
+func replicationConninfo(in *Instance) string {
+	return fmt.Sprintf("host=%s port=5432 user=regent_replication password=%s", in.cfg.SocketDir, replPassword)
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startLeader bootstraps a leader with a replication role and a table.
+func startLeader(t *testing.T, in *Instance, deadline time.Time) {
+	t.Helper()
+	if err := in.Initdb(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: deadline}); err != nil {
+		t.Fatal(err)
+	}
+	sql(t, in, "CREATE ROLE regent_replication REPLICATION LOGIN PASSWORD '"+replPassword+"'")
+	sql(t, in, "CREATE TABLE t (id serial PRIMARY KEY, v text)")
+}
+
+func TestLeaderFollowerAndPromotion(t *testing.T) {
+	leader := newInstance(t, "pod-0", "127.0.10.1")
+	follower := newInstance(t, "pod-1", "127.0.10.2")
+	startLeader(t, leader, time.Now().Add(time.Hour))
+	sql(t, leader, "INSERT INTO t (v) VALUES ('before the copy')")
+
+	if err := follower.BaseBackup(t.Context(), replicationConninfo(leader)); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Start(t.Context(), StartOptions{Role: RoleFollower, PrimaryConninfo: replicationConninfo(leader)}); err != nil {
+		t.Fatal(err)
+	}
+	sql(t, leader, "INSERT INTO t (v) VALUES ('streamed')")
+	waitFor(t, 10*time.Second, "the follower has both rows", func() error {
+		n, err := count(t, follower)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d rows", n)
+		}
+		return err
+	})
+	st := follower.Status(t.Context())
+	if !st.Running || !st.InRecovery || st.ReceivedLSN == "" || st.ReplayedLSN == "" {
+		t.Errorf("follower status %+v", st)
+	}
+	lst := leader.Status(t.Context())
+	if lst.InRecovery || lst.WriteLSN == "" || lst.Timeline != 1 || lst.Deadline == nil {
+		t.Errorf("leader status %+v", lst)
+	}
+
+	// A clean stop reports the final position; the follower has it all.
+	final, err := leader.Stop(t.Context(), StopFast)
+	if err != nil || final == "" {
+		t.Fatalf("stop: %q, %v", final, err)
+	}
+	start := time.Now()
+	if err := follower.Promote(t.Context(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	sql(t, follower, "INSERT INTO t (v) VALUES ('on the new leader')")
+	t.Logf("promotion to first write: %s", time.Since(start).Round(time.Millisecond))
+	st = follower.Status(t.Context())
+	if st.InRecovery || st.Timeline != 2 || st.Role != RoleLeader {
+		t.Errorf("promoted status %+v", st)
+	}
+}
+
+func TestWatchdogStopsALeaderWhoseDeadlinePassed(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.3")
+	startLeader(t, in, time.Now().Add(time.Hour))
+	// The agent refreshes once more, then never again.
+	deadline := time.Now().Add(time.Second)
+	if err := in.SetDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "PostgreSQL stopped", func() error {
+		if in.running() {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	late := time.Since(deadline)
+	t.Logf("PostgreSQL stopped %s after the deadline", late.Round(time.Millisecond))
+	if late < 0 {
+		t.Fatalf("stopped before the deadline")
+	}
+	st := in.Status(t.Context())
+	if st.Running || !strings.Contains(st.Fenced, "did not refresh") {
+		t.Errorf("status %+v", st)
+	}
+	if _, err := count(t, in); err == nil {
+		t.Error("a fenced leader still answers queries")
+	}
+	if err := in.SetDeadline(time.Now().Add(time.Hour)); err == nil {
+		t.Error("a deadline was accepted with no leader running")
+	}
+}
+
+func TestALeaderNeedsADeadline(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.4")
+	if err := in.Initdb(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	err := in.Start(t.Context(), StartOptions{Role: RoleLeader})
+	if err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("a leader started without a deadline: %v", err)
+	}
+}
+
+func TestForeignDataIsRefusedAndKept(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"other major version", map[string]string{"PG_VERSION": "14\n", "global/pg_control": "x"}, "holds PostgreSQL 14 data"},
+		{"not a data directory", map[string]string{"notes.txt": "mine"}, "not a PostgreSQL data directory"},
+		{"incomplete", map[string]string{"PG_VERSION": "15\n"}, "global/pg_control is missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := newInstance(t, "pod-0", "127.0.10.5")
+			for name, content := range tt.files {
+				p := filepath.Join(in.cfg.PGData, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for op, err := range map[string]error{
+				"initdb":     in.Initdb(t.Context()),
+				"basebackup": in.BaseBackup(t.Context(), "host=/nonexistent"),
+				"start":      in.Start(t.Context(), StartOptions{Role: RoleFollower}),
+			} {
+				var foreign *ErrForeignData
+				if !errors.As(err, &foreign) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("%s: %v; want a foreign-data error saying %q", op, err, tt.want)
+				}
+			}
+			for name, content := range tt.files {
+				b, err := os.ReadFile(filepath.Join(in.cfg.PGData, name))
+				if err != nil || string(b) != content {
+					t.Errorf("%s changed or gone: %q, %v", name, b, err)
+				}
+			}
+		})
+	}
+}
+
+func TestBaseBackupWithAWrongPasswordFailsClearlyAndLeavesNothing(t *testing.T) {
+	leader := newInstance(t, "pod-0", "127.0.10.6")
+	follower := newInstance(t, "pod-1", "127.0.10.7")
+	startLeader(t, leader, time.Now().Add(time.Hour))
+	bad := strings.Replace(replicationConninfo(leader), replPassword, "wrong", 1)
+	err := follower.BaseBackup(t.Context(), bad)
+	if err == nil || !strings.Contains(err.Error(), "password authentication failed") {
+		t.Fatalf("base backup with a wrong password: %v", err)
+	}
+	if entries, _ := os.ReadDir(follower.cfg.PGData); len(entries) != 0 {
+		t.Errorf("the failed copy left %d entries", len(entries))
+	}
+}
+

@@ -1,0 +1,128 @@
+package instance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// runner runs PostgreSQL's tools: each call has a timeout, is logged with its
+// arguments (never a password: those go through files or the environment),
+// and returns stderr inside its error.
+type runner struct {
+	binDir string
+	// cred runs the tools as another user (tests run as root, PostgreSQL
+	// refuses root); nil runs them as this process's user.
+	cred *syscall.Credential
+	env  []string
+	log  logr.Logger
+	// children tracks the processes this runner started, so that the
+	// zombie reaper leaves them to their own Wait.
+	children *childSet
+}
+
+func (r *runner) command(ctx context.Context, tool string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, r.binDir+"/"+tool, args...)
+	cmd.Env = append(os.Environ(), r.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred, Setpgid: true}
+	return cmd
+}
+
+// run runs a tool to completion within timeout.
+func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := r.command(ctx, tool, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	r.log.Info("Running", "tool", tool, "args", args)
+	if err := r.children.start(cmd); err != nil {
+		return "", fmt.Errorf("%s: %w", tool, err)
+	}
+	err := r.children.wait(cmd)
+	r.log.Info("Ran", "tool", tool, "duration", time.Since(start).Round(time.Millisecond).String(), "ok", err == nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("timed out after %s", timeout)
+		}
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// childSet knows the processes started through it.
+type childSet struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+func newChildSet() *childSet { return &childSet{pids: map[int]bool{}} }
+
+func (c *childSet) start(cmd *exec.Cmd) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	c.pids[cmd.Process.Pid] = true
+	return nil
+}
+
+func (c *childSet) wait(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	c.mu.Lock()
+	delete(c.pids, cmd.Process.Pid)
+	c.mu.Unlock()
+	return err
+}
+
+func (c *childSet) has(pid int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pids[pid]
+}
+
+// reapOrphans reaps zombies that are not ours until ctx ends. As PID 1 of
+// the container, instance inherits every orphan (PostgreSQL's backends
+// when the postmaster dies, say); our own children are left to their
+// Wait, or their exit status would be lost. It peeks with WNOWAIT first so
+// that it never reaps one of ours.
+func reapOrphans(ctx context.Context, children *childSet) {
+	sigs := make(chan os.Signal, 8)
+	signalNotify(sigs, syscall.SIGCHLD)
+	defer signalStop(sigs)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for {
+			var info siginfo
+			if err := waitidPeek(&info); err != nil || info.pid == 0 {
+				break
+			}
+			if children.has(info.pid) {
+				// Ours: its Wait reaps it; look again shortly.
+				break
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(info.pid, &ws, syscall.WNOHANG, nil); err != nil && !errors.Is(err, syscall.ECHILD) {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sigs:
+		case <-t.C:
+		}
+	}
+}

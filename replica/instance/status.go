@@ -1,0 +1,84 @@
+package instance
+
+import (
+	"context"
+	"time"
+)
+
+// Status is what instance reports of PostgreSQL.
+type Status struct {
+	// Running says whether the postmaster runs.
+	Running bool `json:"running"`
+	// Role is the role PostgreSQL was started or promoted in.
+	Role Role `json:"role,omitempty"`
+	// InRecovery is pg_is_in_recovery(): true on a follower.
+	InRecovery bool `json:"inRecovery"`
+	// Timeline is the current timeline.
+	Timeline int64 `json:"timeline,omitempty"`
+	// WriteLSN is the leader's current WAL position; ReceivedLSN and
+	// ReplayedLSN a follower's.
+	WriteLSN    string `json:"writeLSN,omitempty"`
+	ReceivedLSN string `json:"receivedLSN,omitempty"`
+	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	// Deadline is the watchdog's, while a leader runs.
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Fenced says why the watchdog last stopped a leader.
+	Fenced string `json:"fenced,omitempty"`
+	// LastExit is how PostgreSQL last ended.
+	LastExit string `json:"lastExit,omitempty"`
+	// Data is the data directory's state, or the error that makes it
+	// unusable.
+	Data string `json:"data"`
+}
+
+// Status reports PostgreSQL's state; queries that fail leave their fields
+// empty.
+func (in *Instance) Status(ctx context.Context) Status {
+	in.mu.Lock()
+	st := Status{Running: in.pg != nil, Role: in.role, Fenced: in.fenced, LastExit: in.lastExit}
+	if !in.deadline.IsZero() {
+		d := in.deadline
+		st.Deadline = &d
+	}
+	in.mu.Unlock()
+	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
+		st.Data = err.Error()
+	} else {
+		st.Data = string(state)
+	}
+	if !st.Running {
+		st.Role = ""
+		return st
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := in.connect(ctx)
+	if err != nil {
+		return st
+	}
+	defer conn.Close(ctx)
+	var received, replayed, written *string
+	_ = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
+		(SELECT timeline_id FROM pg_control_checkpoint()),
+		pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END`).
+		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written)
+	if received != nil {
+		st.ReceivedLSN = *received
+	}
+	if replayed != nil {
+		st.ReplayedLSN = *replayed
+	}
+	if written != nil {
+		st.WriteLSN = *written
+	}
+	if !st.InRecovery {
+		// The checkpoint's timeline lags a promotion; the WAL file name
+		// carries the current one.
+		var tli int64
+		if conn.QueryRow(ctx, `SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`).Scan(&tli) == nil {
+			st.Timeline = tli
+		}
+	}
+	return st
+}
