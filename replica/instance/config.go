@@ -86,10 +86,10 @@ func regentConf(s Settings) string {
 		// A crashed postmaster stays down: instance reports it and the
 		// agent releases the Lease; nothing restarts a leader behind the
 		// operator's back.
-		"restart_after_crash":      "off",
-		"recovery_target_timeline": "latest",
+		"restart_after_crash":       "off",
+		"recovery_target_timeline":  "latest",
 		"synchronous_standby_names": s.SynchronousStandbyNames,
-		"archive_mode":             "off",
+		"archive_mode":              "off",
 	}
 	if wl := s.Parameters["wal_level"]; wl == "logical" {
 		set["wal_level"] = "logical"

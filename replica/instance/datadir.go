@@ -13,10 +13,12 @@ import (
 type DataState string
 
 const (
-	// DataEmpty: nothing there (or only a lost+found): initdb or a base
-	// backup may fill it.
+	// DataEmpty means the directory is missing or empty: initdb or a base
+	// backup may fill it. (PGDATA is a subdirectory of the volume, so a
+	// volume's lost+found never gets in the way.)
 	DataEmpty DataState = "Empty"
-	// DataReady: a PostgreSQL data directory of the version this image runs.
+	// DataReady means a PostgreSQL data directory of the version this
+	// image runs.
 	DataReady DataState = "Ready"
 )
 

@@ -99,14 +99,14 @@ func newInstance(t *testing.T, name, ip string) *Instance {
 	return in
 }
 
-func sql(t *testing.T, in *Instance, query string, args ...any) {
+func sql(t *testing.T, in *Instance, query string) {
 	t.Helper()
 	conn, err := in.connect(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(t.Context())
-	if _, err := conn.Exec(t.Context(), query, args...); err != nil {
+	if _, err := conn.Exec(t.Context(), query); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 }
@@ -297,4 +297,3 @@ func TestBaseBackupWithAWrongPasswordFailsClearlyAndLeavesNothing(t *testing.T) 
 		t.Errorf("the failed copy left %d entries", len(entries))
 	}
 }
-

@@ -26,4 +26,3 @@ func waitidPeek(info *siginfo) error {
 	info.pid = int(*(*int32)(unsafe.Pointer(uintptr(unsafe.Pointer(&si)) + 16)))
 	return nil
 }
-
