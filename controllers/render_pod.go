@@ -119,11 +119,19 @@ func renderBootstrapContainer(images Images) *corev1ac.ContainerApplyConfigurati
 }
 
 func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.ContainerApplyConfiguration {
+	params := rs.Spec.Postgres.Parameters
+	if params == nil {
+		params = map[string]string{}
+	}
+	// Maps marshal with sorted keys: the same parameters always render the
+	// same template.
+	paramsJSON, _ := json.Marshal(params)
 	c := corev1ac.Container().
 		WithName(names.ContainerPostgres).
 		WithImage(images.postgresImage(rs)).
 		WithCommand(names.BinaryPath, "instance").
 		WithEnv(podEnv(rs.Name)...).
+		WithEnv(corev1ac.EnvVar().WithName(names.EnvPGParameters).WithValue(string(paramsJSON))).
 		WithPorts(corev1ac.ContainerPort().WithName(names.PortNamePostgres).
 			WithContainerPort(names.PortPostgres).WithProtocol(corev1.ProtocolTCP)).
 		WithVolumeMounts(

@@ -183,6 +183,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "spec image and resources",
 			rs: base(func(rs *regentv1.ReplicaSet) {
 				rs.Spec.Postgres.Image = "registry.example/postgres:15.8"
+				rs.Spec.Postgres.Parameters = map[string]string{"work_mem": "8MB", "max_connections": "200"}
 				rs.Spec.Postgres.Resources = corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
 				}
@@ -194,6 +195,9 @@ func TestPodTemplate(t *testing.T) {
 				}
 				if got := pg.Resources.Requests.Memory().String(); got != "1Gi" {
 					t.Errorf("memory request %s", got)
+				}
+				if got := envOf(pg)[names.EnvPGParameters].Value; got != `{"max_connections":"200","work_mem":"8MB"}` {
+					t.Errorf("parameters for instance: %s", got)
 				}
 			},
 		},

@@ -20,7 +20,7 @@ func run(args ...string) (string, error) {
 }
 
 func TestUnbuiltPartsExitTwo(t *testing.T) {
-	for _, sub := range []string{"agent", "instance", "wal-push", "wal-fetch"} {
+	for _, sub := range []string{"agent", "wal-push", "wal-fetch"} {
 		t.Run(sub, func(t *testing.T) {
 			_, err := run(sub, "--whatever")
 			var exit ExitError
@@ -85,5 +85,18 @@ func TestInstallCopiesTheBinary(t *testing.T) {
 	leftovers, _ := filepath.Glob(filepath.Join(dir, ".regent-*"))
 	if len(leftovers) != 0 {
 		t.Errorf("temporary files left behind: %v", leftovers)
+	}
+}
+
+func TestInstanceRefusesBadEnvironment(t *testing.T) {
+	_, err := run("instance", "--pod-ip=not-an-ip", "--pod-name=", "--parameters={", "--superuser-password-file=/nonexistent")
+	var exit ExitError
+	if !errors.As(err, &exit) || exit.Code != 2 {
+		t.Fatalf("got %v, want exit code 2", err)
+	}
+	for _, want := range []string{`--pod-ip "not-an-ip" is not an IP address`, "--pod-name is empty", "--parameters", "superuser password"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

@@ -31,7 +31,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(
 		newManagerCommand(),
 		notYet("agent", "Run the sidecar of a database pod (not implemented yet)"),
-		notYet("instance", "Run as PID 1 of the PostgreSQL container (not implemented yet)"),
+		newInstanceCommand(),
 		notYet("wal-push", "Hand a WAL segment to the local agent (not implemented yet)"),
 		notYet("wal-fetch", "Fetch a WAL segment through the local agent (not implemented yet)"),
 		newInstallCommand(),

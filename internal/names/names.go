@@ -91,6 +91,10 @@ const (
 	PostgresUID = 999
 )
 
+// EnvPGParameters carries spec.postgres.parameters, as a JSON object, to
+// `regent instance` in the postgres container.
+const EnvPGParameters = "REGENT_PG_PARAMETERS"
+
 // Database roles Regent creates.
 const (
 	SuperuserName   = "postgres"

@@ -210,12 +210,13 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 
 // StartOptions say how to start PostgreSQL.
 type StartOptions struct {
-	Role Role
+	Role Role `json:"role"`
 	// Deadline bounds a leader's writes (the watchdog). Required for a
 	// leader.
-	Deadline                         time.Time
-	PrimaryConninfo, PrimarySlotName string
-	SynchronousStandbyNames          string
+	Deadline                time.Time `json:"deadline,omitzero"`
+	PrimaryConninfo         string    `json:"primaryConninfo,omitempty"`
+	PrimarySlotName         string    `json:"primarySlotName,omitempty"`
+	SynchronousStandbyNames string    `json:"synchronousStandbyNames,omitempty"`
 }
 
 // Start writes the configuration and starts PostgreSQL, waiting until it

@@ -161,6 +161,24 @@ func bindIn(root, src, path string, readOnly, recursive bool) error {
 	if err := mkdirIn(root, dir); err != nil {
 		return fmt.Errorf("mount point %s: %w", path, err)
 	}
+	if !fi.IsDir() {
+		// A new file in a read-only host directory (/usr/local/bin/regent)
+		// needs a writable view of that directory first.
+		target := filepath.Join(root, path)
+		if _, err := os.Stat(target); err != nil {
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+			if errors.Is(err, syscall.EROFS) {
+				if err := explode(root, dir); err != nil {
+					return err
+				}
+				f, err = os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+			}
+			if err != nil {
+				return fmt.Errorf("mount point %s: %w", path, err)
+			}
+			_ = f.Close()
+		}
+	}
 	return bind(src, filepath.Join(root, path), readOnly, recursive)
 }
 

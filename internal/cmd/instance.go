@@ -1,0 +1,139 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/instance"
+)
+
+type instanceOptions struct {
+	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func newInstanceCommand() *cobra.Command {
+	o := &instanceOptions{}
+	c := &cobra.Command{
+		Use:   "instance",
+		Short: "Run as PID 1 of the PostgreSQL container: supervise PostgreSQL for the agent",
+		Long: "instance is the only process that touches PGDATA. It takes orders from the agent\n" +
+			"over a unix socket in the run directory and stops a leader whose watchdog\n" +
+			"deadline passed. SIGTERM stops PostgreSQL cleanly, SIGQUIT at once.",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := o.config()
+			if err != nil {
+				return ExitError{Code: 2, Err: err}
+			}
+			return runInstance(cfg, o.runDir)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.pgdata, "pgdata", envOr("PGDATA", names.PGData), "data directory ($PGDATA)")
+	f.StringVar(&o.runDir, "run-dir", envOr("REGENT_RUN_DIR", names.SocketDir), "directory of the sockets ($REGENT_RUN_DIR)")
+	f.StringVar(&o.podIP, "pod-ip", os.Getenv("POD_IP"), "the only address PostgreSQL listens on ($POD_IP)")
+	f.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the pod's name ($POD_NAME)")
+	f.StringVar(&o.parameters, "parameters", os.Getenv(names.EnvPGParameters), "PostgreSQL settings as a JSON object ($"+names.EnvPGParameters+")")
+	f.StringVar(&o.passwordFile, "superuser-password-file", names.SecretsMountPath+"/superuser-password", "the postgres role's password")
+	f.StringVar(&o.binDir, "pg-bindir", "", "directory of PostgreSQL's programs (default: where postgres is on PATH)")
+	return c
+}
+
+var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
+
+func (o *instanceOptions) config() (instance.Config, error) {
+	var errs []error
+	if net.ParseIP(o.podIP) == nil {
+		errs = append(errs, fmt.Errorf("--pod-ip %q is not an IP address (set POD_IP from status.podIP)", o.podIP))
+	}
+	if o.podName == "" {
+		errs = append(errs, errors.New("--pod-name is empty (set POD_NAME from metadata.name)"))
+	}
+	params := map[string]string{}
+	if o.parameters != "" {
+		if err := json.Unmarshal([]byte(o.parameters), &params); err != nil {
+			errs = append(errs, fmt.Errorf("--parameters: %w", err))
+		}
+	}
+	if _, err := os.Stat(o.passwordFile); err != nil {
+		errs = append(errs, fmt.Errorf("superuser password: %w", err))
+	}
+	bin := o.binDir
+	if bin == "" {
+		p, err := exec.LookPath("postgres")
+		if err != nil {
+			errs = append(errs, errors.New("postgres is not on PATH: is this a PostgreSQL image? (or set --pg-bindir)"))
+		}
+		bin = filepath.Dir(p)
+	}
+	major := ""
+	if out, err := exec.Command(filepath.Join(bin, "postgres"), "--version").Output(); err == nil {
+		if m := versionRE.FindSubmatch(out); m != nil {
+			major = string(m[1])
+		}
+	}
+	if major == "" && bin != "." {
+		errs = append(errs, fmt.Errorf("cannot tell the PostgreSQL version of %s/postgres", bin))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return instance.Config{}, err
+	}
+	return instance.Config{
+		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile,
+		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params},
+	}, nil
+}
+
+func runInstance(cfg instance.Config, runDir string) error {
+	cfg.Log = zap.New().WithName("instance")
+	in := instance.New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	go func() {
+		sig := <-sigs
+		cfg.Log.Info("Signal received; stopping PostgreSQL", "signal", sig.String())
+		if sig == syscall.SIGQUIT {
+			_, _ = in.Stop(context.Background(), instance.StopImmediate)
+		}
+		cancel()
+	}()
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	// Without its API, instance is useless: a failed listener ends it.
+	errc := make(chan error, 1)
+	go func() {
+		err := in.Serve(ctx, runDir)
+		errc <- err
+		cancel()
+	}()
+	cfg.Log.Info("Serving the agent", "socket", filepath.Join(runDir, instance.SocketName), "pgdata", cfg.PGData,
+		"postgres", cfg.Major)
+	in.Run(ctx)
+	if err := <-errc; err != nil {
+		return fmt.Errorf("instance API: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The agent drives instance only through the socket: the whole life of a
+// leader, through the client.
+func TestAPIDrivesALeader(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.8")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = in.Serve(ctx, in.cfg.SocketDir) }()
+	c := NewClient(in.cfg.SocketDir)
+	waitFor(t, 5*time.Second, "API socket", func() error {
+		_, err := c.Status(t.Context())
+		return err
+	})
+	if fi, err := os.Stat(filepath.Join(in.cfg.SocketDir, SocketName)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v: only the pod's own user may drive PostgreSQL", fi.Mode(), err)
+	}
+
+	st, err := c.Status(t.Context())
+	if err != nil || st.Data != string(DataEmpty) || st.Running {
+		t.Fatalf("status of an empty instance %+v, %v", st, err)
+	}
+	if err := c.Initdb(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *APIError
+	if err := c.Initdb(t.Context()); !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Errorf("a second initdb: %v", err)
+	}
+	if err := c.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDeadline(t.Context(), time.Now().Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	st, err = c.Status(t.Context())
+	if err != nil || !st.Running || st.Role != RoleLeader || st.InRecovery || st.WriteLSN == "" || st.Deadline == nil {
+		t.Fatalf("leader status %+v, %v", st, err)
+	}
+	lsn, err := c.Stop(t.Context(), StopFast)
+	if err != nil || lsn == "" {
+		t.Fatalf("stop: %q, %v", lsn, err)
+	}
+	if _, err := c.Stop(t.Context(), "gently"); !errors.As(err, &apiErr) {
+		t.Errorf("a bad stop mode: %v", err)
+	}
+}
+
+func TestAPIReportsForeignData(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.9")
+	if err := os.MkdirAll(in.cfg.PGData, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.cfg.PGData, "PG_VERSION"), []byte("13\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = in.Serve(ctx, in.cfg.SocketDir) }()
+	c := NewClient(in.cfg.SocketDir)
+	var err error
+	waitFor(t, 5*time.Second, "API answers", func() error {
+		err = c.Start(t.Context(), StartOptions{Role: RoleFollower})
+		var apiErr *APIError
+		if errors.As(err, &apiErr) {
+			return nil
+		}
+		return err
+	})
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != "ForeignData" || apiErr.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("start on PostgreSQL 13 data: %v", err)
+	}
+}
