@@ -160,6 +160,10 @@ func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.Cont
 		WithImage(images.Regent).
 		WithCommand(names.ImageBinaryPath, "agent").
 		WithEnv(podEnv(rs.Name)...).
+		WithEnv(
+			corev1ac.EnvVar().WithName(names.EnvAppDatabase).WithValue(rs.AppDatabase()),
+			corev1ac.EnvVar().WithName(names.EnvAppOwner).WithValue(rs.AppOwner()),
+		).
 		WithPorts(
 			corev1ac.ContainerPort().WithName(names.PortNameRelay).
 				WithContainerPort(names.PortRelay).WithProtocol(corev1.ProtocolTCP),

@@ -20,7 +20,7 @@ func run(args ...string) (string, error) {
 }
 
 func TestUnbuiltPartsExitTwo(t *testing.T) {
-	for _, sub := range []string{"agent", "wal-push", "wal-fetch"} {
+	for _, sub := range []string{"wal-push", "wal-fetch"} {
 		t.Run(sub, func(t *testing.T) {
 			_, err := run(sub, "--whatever")
 			var exit ExitError

@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"os/user"
 	"regexp"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,7 +23,7 @@ import (
 )
 
 type instanceOptions struct {
-	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir string
+	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs string
 }
 
 func envOr(name, def string) string {
@@ -56,6 +58,8 @@ func newInstanceCommand() *cobra.Command {
 	f.StringVar(&o.parameters, "parameters", os.Getenv(names.EnvPGParameters), "PostgreSQL settings as a JSON object ($"+names.EnvPGParameters+")")
 	f.StringVar(&o.passwordFile, "superuser-password-file", names.SecretsMountPath+"/superuser-password", "the postgres role's password")
 	f.StringVar(&o.binDir, "pg-bindir", "", "directory of PostgreSQL's programs (default: where postgres is on PATH)")
+	f.StringVar(&o.runAs, "run-as-user", "", "run PostgreSQL as this user (for development as root; pods run as their own user)")
+	_ = f.MarkHidden("run-as-user")
 	return c
 }
 
@@ -95,11 +99,22 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	if major == "" && bin != "." {
 		errs = append(errs, fmt.Errorf("cannot tell the PostgreSQL version of %s/postgres", bin))
 	}
+	var cred *syscall.Credential
+	if o.runAs != "" {
+		u, err := user.Lookup(o.runAs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--run-as-user: %w", err))
+		} else {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return instance.Config{}, err
 	}
 	return instance.Config{
-		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile,
+		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile, Credential: cred,
 		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params},
 	}, nil
 }

@@ -30,7 +30,7 @@ func NewRoot() *cobra.Command {
 	}
 	root.AddCommand(
 		newManagerCommand(),
-		notYet("agent", "Run the sidecar of a database pod (not implemented yet)"),
+		newAgentCommand(),
 		newInstanceCommand(),
 		notYet("wal-push", "Hand a WAL segment to the local agent (not implemented yet)"),
 		notYet("wal-fetch", "Fetch a WAL segment through the local agent (not implemented yet)"),

@@ -95,6 +95,13 @@ const (
 // `regent instance` in the postgres container.
 const EnvPGParameters = "REGENT_PG_PARAMETERS"
 
+// EnvAppDatabase and EnvAppOwner tell the agent which application database
+// and role to create with the first leader (spec.bootstrap).
+const (
+	EnvAppDatabase = "REGENT_APP_DATABASE"
+	EnvAppOwner    = "REGENT_APP_OWNER"
+)
+
 // Database roles Regent creates.
 const (
 	SuperuserName   = "postgres"

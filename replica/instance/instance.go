@@ -204,7 +204,7 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 		return err
 	}
 	_, err := in.tools.run(ctx, time.Hour, "pg_rewind",
-		"--target-pgdata="+in.cfg.PGData, "--source-server="+conninfo, "--progress", "--no-ensure-shutdown")
+		"--target-pgdata="+in.cfg.PGData, "--source-server="+conninfo, "--progress")
 	return err
 }
 

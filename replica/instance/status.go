@@ -20,6 +20,8 @@ type Status struct {
 	WriteLSN    string `json:"writeLSN,omitempty"`
 	ReceivedLSN string `json:"receivedLSN,omitempty"`
 	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	// Streaming says whether a follower's WAL receiver streams.
+	Streaming bool `json:"streaming"`
 	// Deadline is the watchdog's, while a leader runs.
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// Fenced says why the watchdog last stopped a leader.
@@ -61,8 +63,9 @@ func (in *Instance) Status(ctx context.Context) Status {
 	_ = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
 		(SELECT timeline_id FROM pg_control_checkpoint()),
 		pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
-		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END`).
-		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written)
+		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)`).
+		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written, &st.Streaming)
 	if received != nil {
 		st.ReceivedLSN = *received
 	}

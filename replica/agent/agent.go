@@ -1,0 +1,431 @@
+// Package agent is `regent agent`, the sidecar of every database pod and the
+// only in-pod process that talks to Kubernetes (DESIGN.md §3–§6). It watches
+// its own pod and its cluster's Lease, decides whether its PostgreSQL leads
+// or follows, drives `regent instance` accordingly, renews the Lease while it
+// leads (and fences itself when it cannot), relays replication between pods
+// with an epoch check on both ends, and serves a read-only HTTP API.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/instance"
+)
+
+// Config configures an agent.
+type Config struct {
+	Namespace, Cluster, Pod, PodIP string
+	// RunDir holds instance's socket, PostgreSQL's and the relay's.
+	RunDir string
+	// SecretsDir holds superuser-password, replication-password and
+	// app-password.
+	SecretsDir string
+	// AppDatabase and AppOwner are created with the first leader.
+	AppDatabase, AppOwner string
+	// RelayPort is the leader side's TCP port (5433); HTTPPort the API's.
+	RelayPort, HTTPPort int
+	Client             kubernetes.Interface
+	Clock              clock.Clock
+	Log                logr.Logger
+}
+
+// Agent runs one pod's side of the protocol.
+type Agent struct {
+	cfg      Config
+	clock    clock.Clock
+	log      logr.Logger
+	instance *instance.Client
+	relays   *relaySet
+
+	mu sync.Mutex
+	// What the agent last saw and decided.
+	lease       *coordinationv1.Lease
+	pod         *corev1.Pod
+	mode        api.Mode
+	epoch       int64
+	deadline    time.Time // a leader's: writes stop at it
+	lastContact time.Time
+	fenced      bool
+	reason      string
+	pgStatus    instance.Status
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) *Agent {
+	c := cfg.Clock
+	if c == nil {
+		c = clock.RealClock{}
+	}
+	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
+		relays: newRelaySet(), mode: api.ModeFollower}
+}
+
+func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
+
+// Run drives the pod until ctx ends: a pass every second (more often while
+// something is changing), each observing the Lease and the pod through the
+// API server, deciding, and acting.
+func (a *Agent) Run(ctx context.Context) error {
+	errs := make(chan error, 2)
+	go func() { errs <- a.serveRelay(ctx) }()
+	go func() { errs <- a.serveFollowerRelay(ctx) }()
+	go func() { errs <- a.serveHTTP(ctx) }()
+	// The pass period is not safety-critical (deadlines are), so a plain
+	// ticker does.
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		a.pass(ctx)
+		select {
+		case <-ctx.Done():
+			a.shutdown()
+			return nil
+		case err := <-errs:
+			if err != nil {
+				return err
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// pass is one observe-decide-act round.
+func (a *Agent) pass(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := a.clock.Now()
+	lease, pod, err := a.observe(ctx)
+	if err == nil {
+		a.mu.Lock()
+		a.lastContact, a.lease, a.pod = start, lease, pod
+		a.mu.Unlock()
+	} else {
+		a.log.V(1).Info("Cannot reach the API server", "error", err.Error())
+	}
+	st, _ := a.instance.Status(ctx)
+	a.mu.Lock()
+	a.pgStatus = st
+	lease, pod = a.lease, a.pod
+	a.mu.Unlock()
+	if lease == nil || pod == nil {
+		a.setReason("waiting for the Lease and the pod to be readable")
+		return
+	}
+	epoch := int64(0)
+	if lease.Spec.LeaseTransitions != nil {
+		epoch = int64(*lease.Spec.LeaseTransitions)
+	}
+	lead := a.leaderIntent(lease, pod, epoch)
+	a.mu.Lock()
+	changed := a.epoch != epoch || (a.mode == api.ModeLeader) != lead
+	oldMode, oldEpoch := a.mode, a.epoch
+	a.epoch = epoch
+	if lead {
+		a.mode = api.ModeLeader
+	} else {
+		a.mode = api.ModeFollower
+	}
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("Leadership changed", "from", oldMode, "fromEpoch", oldEpoch, "to", a.mode, "epoch", epoch,
+			"holder", ptrString(lease.Spec.HolderIdentity))
+		// Every relay of the old epoch goes, on both ends.
+		a.relays.closeAll()
+	}
+	if sealedEpoch(lease) >= epoch {
+		a.relays.closeAll()
+	}
+	var actErr error
+	if lead {
+		actErr = a.lead(ctx, lease, epoch, st, start, err == nil)
+	} else {
+		actErr = a.follow(ctx, lease, epoch, st)
+	}
+	if actErr != nil {
+		a.setReason(actErr.Error())
+		a.log.Info("Pass failed", "mode", a.mode, "error", actErr.Error())
+	}
+}
+
+// observe reads the Lease and the agent's own pod (RBAC lets the agent read
+// exactly these, by name).
+func (a *Agent) observe(ctx context.Context) (*coordinationv1.Lease, *corev1.Pod, error) {
+	lease, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(ctx, a.leaseName(), metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read Lease: %w", err)
+	}
+	pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, a.cfg.Pod, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read own pod: %w", err)
+	}
+	return lease, pod, nil
+}
+
+// leaderIntent: leader only when the agent's pod holds the Lease and is
+// labelled leader at the Lease's epoch, and the epoch is not sealed.
+func (a *Agent) leaderIntent(lease *coordinationv1.Lease, pod *corev1.Pod, epoch int64) bool {
+	return ptrString(lease.Spec.HolderIdentity) == a.cfg.Pod &&
+		pod.Labels[names.LabelRole] == names.RoleLeader &&
+		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) &&
+		sealedEpoch(lease) < epoch
+}
+
+// sealedEpoch is the epoch the Lease says is sealed (0 when none; an
+// unreadable seal seals everything).
+func sealedEpoch(lease *coordinationv1.Lease) int64 {
+	v, ok := lease.Annotations[names.AnnotationSealedEpoch]
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 1 << 62
+	}
+	return n
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func (a *Agent) setReason(r string) {
+	a.mu.Lock()
+	a.reason = r
+	a.mu.Unlock()
+}
+
+// renewDeadline is how long after a renewal's start the leader may write:
+// two thirds of the lease, so that it has stopped before anyone may
+// consider the Lease expired.
+func renewDeadline(lease *coordinationv1.Lease) time.Duration {
+	d := 10 * time.Second
+	if lease.Spec.LeaseDurationSeconds != nil {
+		d = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return d * 2 / 3
+}
+
+// lead renews the Lease, then brings PostgreSQL to leading with the new
+// deadline. Every write permission flows from a renewal that succeeded.
+func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int64, st instance.Status,
+	passStart time.Time, reached bool) error {
+	if reached {
+		if err := a.renew(ctx, lease, passStart); err != nil {
+			a.log.Info("Lease renewal failed", "error", err.Error())
+		}
+	}
+	a.mu.Lock()
+	deadline := a.deadline
+	a.mu.Unlock()
+	if !a.clock.Now().Before(deadline) {
+		// No renewal within the renew deadline: fence (the watchdog does
+		// it too, at the same moment).
+		if st.Running && !st.InRecovery {
+			a.fence(ctx, "the Lease could not be renewed before its renew deadline")
+		}
+		return errors.New("leader without a valid lease: fenced, waiting to renew")
+	}
+	a.mu.Lock()
+	a.fenced = false
+	a.mu.Unlock()
+	switch {
+	case st.Data == string(instance.DataEmpty):
+		if epoch != 1 {
+			return errors.New("leader with an empty data directory past the first epoch: refusing to initdb over a cluster that has data elsewhere")
+		}
+		a.log.Info("Bootstrapping the first leader: initdb")
+		if err := a.instance.Initdb(ctx); err != nil {
+			return fmt.Errorf("initdb: %w", err)
+		}
+		if err := a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline}); err != nil {
+			return fmt.Errorf("start leader: %w", err)
+		}
+		return a.bootstrapRoles(ctx)
+	case !st.Running:
+		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
+		return a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline})
+	case st.InRecovery:
+		start := a.clock.Now()
+		a.log.Info("Promoting", "epoch", epoch)
+		if err := a.instance.Promote(ctx, deadline); err != nil {
+			return fmt.Errorf("promote: %w", err)
+		}
+		a.log.Info("Promoted", "epoch", epoch, "took", a.clock.Since(start).Round(time.Millisecond).String())
+		return nil
+	default:
+		if err := a.instance.SetDeadline(ctx, deadline); err != nil {
+			return fmt.Errorf("refresh the watchdog: %w", err)
+		}
+		a.setReason("")
+		return nil
+	}
+}
+
+// renew renews the Lease with optimistic concurrency: a Lease moved or
+// sealed in between makes the update fail, and the agent looks again.
+func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start time.Time) error {
+	l := lease.DeepCopy()
+	now := metav1.NewMicroTime(start)
+	l.Spec.RenewTime = &now
+	if l.Spec.AcquireTime == nil {
+		l.Spec.AcquireTime = &now
+	}
+	updated, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
+	if err != nil {
+		if apierrors.IsConflict(err) {
+			return errors.New("the Lease changed under the renewal; looking again")
+		}
+		return err
+	}
+	a.mu.Lock()
+	a.lease = updated
+	a.deadline = start.Add(renewDeadline(updated))
+	a.mu.Unlock()
+	return nil
+}
+
+// fence makes sure the local PostgreSQL acknowledges nothing more.
+func (a *Agent) fence(ctx context.Context, why string) {
+	a.mu.Lock()
+	already := a.fenced
+	a.fenced = true
+	a.reason = why
+	a.mu.Unlock()
+	a.relays.closeAll()
+	if !already {
+		a.log.Info("Fencing: stopping PostgreSQL at once", "reason", why)
+	}
+	if _, err := a.instance.Stop(ctx, instance.StopImmediate); err != nil {
+		a.log.Error(err, "Fence")
+	}
+}
+
+// follow keeps PostgreSQL following the Lease holder.
+func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch int64, st instance.Status) error {
+	if st.Running && !st.InRecovery {
+		// A leader that is no longer one: stop it at once, then rejoin.
+		a.fence(ctx, "this pod no longer leads")
+		return nil
+	}
+	holder := ptrString(lease.Spec.HolderIdentity)
+	if holder == "" || holder == a.cfg.Pod {
+		return errors.New("no leader to follow")
+	}
+	conninfo, err := a.relayConninfo("postgres", "superuser-password")
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Data == string(instance.DataEmpty):
+		a.log.Info("Cloning the leader", "leader", holder, "epoch", epoch)
+		replication, err := a.relayConninfo(names.ReplicationUser, "replication-password")
+		if err != nil {
+			return err
+		}
+		if err := a.instance.BaseBackup(ctx, replication); err != nil {
+			return fmt.Errorf("base backup from %s: %w", holder, err)
+		}
+		return a.startFollower(ctx)
+	case !st.Running:
+		err := a.startFollower(ctx)
+		if err == nil {
+			return nil
+		}
+		// A data directory that diverged from the new leader (an old
+		// leader coming back) cannot follow it: rewind, then follow.
+		a.log.Info("Could not start as follower; rewinding to the leader", "leader", holder, "error", err.Error())
+		if err := a.instance.Rewind(ctx, conninfo); err != nil {
+			return fmt.Errorf("rewind to %s: %w; a fresh clone is needed (the data stays until a person removes it)", holder, err)
+		}
+		return a.startFollower(ctx)
+	}
+	a.setReason("")
+	return nil
+}
+
+func (a *Agent) startFollower(ctx context.Context) error {
+	replication, err := a.relayConninfo(names.ReplicationUser, "replication-password")
+	if err != nil {
+		return err
+	}
+	return a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleFollower,
+		PrimaryConninfo: replication, PrimarySlotName: slotName(a.cfg.Pod)})
+}
+
+// relayConninfo connects, through the local relay socket, to the leader.
+func (a *Agent) relayConninfo(user, passwordFile string) (string, error) {
+	pw, err := a.password(passwordFile)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("host=%s port=%d user=%s password=%s application_name=%s",
+		a.cfg.RunDir, a.cfg.RelayPort, user, conninfoQuote(pw), slotName(a.cfg.Pod)), nil
+}
+
+func (a *Agent) password(file string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(a.cfg.SecretsDir, file))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", file, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func conninfoQuote(s string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "'", `\'`) + "'"
+}
+
+// slotName is the physical slot a follower streams from: the pod's name in
+// the characters slot names allow.
+func slotName(pod string) string { return strings.ReplaceAll(pod, "-", "_") }
+
+// shutdown stops PostgreSQL cleanly when the pod goes, and, on a leader,
+// releases the Lease afterwards with the final LSN: a promise that no
+// further write will be acknowledged under this epoch.
+func (a *Agent) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	leading, lease := a.mode == api.ModeLeader, a.lease
+	a.mu.Unlock()
+	a.relays.closeAll()
+	if !leading || lease == nil {
+		return
+	}
+	lsn, err := a.instance.Stop(ctx, instance.StopFast)
+	if err != nil {
+		a.log.Error(err, "Stop PostgreSQL before releasing the Lease; keeping the Lease")
+		return
+	}
+	l := lease.DeepCopy()
+	l.Spec.HolderIdentity = nil
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations["regent.dev/released-lsn"] = lsn
+	if _, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		a.log.Error(err, "Release the Lease")
+		return
+	}
+	a.log.Info("Released the Lease after a clean stop", "lsn", lsn)
+}

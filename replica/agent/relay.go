@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// The relay carries every replication connection between pods (DESIGN.md
+// §4). A follower's PostgreSQL connects to its own agent's unix socket; the
+// agent dials the Lease holder's agent on <pod IP>:5433 and says which
+// epoch it follows; the leader's agent accepts only while it holds the
+// Lease at that epoch, and relays to its local PostgreSQL socket. Both ends
+// cut their relays when leadership changes, and the leader's end checks
+// its lease for every chunk it forwards in either direction.
+
+const handshakePrefix = "REGENT-RELAY/1"
+
+// relaySet tracks open relays so that a leadership change cuts them all.
+type relaySet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func newRelaySet() *relaySet { return &relaySet{conns: map[net.Conn]struct{}{}} }
+
+func (s *relaySet) add(c ...net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range c {
+		s.conns[x] = struct{}{}
+	}
+}
+
+func (s *relaySet) remove(c ...net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range c {
+		delete(s.conns, x)
+	}
+}
+
+func (s *relaySet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	clear(s.conns)
+}
+
+// serveRelay is the leader's end, on $POD_IP:5433.
+func (a *Agent) serveRelay(ctx context.Context) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(a.cfg.PodIP, strconv.Itoa(a.cfg.RelayPort)))
+	if err != nil {
+		return fmt.Errorf("relay listener: %w", err)
+	}
+	go func() { <-ctx.Done(); _ = l.Close() }()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go a.acceptRelay(ctx, c)
+	}
+}
+
+// canServe reports whether this agent may relay for epoch now: it leads at
+// that epoch and its lease is valid.
+func (a *Agent) canServe(epoch int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.mode == api.ModeLeader && a.epoch == epoch && !a.fenced && a.clock.Now().Before(a.deadline)
+}
+
+func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	epoch, peer, err := parseHandshake(line)
+	if err != nil || !a.canServe(epoch) {
+		why := "not the leader of that epoch"
+		if err != nil {
+			why = err.Error()
+		}
+		a.log.Info("Refused a relay", "peer", peer, "epoch", epoch, "reason", why)
+		_, _ = fmt.Fprintf(c, "NO %s\n", why)
+		_ = c.Close()
+		return
+	}
+	if err := a.ensureSlot(ctx, peer); err != nil {
+		a.log.Info("Could not create the follower's slot", "peer", peer, "error", err.Error())
+	}
+	local, err := net.Dial("unix", filepath.Join(a.cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d", names.PortPostgres)))
+	if err != nil {
+		_, _ = fmt.Fprintf(c, "NO local PostgreSQL unreachable\n")
+		_ = c.Close()
+		return
+	}
+	if _, err := fmt.Fprintf(c, "OK\n"); err != nil {
+		_ = c.Close()
+		_ = local.Close()
+		return
+	}
+	a.relays.add(c, local)
+	defer a.relays.remove(c, local)
+	// Bytes the peer sent after its handshake line are in r's buffer.
+	check := func() bool { return a.canServe(epoch) }
+	pipe(&bufferedConn{Conn: c, r: r}, local, check)
+}
+
+func parseHandshake(line string) (epoch int64, peer string, err error) {
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != handshakePrefix {
+		return 0, "", errors.New("bad handshake")
+	}
+	epoch, err = strconv.ParseInt(strings.TrimPrefix(f[1], "epoch="), 10, 64)
+	if err != nil {
+		return 0, "", errors.New("bad epoch")
+	}
+	return epoch, strings.TrimPrefix(f[2], "pod="), nil
+}
+
+// serveFollowerRelay is the follower's end: a unix socket named as
+// PostgreSQL names a socket for port 5433, so that libpq's
+// host=<run dir> port=5433 reaches it.
+func (a *Agent) serveFollowerRelay(ctx context.Context) error {
+	path := filepath.Join(a.cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d", a.cfg.RelayPort))
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("follower relay socket: %w", err)
+	}
+	// PostgreSQL connects to it; the run directory is the pod's own.
+	if err := os.Chmod(path, 0o666); err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); _ = l.Close() }()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go a.dialRelay(ctx, c)
+	}
+}
+
+// dialRelay connects a local client to the current leader's agent.
+func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
+	a.mu.Lock()
+	lease, epoch, contact := a.lease, a.epoch, a.lastContact
+	a.mu.Unlock()
+	fail := func(why string) {
+		a.log.V(1).Info("Relay not opened", "reason", why)
+		_ = c.Close()
+	}
+	if lease == nil {
+		fail("no Lease seen yet")
+		return
+	}
+	holder := ptrString(lease.Spec.HolderIdentity)
+	switch {
+	case holder == "" || holder == a.cfg.Pod:
+		fail("no other pod holds the Lease")
+		return
+	case sealedEpoch(lease) >= epoch:
+		fail("the epoch is sealed")
+		return
+	case a.clock.Since(contact) > renewDeadline(lease):
+		// A follower that lost the API server must not keep feeding its
+		// PostgreSQL from a leader that may have been replaced.
+		fail("no recent contact with the API server")
+		return
+	}
+	pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, holder, metav1GetOptions)
+	if err != nil || pod.Status.PodIP == "" {
+		fail("leader pod address unknown")
+		return
+	}
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	remote, err := d.DialContext(dctx, "tcp", net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(a.cfg.RelayPort)))
+	if err != nil {
+		fail("dial leader: " + err.Error())
+		return
+	}
+	if _, err := fmt.Fprintf(remote, "%s epoch=%d pod=%s\n", handshakePrefix, epoch, a.cfg.Pod); err != nil {
+		_ = remote.Close()
+		fail("handshake: " + err.Error())
+		return
+	}
+	_ = remote.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(remote)
+	answer, err := r.ReadString('\n')
+	_ = remote.SetReadDeadline(time.Time{})
+	if err != nil || strings.TrimSpace(answer) != "OK" {
+		_ = remote.Close()
+		fail("leader refused: " + strings.TrimSpace(answer))
+		return
+	}
+	a.relays.add(c, remote)
+	defer a.relays.remove(c, remote)
+	check := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch
+	}
+	pipe(c, &bufferedConn{Conn: remote, r: r}, check)
+}
+
+// bufferedConn reads through a bufio.Reader that may hold bytes already.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// pipe copies both ways; before forwarding each chunk it asks ok, and cuts
+// both connections the moment ok says no.
+func pipe(a, b net.Conn, ok func() bool) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if !ok() {
+					return
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	_ = a.Close()
+	_ = b.Close()
+	<-done
+}

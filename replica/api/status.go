@@ -1,0 +1,48 @@
+// Package api holds the types the agent serves on its read-only HTTP API
+// and the operator reads (DESIGN.md §6): defined once, imported by both.
+package api
+
+import "time"
+
+// Mode is what the agent intends its PostgreSQL to be.
+type Mode string
+
+const (
+	// ModeLeader means the agent holds the Lease at the pod's epoch and the
+	// pod is labelled leader at that epoch.
+	ModeLeader Mode = "Leader"
+	// ModeFollower means anything else: PostgreSQL follows the Lease holder.
+	ModeFollower Mode = "Follower"
+)
+
+// Status is GET /status of an agent.
+type Status struct {
+	// Pod is the agent's pod.
+	Pod string `json:"pod"`
+	// Mode is what the agent intends.
+	Mode Mode `json:"mode"`
+	// Epoch is the Lease's epoch the agent last saw.
+	Epoch int64 `json:"epoch"`
+	// Leader is the Lease holder the agent last saw.
+	Leader string `json:"leader,omitempty"`
+	// Running, InRecovery and Timeline are PostgreSQL's.
+	Running    bool  `json:"running"`
+	InRecovery bool  `json:"inRecovery"`
+	Timeline   int64 `json:"timeline,omitempty"`
+	// WriteLSN (leader), ReceivedLSN and ReplayedLSN (follower), as
+	// PostgreSQL prints them.
+	WriteLSN    string `json:"writeLSN,omitempty"`
+	ReceivedLSN string `json:"receivedLSN,omitempty"`
+	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	// Streaming says whether a follower's WAL receiver streams.
+	Streaming bool `json:"streaming"`
+	// LeaseDeadline is, on a leader, when it fences itself unless it
+	// renews first.
+	LeaseDeadline *time.Time `json:"leaseDeadline,omitempty"`
+	// LastAPIContact is the last successful round trip to the API server.
+	LastAPIContact *time.Time `json:"lastAPIContact,omitempty"`
+	// Fenced says the agent stopped its leader from acknowledging writes.
+	Fenced bool `json:"fenced"`
+	// Reason explains the current state in a few words.
+	Reason string `json:"reason,omitempty"`
+}

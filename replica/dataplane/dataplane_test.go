@@ -1,0 +1,419 @@
+// Package dataplane_test runs the data plane for real: three "pods", each a
+// `regent instance` (running PostgreSQL 15) and a `regent agent` process
+// with its own run directory and loopback address, against a real API
+// server holding the pods and the Lease that the tests move by hand.
+package dataplane_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/testenv"
+	"github.com/regent-dev/regent/replica/api"
+)
+
+var (
+	env        *testenv.Env
+	cs         *kubernetes.Clientset
+	regentBin  string
+	kubeconfig string
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("SKIP: the data-plane tests run PostgreSQL as the postgres user and need root")
+		return 0
+	}
+	dir, err := os.MkdirTemp("", "regent-dataplane-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	regentBin = filepath.Join(dir, "regent")
+	build := exec.Command("go", "build", "-o", regentBin, ".")
+	build.Dir = repoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build regent: %v\n%s", err, out)
+		return 1
+	}
+	if env, err = testenv.Start(testenv.CRDDir()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.Stop()
+	if cs, err = kubernetes.NewForConfig(env.Config); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["t"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
+	kc.AuthInfos["t"] = &clientcmdapi.AuthInfo{ClientCertificateData: env.Config.CertData, ClientKeyData: env.Config.KeyData}
+	kc.Contexts["t"] = &clientcmdapi.Context{Cluster: "t", AuthInfo: "t"}
+	kc.CurrentContext = "t"
+	kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+const superPW, replPW, appPW = "super-pw-1", "repl-pw-1", "app-pw-1"
+
+// pod is one simulated database pod: its API object and its two processes.
+type pod struct {
+	name, ip, runDir, logDir string
+	procs                    []*exec.Cmd
+}
+
+type cluster struct {
+	t    *testing.T
+	ns   string
+	pods []*pod
+}
+
+func postgresUser(t *testing.T) (int, int) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// newCluster creates the pods' objects, the Lease (held by db-0 at epoch 1,
+// db-0 labelled leader, as the operator does for a new cluster) and starts
+// every process.
+func newCluster(t *testing.T, n int, ipBase string) *cluster {
+	t.Helper()
+	ns, err := cs.CoreV1().Namespaces().Create(t.Context(),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "dp-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, ns: ns.Name}
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: names.Lease("db"), Labels: names.Labels("db")},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-0"), LeaseTransitions: ptr.To[int32](1),
+			LeaseDurationSeconds: ptr.To[int32](6)},
+	}
+	if _, err := cs.CoordinationV1().Leases(c.ns).Create(t.Context(), lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := postgresUser(t)
+	for i := range n {
+		p := &pod{name: names.Pod("db", i), ip: fmt.Sprintf("%s.%d", ipBase, i+1)}
+		labels := names.Labels("db")
+		if i == 0 {
+			labels[names.LabelRole], labels[names.LabelEpoch] = names.RoleLeader, "1"
+		}
+		obj := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: p.name, Labels: labels},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres", Image: "postgres:15"}}},
+		}
+		created, err := cs.CoreV1().Pods(c.ns).Create(t.Context(), obj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.PodIP = p.ip
+		if _, err := cs.CoreV1().Pods(c.ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		base, err := os.MkdirTemp("", "regent-pod-"+p.name+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(base) })
+		_ = os.Chmod(base, 0o755)
+		p.runDir, p.logDir = filepath.Join(base, "run"), base
+		secrets := filepath.Join(base, "secrets")
+		for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			_ = os.Chown(d, uid, gid)
+		}
+		for f, v := range map[string]string{"superuser-password": superPW, "replication-password": replPW, "app-password": appPW} {
+			path := filepath.Join(secrets, f)
+			if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_ = os.Chown(path, uid, gid)
+		}
+		envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
+			"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
+		bindir, _ := exec.Command("pg_config", "--bindir").Output()
+		p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+filepath.Join(secrets, "superuser-password"),
+			"--pg-bindir="+strings.TrimSpace(string(bindir)))
+		p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
+		c.pods = append(c.pods, p)
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (p *pod) start(t *testing.T, envv []string, args ...string) {
+	t.Helper()
+	log, err := os.Create(filepath.Join(p.logDir, args[0]+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(regentBin, args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = envv, log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.procs = append(p.procs, cmd)
+}
+
+func (c *cluster) stop() {
+	for _, p := range c.pods {
+		for _, cmd := range p.procs {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		// PostgreSQL runs in its own process group, started by instance.
+		_ = exec.Command("pkill", "-KILL", "-f", "postgres -D "+filepath.Join(p.logDir, "data", "pgdata")).Run()
+		if c.t.Failed() {
+			for _, f := range []string{"instance.log", "agent.log", "data/postgres.log"} {
+				b, _ := os.ReadFile(filepath.Join(p.logDir, f))
+				lines := strings.Split(string(b), "\n")
+				c.t.Logf("== %s %s (tail)\n%s", p.name, f, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			}
+		}
+	}
+}
+
+func (p *pod) status() (api.Status, error) {
+	var st api.Status
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + p.ip + ":8008/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (p *pod) ready() error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + p.ip + ":8008/readyz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var b [200]byte
+		n, _ := resp.Body.Read(b[:])
+		return fmt.Errorf("%s not ready: %s", p.name, strings.TrimSpace(string(b[:n])))
+	}
+	return nil
+}
+
+func (p *pod) conn(ctx context.Context) (*pgx.Conn, error) {
+	return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", p.ip, superPW))
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func exec1(ctx context.Context, p *pod, sql string) error {
+	c, err := p.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, sql)
+	return err
+}
+
+func countRows(ctx context.Context, p *pod) (int, error) {
+	c, err := p.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	var n int
+	err = c.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n)
+	return n, err
+}
+
+// moveLeadership does by hand what the operator's promotion steps do:
+// unlabel the old leader, move the Lease with epoch+1, label the new one.
+func (c *cluster) moveLeadership(t *testing.T, from, to string, epoch int) {
+	t.Helper()
+	ctx := t.Context()
+	old, err := cs.CoreV1().Pods(c.ns).Get(ctx, from, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(old.Labels, names.LabelRole)
+	delete(old.Labels, names.LabelEpoch)
+	if _, err := cs.CoreV1().Pods(c.ns).Update(ctx, old, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To(to), ptr.To(int32(epoch))
+	now := metav1.NewMicroTime(time.Now())
+	lease.Spec.AcquireTime, lease.Spec.RenewTime = &now, nil
+	if _, err := cs.CoordinationV1().Leases(c.ns).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	winner, err := cs.CoreV1().Pods(c.ns).Get(ctx, to, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	winner.Labels[names.LabelRole], winner.Labels[names.LabelEpoch] = names.RoleLeader, strconv.Itoa(epoch)
+	if _, err := cs.CoreV1().Pods(c.ns).Update(ctx, winner, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
+	c := newCluster(t, 3, "127.0.30")
+	for _, p := range c.pods {
+		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+	}
+	leader, f1, f2 := c.pods[0], c.pods[1], c.pods[2]
+	ctx := t.Context()
+	if err := exec1(ctx, leader, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) VALUES ('one')"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*pod{f1, f2} {
+		waitFor(t, 20*time.Second, "row on "+f.name, func() error {
+			n, err := countRows(ctx, f)
+			if err == nil && n != 1 {
+				err = fmt.Errorf("%d rows", n)
+			}
+			return err
+		})
+	}
+	// The followers' /status agrees with the leader's pg_stat_replication.
+	waitFor(t, 20*time.Second, "status LSNs match pg_stat_replication", func() error {
+		lc, err := leader.conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer lc.Close(ctx)
+		rows, err := lc.Query(ctx, "SELECT application_name, replay_lsn::text FROM pg_stat_replication")
+		if err != nil {
+			return err
+		}
+		replayed := map[string]string{}
+		for rows.Next() {
+			var app, lsn string
+			if err := rows.Scan(&app, &lsn); err != nil {
+				return err
+			}
+			replayed[app] = lsn
+		}
+		for _, f := range []*pod{f1, f2} {
+			st, err := f.status()
+			if err != nil {
+				return err
+			}
+			if got := replayed[strings.ReplaceAll(f.name, "-", "_")]; got == "" || got != st.ReplayedLSN {
+				return fmt.Errorf("%s: /status replayed %q, pg_stat_replication %q", f.name, st.ReplayedLSN, got)
+			}
+		}
+		return nil
+	})
+
+	// Move leadership to db-1 and time the first accepted write there.
+	var before time.Time
+	getStart := func(p *pod) (time.Time, error) {
+		cn, err := p.conn(ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer cn.Close(ctx)
+		var ts time.Time
+		err = cn.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&ts)
+		return ts, err
+	}
+	before, err := getStart(f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.moveLeadership(t, "db-0", "db-1", 2)
+	waitFor(t, 30*time.Second, "a write accepted on db-1", func() error {
+		return exec1(ctx, f1, "INSERT INTO t (v) VALUES ('two')")
+	})
+	took := time.Since(start)
+	t.Logf("promotion: %s from the Lease move to the first write accepted on the new leader", took.Round(time.Millisecond))
+	st, err := f1.status()
+	if err != nil || st.Mode != api.ModeLeader || st.Epoch != 2 {
+		t.Errorf("new leader's status %+v, %v", st, err)
+	}
+	// db-2 follows the new leader without a restart.
+	waitFor(t, 30*time.Second, "db-2 has the new leader's row", func() error {
+		n, err := countRows(ctx, f2)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d rows", n)
+		}
+		return err
+	})
+	after, err := getStart(f2)
+	if err != nil || !after.Equal(before) {
+		t.Errorf("db-2's PostgreSQL restarted (%s → %s, %v)", before, after, err)
+	}
+	// The old leader rejoins as a follower and gets the new row.
+	waitFor(t, 60*time.Second, "db-0 follows", func() error {
+		if err := leader.ready(); err != nil {
+			return err
+		}
+		n, err := countRows(ctx, leader)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d rows", n)
+		}
+		return err
+	})
+}
