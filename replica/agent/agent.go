@@ -42,9 +42,9 @@ type Config struct {
 	AppDatabase, AppOwner string
 	// RelayPort is the leader side's TCP port (5433); HTTPPort the API's.
 	RelayPort, HTTPPort int
-	Client             kubernetes.Interface
-	Clock              clock.Clock
-	Log                logr.Logger
+	Client              kubernetes.Interface
+	Clock               clock.Clock
+	Log                 logr.Logger
 }
 
 // Agent runs one pod's side of the protocol.

@@ -70,7 +70,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer env.Stop()
+	defer func() { _ = env.Stop() }()
 	if cs, err = kubernetes.NewForConfig(env.Config); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
