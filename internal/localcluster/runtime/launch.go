@@ -96,9 +96,6 @@ func Launch(spec *Spec) error {
 		}
 		_ = os.Chmod(filepath.Join(root, d), 0o1777)
 	}
-	if err := writeUsers(root, spec.Image.Users); err != nil {
-		return err
-	}
 	// Image files (a binary at /usr/local/bin/regent, say) and volumes go
 	// over the read-only host view; bind makes room for them (see mkdirIn).
 	dsts := make([]string, 0, len(spec.Image.Files))
@@ -115,6 +112,11 @@ func Launch(spec *Spec) error {
 		if err := bindIn(root, m.Source, m.Target, m.ReadOnly, true); err != nil {
 			return fmt.Errorf("volume at %s: %w", m.Target, err)
 		}
+	}
+	// Last: making room for a mount point under /etc replaces the view of
+	// /etc, which would hide an /etc/passwd bound before it.
+	if err := writeUsers(root, spec.Image.Users); err != nil {
+		return err
 	}
 	if spec.ReadOnlyRoot {
 		if err := unix.Mount("", root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
