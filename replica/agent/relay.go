@@ -145,6 +145,9 @@ func parseHandshake(line string) (epoch int64, peer string, err error) {
 // host=<run dir> port=5433 reaches it.
 func (a *Agent) serveFollowerRelay(ctx context.Context) error {
 	path := filepath.Join(a.cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d", a.cfg.RelayPort))
+	if err := os.MkdirAll(a.cfg.RunDir, 0o755); err != nil {
+		return err
+	}
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {

@@ -102,3 +102,15 @@ func TestHBAAllowsReplicationOnlyLocally(t *testing.T) {
 		t.Errorf("network replication must be rejected before the catch-all rule:\n%s", hba)
 	}
 }
+
+func TestPasswordsStayOutOfLogs(t *testing.T) {
+	for in, want := range map[string]string{
+		"--dbname=host=/run port=5433 user=r password='se cr\\'et' application_name=x": "--dbname=host=/run port=5433 user=r password=REDACTED application_name=x",
+		"--source-server=host=/run password=plain user=postgres":                       "--source-server=host=/run password=REDACTED user=postgres",
+		"no secret here": "no secret here",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,21 @@ func (r *runner) command(ctx context.Context, tool string, args ...string) *exec
 	return cmd
 }
 
+// passwordRE finds passwords in connection strings, to keep them out of
+// logs and errors.
+var passwordRE = regexp.MustCompile(`password=('(\\.|[^'])*'|\S+)`)
+
+// redact hides the passwords in s.
+func redact(s string) string { return passwordRE.ReplaceAllString(s, "password=REDACTED") }
+
+func redactAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = redact(a)
+	}
+	return out
+}
+
 // run runs a tool to completion within timeout.
 func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -45,7 +61,7 @@ func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, ar
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	r.log.Info("Running", "tool", tool, "args", args)
+	r.log.Info("Running", "tool", tool, "args", redactAll(args))
 	if err := r.children.start(cmd); err != nil {
 		return "", fmt.Errorf("%s: %w", tool, err)
 	}
@@ -55,7 +71,8 @@ func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, ar
 		if ctx.Err() != nil {
 			err = fmt.Errorf("timed out after %s", timeout)
 		}
-		return stdout.String(), fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", tool, strings.Join(redactAll(args), " "), err,
+			redact(strings.TrimSpace(stderr.String())))
 	}
 	return stdout.String(), nil
 }
