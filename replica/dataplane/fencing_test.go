@@ -1,0 +1,119 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// agentPid is the pid of a pod's agent process.
+func (p *pod) agentPid() int { return p.procs[1].Process.Pid }
+
+// writable reports whether the pod's PostgreSQL accepts a write now.
+func writable(t *testing.T, p *pod) error {
+	return exec1(t.Context(), p, "INSERT INTO t (v) VALUES ('probe')")
+}
+
+func startLeaderOnly(t *testing.T, ipBase string) *cluster {
+	t.Helper()
+	c := newCluster(t, 1, ipBase)
+	waitFor(t, 90*time.Second, "leader ready", c.pods[0].ready)
+	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A frozen agent cannot renew: the instance watchdog stops PostgreSQL at
+// the renew deadline, before the lease (6s here) could expire.
+func TestFrozenAgentIsFencedByTheWatchdog(t *testing.T) {
+	c := startLeaderOnly(t, "127.0.31")
+	leader := c.pods[0]
+	if err := syscall.Kill(leader.agentPid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	t.Cleanup(func() { _ = syscall.Kill(leader.agentPid(), syscall.SIGCONT) })
+	waitFor(t, 10*time.Second, "writes refused", func() error {
+		if err := writable(t, leader); err == nil {
+			return fmt.Errorf("still accepts writes")
+		}
+		return nil
+	})
+	took := time.Since(frozen)
+	t.Logf("writes stopped %s after the agent froze (lease 6s, renew deadline 4s)", took.Round(time.Millisecond))
+	if took >= 6*time.Second {
+		t.Errorf("writes stopped only after %s, not before the lease duration", took)
+	}
+}
+
+// A leader whose Lease is taken stops accepting writes at once, well
+// before the lease duration.
+func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
+	c := startLeaderOnly(t, "127.0.32")
+	leader := c.pods[0]
+	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To("db-9"), ptr.To[int32](2)
+	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	taken := time.Now()
+	waitFor(t, 10*time.Second, "writes refused", func() error {
+		if err := writable(t, leader); err == nil {
+			return fmt.Errorf("still accepts writes")
+		}
+		return nil
+	})
+	took := time.Since(taken)
+	t.Logf("writes stopped %s after the Lease moved", took.Round(time.Millisecond))
+	if took >= 6*time.Second {
+		t.Errorf("writes stopped only after %s", took)
+	}
+	st, err := leader.status()
+	if err != nil || !st.Fenced {
+		t.Errorf("status after losing the Lease: %+v, %v", st, err)
+	}
+}
+
+// The relay's leader end accepts only the epoch its agent leads: a peer
+// claiming another epoch, or a follower's relay port, is refused.
+func TestRelayRefusesAPeerOfAnotherEpoch(t *testing.T) {
+	c := newCluster(t, 2, "127.0.33")
+	for _, p := range c.pods {
+		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+	}
+	handshake := func(ip string, epoch int) string {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "5433"), 2*time.Second)
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		fmt.Fprintf(conn, "REGENT-RELAY/1 epoch=%d pod=intruder\n", epoch)
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	if got := handshake(c.pods[0].ip, 1); got != "OK" {
+		t.Errorf("the leader refused its own epoch: %q", got)
+	}
+	for _, tc := range []struct {
+		ip    string
+		epoch int
+	}{{c.pods[0].ip, 2}, {c.pods[0].ip, 0}, {c.pods[1].ip, 1}} {
+		if got := handshake(tc.ip, tc.epoch); !strings.HasPrefix(got, "NO") {
+			t.Errorf("relay at %s accepted epoch %d: %q", tc.ip, tc.epoch, got)
+		}
+	}
+}
