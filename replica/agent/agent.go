@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -347,20 +348,54 @@ func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch i
 			return fmt.Errorf("base backup from %s: %w", holder, err)
 		}
 		return a.startFollower(ctx)
-	case !st.Running:
-		err := a.startFollower(ctx)
-		if err == nil {
-			return nil
+	case !st.Running && (st.ClusterState == "in production" || st.ClusterState == "shut down"):
+		// The data was last a leader's: it may hold writes the new leader
+		// never had. pg_rewind takes it back to the fork (and does nothing
+		// when nothing diverged).
+		if err := a.leaderCheckpointed(ctx); err != nil {
+			return err
 		}
-		// A data directory that diverged from the new leader (an old
-		// leader coming back) cannot follow it: rewind, then follow.
-		a.log.Info("Could not start as follower; rewinding to the leader", "leader", holder, "error", err.Error())
+		a.log.Info("Rewinding a former leader's data to the leader", "leader", holder, "state", st.ClusterState)
+		start := a.clock.Now()
 		if err := a.instance.Rewind(ctx, conninfo); err != nil {
 			return fmt.Errorf("rewind to %s: %w; a fresh clone is needed (the data stays until a person removes it)", holder, err)
 		}
+		a.log.Info("Rewound", "leader", holder, "took", a.clock.Since(start).Round(time.Millisecond).String())
+		return a.startFollower(ctx)
+	case !st.Running:
 		return a.startFollower(ctx)
 	}
 	a.setReason("")
+	return nil
+}
+
+// leaderCheckpointed checks, through the relay, that the leader's pg_control
+// already names its current timeline: pg_rewind reads the source's
+// timeline there, and would find "no rewind required" against a leader
+// that has not checkpointed since its promotion.
+func (a *Agent) leaderCheckpointed(ctx context.Context) error {
+	pw, err := a.password("superuser-password")
+	if err != nil {
+		return err
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return err
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(a.cfg.RelayPort), "postgres", "postgres", pw
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("reach the leader: %w", err)
+	}
+	defer conn.Close(ctx)
+	var checkpointed, current int64
+	if err := conn.QueryRow(ctx, `SELECT (SELECT timeline_id FROM pg_control_checkpoint()),
+		('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`).Scan(&checkpointed, &current); err != nil {
+		return fmt.Errorf("read the leader's timeline: %w", err)
+	}
+	if checkpointed != current {
+		return fmt.Errorf("waiting for the leader's first checkpoint on timeline %d before rewinding", current)
+	}
 	return nil
 }
 

@@ -348,19 +348,32 @@ func (in *Instance) Stop(ctx context.Context, mode StopMode) (string, error) {
 
 // checkpointLSN reads the latest checkpoint location from pg_control.
 func (in *Instance) checkpointLSN(ctx context.Context) (string, error) {
-	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil || state != DataReady {
+	control, err := in.controlData(ctx)
+	if err != nil || control == nil {
 		return "", err
+	}
+	if lsn := control["Latest checkpoint location"]; lsn != "" {
+		return lsn, nil
+	}
+	return "", errors.New("pg_controldata printed no checkpoint location")
+}
+
+// controlData reads pg_control (nil when there is no data directory).
+func (in *Instance) controlData(ctx context.Context) (map[string]string, error) {
+	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil || state != DataReady {
+		return nil, err
 	}
 	out, err := in.tools.run(ctx, 30*time.Second, "pg_controldata", "-D", in.cfg.PGData)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	m := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "Latest checkpoint location" {
-			return strings.TrimSpace(v), nil
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	return "", errors.New("pg_controldata printed no checkpoint location")
+	return m, nil
 }
 
 // Promote turns a running follower into a leader with a watchdog deadline.
@@ -391,6 +404,22 @@ func (in *Instance) Promote(ctx context.Context, deadline time.Time) error {
 		return errors.New("promote: PostgreSQL did not finish promoting within 60s")
 	}
 	in.log.Info("Promoted")
+	// pg_control names the new timeline only after a checkpoint, and
+	// pg_rewind of a deposed leader reads it there ("same timeline, no
+	// rewind required" otherwise). Writes need not wait for it.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		conn, err := in.connect(ctx)
+		if err != nil {
+			in.log.Error(err, "Checkpoint after promotion")
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+			in.log.Error(err, "Checkpoint after promotion")
+		}
+	}()
 	return nil
 }
 

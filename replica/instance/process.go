@@ -66,7 +66,8 @@ func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, ar
 		return "", fmt.Errorf("%s: %w", tool, err)
 	}
 	err := r.children.wait(cmd)
-	r.log.Info("Ran", "tool", tool, "duration", time.Since(start).Round(time.Millisecond).String(), "ok", err == nil)
+	r.log.Info("Ran", "tool", tool, "duration", time.Since(start).Round(time.Millisecond).String(), "ok", err == nil,
+		"stderr", redact(lastLines(stderr.String(), 6)))
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("timed out after %s", timeout)
@@ -75,6 +76,11 @@ func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, ar
 			redact(strings.TrimSpace(stderr.String())))
 	}
 	return stdout.String(), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
 
 // childSet knows the processes started through it.

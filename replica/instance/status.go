@@ -28,6 +28,10 @@ type Status struct {
 	Fenced string `json:"fenced,omitempty"`
 	// LastExit is how PostgreSQL last ended.
 	LastExit string `json:"lastExit,omitempty"`
+	// ClusterState is pg_control's "Database cluster state" while
+	// PostgreSQL is stopped: "in production" or "shut down" mean the data
+	// was last a leader's, so it must be rewound before it follows.
+	ClusterState string `json:"clusterState,omitempty"`
 	// Data is the data directory's state, or the error that makes it
 	// unusable.
 	Data string `json:"data"`
@@ -50,6 +54,9 @@ func (in *Instance) Status(ctx context.Context) Status {
 	}
 	if !st.Running {
 		st.Role = ""
+		if control, err := in.controlData(ctx); err == nil && control != nil {
+			st.ClusterState = control["Database cluster state"]
+		}
 		return st
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
