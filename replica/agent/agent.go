@@ -66,6 +66,10 @@ type Agent struct {
 	lastContact time.Time
 	fenced      bool
 	reason      string
+	// sealedEpoch and sealedLSN: the epoch this follower sealed, and the
+	// last position it received under it.
+	sealedEpoch int64
+	sealedLSN   string
 	pgStatus    instance.Status
 }
 
@@ -151,8 +155,8 @@ func (a *Agent) pass(ctx context.Context) {
 		// Every relay of the old epoch goes, on both ends.
 		a.relays.closeAll()
 	}
-	if sealedEpoch(lease) >= epoch {
-		a.relays.closeAll()
+	if !lead && sealedEpoch(lease) >= epoch {
+		a.seal(ctx, epoch)
 	}
 	var actErr error
 	if lead {
@@ -216,6 +220,31 @@ func (a *Agent) setReason(r string) {
 	a.mu.Unlock()
 }
 
+// seal cuts the relays of a sealed epoch and records the last position
+// received under it, once: from then on this follower accepts no more WAL
+// of that epoch, so its position can be compared with the others'.
+func (a *Agent) seal(ctx context.Context, epoch int64) {
+	a.relays.closeAll()
+	a.mu.Lock()
+	done := a.sealedEpoch == epoch
+	a.mu.Unlock()
+	if done {
+		return
+	}
+	st, err := a.instance.Status(ctx)
+	if err != nil {
+		return
+	}
+	lsn := st.ReceivedLSN
+	if lsn == "" {
+		lsn = st.ReplayedLSN
+	}
+	a.mu.Lock()
+	a.sealedEpoch, a.sealedLSN = epoch, lsn
+	a.mu.Unlock()
+	a.log.Info("Sealed: no more WAL of this epoch", "epoch", epoch, "receivedLSN", lsn)
+}
+
 // renewDeadline is how long after a renewal's start the leader may write:
 // two thirds of the lease, so that it has stopped before anyone may
 // consider the Lease expired.
@@ -247,7 +276,11 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		}
 		return errors.New("leader without a valid lease: fenced, waiting to renew")
 	}
+	// A leader this agent fenced itself (no renewal in time) may serve
+	// again once it renews its still-held Lease; one whose PostgreSQL died
+	// on its own releases the Lease instead.
 	a.mu.Lock()
+	wasFenced := a.fenced
 	a.fenced = false
 	a.mu.Unlock()
 	switch {
@@ -263,6 +296,11 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 			return fmt.Errorf("start leader: %w", err)
 		}
 		return a.bootstrapRoles(ctx)
+	case !st.Running && st.LastExit != "" && st.Fenced == "" && !wasFenced:
+		// PostgreSQL died under a leader: release the Lease at once so
+		// that the operator can fail over without waiting for it to
+		// expire. Nothing can be acknowledged any more: no postmaster.
+		return a.release(ctx, "", "PostgreSQL exited under the leader ("+st.LastExit+")")
 	case !st.Running:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
 		return a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline})
@@ -452,15 +490,38 @@ func (a *Agent) shutdown() {
 		a.log.Error(err, "Stop PostgreSQL before releasing the Lease; keeping the Lease")
 		return
 	}
+	if err := a.release(ctx, lsn, "the pod is shutting down"); err != nil {
+		a.log.Error(err, "Release the Lease")
+	}
+}
+
+// ReleasedLSNAnnotation, on a released Lease, is the old leader's final
+// WAL position after a clean stop (empty after a crash).
+const ReleasedLSNAnnotation = "regent.dev/released-lsn"
+
+// release gives up the Lease. Callers guarantee that PostgreSQL is stopped:
+// a release promises that nothing more is acknowledged under this epoch.
+func (a *Agent) release(ctx context.Context, lsn, why string) error {
+	a.mu.Lock()
+	lease := a.lease
+	a.mu.Unlock()
+	if lease == nil || ptrString(lease.Spec.HolderIdentity) != a.cfg.Pod {
+		return nil
+	}
 	l := lease.DeepCopy()
 	l.Spec.HolderIdentity = nil
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations["regent.dev/released-lsn"] = lsn
-	if _, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
-		a.log.Error(err, "Release the Lease")
-		return
+	l.Annotations[ReleasedLSNAnnotation] = lsn
+	updated, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("release the Lease: %w", err)
 	}
-	a.log.Info("Released the Lease after a clean stop", "lsn", lsn)
+	a.mu.Lock()
+	a.lease, a.deadline = updated, time.Time{}
+	a.mu.Unlock()
+	a.relays.closeAll()
+	a.log.Info("Released the Lease", "reason", why, "lsn", lsn)
+	return nil
 }

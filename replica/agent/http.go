@@ -29,6 +29,9 @@ func (a *Agent) Status() api.Status {
 	if a.lease != nil {
 		st.Leader = ptrString(a.lease.Spec.HolderIdentity)
 	}
+	if a.sealedEpoch != 0 && a.sealedEpoch == a.epoch {
+		st.Sealed, st.SealedLSN = true, a.sealedLSN
+	}
 	if a.mode == api.ModeLeader && !a.deadline.IsZero() {
 		d := a.deadline
 		st.LeaseDeadline = &d

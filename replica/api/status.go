@@ -41,6 +41,11 @@ type Status struct {
 	LeaseDeadline *time.Time `json:"leaseDeadline,omitempty"`
 	// LastAPIContact is the last successful round trip to the API server.
 	LastAPIContact *time.Time `json:"lastAPIContact,omitempty"`
+	// Sealed says this follower sealed the current epoch (the Lease
+	// carries regent.dev/sealed-epoch): it accepts no more WAL of it, and
+	// SealedLSN is the last position it received.
+	Sealed    bool   `json:"sealed"`
+	SealedLSN string `json:"sealedLSN,omitempty"`
 	// Fenced says the agent stopped its leader from acknowledging writes.
 	Fenced bool `json:"fenced"`
 	// Reason explains the current state in a few words.

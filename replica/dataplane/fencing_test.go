@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,5 +117,76 @@ func TestRelayRefusesAPeerOfAnotherEpoch(t *testing.T) {
 		if got := handshake(tc.ip, tc.epoch); !strings.HasPrefix(got, "NO") {
 			t.Errorf("relay at %s accepted epoch %d: %q", tc.ip, tc.epoch, got)
 		}
+	}
+}
+
+// PostgreSQL dying under a leader makes its agent release the Lease at
+// once, so that a failover need not wait for the lease to expire.
+func TestLeaderReleasesTheLeaseWhenPostgreSQLDies(t *testing.T) {
+	c := startLeaderOnly(t, "127.0.35")
+	leader := c.pods[0]
+	pgdata := filepath.Join(leader.logDir, "data", "pgdata")
+	if out, err := exec.Command("pkill", "-KILL", "-f", "postgres -D "+pgdata).CombinedOutput(); err != nil {
+		t.Fatalf("kill postgres: %v %s", err, out)
+	}
+	killed := time.Now()
+	waitFor(t, 10*time.Second, "Lease released", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if lease.Spec.HolderIdentity != nil {
+			return fmt.Errorf("still held by %s", *lease.Spec.HolderIdentity)
+		}
+		if _, ok := lease.Annotations["regent.dev/released-lsn"]; !ok {
+			return fmt.Errorf("no released-lsn annotation")
+		}
+		return nil
+	})
+	t.Logf("Lease released %s after PostgreSQL was killed", time.Since(killed).Round(time.Millisecond))
+}
+
+// Sealing: a follower that sees its epoch sealed cuts its relay and reports
+// the last position it received.
+func TestFollowerSealsTheEpoch(t *testing.T) {
+	c := newCluster(t, 2, "127.0.36")
+	for _, p := range c.pods {
+		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+	}
+	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	follower := c.pods[1]
+	var sealedLSN string
+	waitFor(t, 10*time.Second, "follower sealed", func() error {
+		st, err := follower.status()
+		if err != nil {
+			return err
+		}
+		if !st.Sealed || st.SealedLSN == "" {
+			return fmt.Errorf("status %+v", st)
+		}
+		sealedLSN = st.SealedLSN
+		return nil
+	})
+	// The sealed epoch's leader is fenced; nothing more reaches the
+	// follower, whose position stays where it sealed.
+	waitFor(t, 10*time.Second, "sealed leader stops writing", func() error {
+		if err := writable(t, c.pods[0]); err == nil {
+			return fmt.Errorf("the leader of a sealed epoch still accepts writes")
+		}
+		return nil
+	})
+	st, err := follower.status()
+	if err != nil || st.ReceivedLSN != sealedLSN {
+		t.Errorf("received %q after sealing at %q (%v)", st.ReceivedLSN, sealedLSN, err)
 	}
 }
