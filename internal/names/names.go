@@ -36,6 +36,9 @@ const (
 	// AnnotationSealedEpoch on the Lease: epoch n is sealed, followers
 	// accept no more WAL of it.
 	AnnotationSealedEpoch = "regent.dev/sealed-epoch"
+	// AnnotationReleasedLSN on a released Lease: the old leader's final WAL
+	// position after a clean stop (empty after a crash).
+	AnnotationReleasedLSN = "regent.dev/released-lsn"
 	// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
 	// leadership to this pod.
 	AnnotationSwitchoverTo = "regent.dev/switchover-to"

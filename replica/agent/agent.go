@@ -495,10 +495,6 @@ func (a *Agent) shutdown() {
 	}
 }
 
-// ReleasedLSNAnnotation, on a released Lease, is the old leader's final
-// WAL position after a clean stop (empty after a crash).
-const ReleasedLSNAnnotation = "regent.dev/released-lsn"
-
 // release gives up the Lease. Callers guarantee that PostgreSQL is stopped:
 // a release promises that nothing more is acknowledged under this epoch.
 func (a *Agent) release(ctx context.Context, lsn, why string) error {
@@ -513,7 +509,7 @@ func (a *Agent) release(ctx context.Context, lsn, why string) error {
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations[ReleasedLSNAnnotation] = lsn
+	l.Annotations[names.AnnotationReleasedLSN] = lsn
 	updated, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
 	if err != nil {
 		return fmt.Errorf("release the Lease: %w", err)

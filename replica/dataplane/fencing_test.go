@@ -138,7 +138,7 @@ func TestLeaderReleasesTheLeaseWhenPostgreSQLDies(t *testing.T) {
 		if lease.Spec.HolderIdentity != nil {
 			return fmt.Errorf("still held by %s", *lease.Spec.HolderIdentity)
 		}
-		if _, ok := lease.Annotations["regent.dev/released-lsn"]; !ok {
+		if _, ok := lease.Annotations[names.AnnotationReleasedLSN]; !ok {
 			return fmt.Errorf("no released-lsn annotation")
 		}
 		return nil
