@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/pipe"
 	"github.com/regent-dev/regent/replica/api"
 )
 
@@ -125,7 +126,7 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	defer a.relays.remove(c, local)
 	// Bytes the peer sent after its handshake line are in r's buffer.
 	check := func() bool { return a.canServe(epoch) }
-	pipe(&bufferedConn{Conn: c, r: r}, local, check)
+	pipe.Both(&bufferedConn{Conn: c, r: r}, local, check)
 }
 
 func parseHandshake(line string) (epoch int64, peer string, err error) {
@@ -231,7 +232,7 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 		defer a.mu.Unlock()
 		return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch
 	}
-	pipe(c, &bufferedConn{Conn: remote, r: r}, check)
+	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, check)
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already.
@@ -241,33 +242,3 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// pipe copies both ways; before forwarding each chunk it asks ok, and cuts
-// both connections the moment ok says no.
-func pipe(a, b net.Conn, ok func() bool) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		defer func() { done <- struct{}{} }()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if !ok() {
-					return
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	_ = a.Close()
-	_ = b.Close()
-	<-done
-}

@@ -32,6 +32,8 @@ import (
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/testenv"
 	"github.com/regent-dev/regent/replica/api"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 var (
@@ -246,21 +248,6 @@ func (p *pod) conn(ctx context.Context) (*pgx.Conn, error) {
 	return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", p.ip, superPW))
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func exec1(ctx context.Context, p *pod, sql string) error {
 	c, err := p.conn(ctx)
 	if err != nil {
@@ -319,7 +306,7 @@ func (c *cluster) moveLeadership(t *testing.T, from, to string, epoch int) {
 func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	c := newCluster(t, 3, "127.0.30")
 	for _, p := range c.pods {
-		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
 	leader, f1, f2 := c.pods[0], c.pods[1], c.pods[2]
 	ctx := t.Context()
@@ -327,7 +314,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []*pod{f1, f2} {
-		waitFor(t, 20*time.Second, "row on "+f.name, func() error {
+		waitfor.Condition(t, 20*time.Second, "row on "+f.name, func() error {
 			n, err := countRows(ctx, f)
 			if err == nil && n != 1 {
 				err = fmt.Errorf("%d rows", n)
@@ -336,7 +323,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		})
 	}
 	// The followers' /status agrees with the leader's pg_stat_replication.
-	waitFor(t, 20*time.Second, "status LSNs match pg_stat_replication", func() error {
+	waitfor.Condition(t, 20*time.Second, "status LSNs match pg_stat_replication", func() error {
 		lc, err := leader.conn(ctx)
 		if err != nil {
 			return err
@@ -384,7 +371,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	}
 	start := time.Now()
 	c.moveLeadership(t, "db-0", "db-1", 2)
-	waitFor(t, 30*time.Second, "a write accepted on db-1", func() error {
+	waitfor.Condition(t, 30*time.Second, "a write accepted on db-1", func() error {
 		return exec1(ctx, f1, "INSERT INTO t (v) VALUES ('two')")
 	})
 	took := time.Since(start)
@@ -394,7 +381,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		t.Errorf("new leader's status %+v, %v", st, err)
 	}
 	// db-2 follows the new leader without a restart.
-	waitFor(t, 30*time.Second, "db-2 has the new leader's row", func() error {
+	waitfor.Condition(t, 30*time.Second, "db-2 has the new leader's row", func() error {
 		n, err := countRows(ctx, f2)
 		if err == nil && n != 2 {
 			err = fmt.Errorf("%d rows", n)
@@ -406,7 +393,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		t.Errorf("db-2's PostgreSQL restarted (%s → %s, %v)", before, after, err)
 	}
 	// The old leader rejoins as a follower and gets the new row.
-	waitFor(t, 60*time.Second, "db-0 follows", func() error {
+	waitfor.Condition(t, 60*time.Second, "db-0 follows", func() error {
 		if err := leader.ready(); err != nil {
 			return err
 		}

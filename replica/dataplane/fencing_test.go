@@ -15,6 +15,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/regent-dev/regent/internal/names"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 // agentPid is the pid of a pod's agent process.
@@ -28,7 +30,7 @@ func writable(t *testing.T, p *pod) error {
 func startLeaderOnly(t *testing.T, ipBase string) *cluster {
 	t.Helper()
 	c := newCluster(t, 1, ipBase)
-	waitFor(t, 90*time.Second, "leader ready", c.pods[0].ready)
+	waitfor.Condition(t, 90*time.Second, "leader ready", c.pods[0].ready)
 	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func TestFrozenAgentIsFencedByTheWatchdog(t *testing.T) {
 	}
 	frozen := time.Now()
 	t.Cleanup(func() { _ = syscall.Kill(leader.agentPid(), syscall.SIGCONT) })
-	waitFor(t, 10*time.Second, "writes refused", func() error {
+	waitfor.Condition(t, 10*time.Second, "writes refused", func() error {
 		if err := writable(t, leader); err == nil {
 			return fmt.Errorf("still accepts writes")
 		}
@@ -72,7 +74,7 @@ func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken := time.Now()
-	waitFor(t, 10*time.Second, "writes refused", func() error {
+	waitfor.Condition(t, 10*time.Second, "writes refused", func() error {
 		if err := writable(t, leader); err == nil {
 			return fmt.Errorf("still accepts writes")
 		}
@@ -94,7 +96,7 @@ func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
 func TestRelayRefusesAPeerOfAnotherEpoch(t *testing.T) {
 	c := newCluster(t, 2, "127.0.33")
 	for _, p := range c.pods {
-		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
 	handshake := func(ip string, epoch int) string {
 		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "5433"), 2*time.Second)
@@ -130,7 +132,7 @@ func TestLeaderReleasesTheLeaseWhenPostgreSQLDies(t *testing.T) {
 		t.Fatalf("kill postgres: %v %s", err, out)
 	}
 	killed := time.Now()
-	waitFor(t, 10*time.Second, "Lease released", func() error {
+	waitfor.Condition(t, 10*time.Second, "Lease released", func() error {
 		lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -151,7 +153,7 @@ func TestLeaderReleasesTheLeaseWhenPostgreSQLDies(t *testing.T) {
 func TestFollowerSealsTheEpoch(t *testing.T) {
 	c := newCluster(t, 2, "127.0.36")
 	for _, p := range c.pods {
-		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
 	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
@@ -166,7 +168,7 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	}
 	follower := c.pods[1]
 	var sealedLSN string
-	waitFor(t, 10*time.Second, "follower sealed", func() error {
+	waitfor.Condition(t, 10*time.Second, "follower sealed", func() error {
 		st, err := follower.status()
 		if err != nil {
 			return err
@@ -179,7 +181,7 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	})
 	// The sealed epoch's leader is fenced; nothing more reaches the
 	// follower, whose position stays where it sealed.
-	waitFor(t, 10*time.Second, "sealed leader stops writing", func() error {
+	waitfor.Condition(t, 10*time.Second, "sealed leader stops writing", func() error {
 		if err := writable(t, c.pods[0]); err == nil {
 			return fmt.Errorf("the leader of a sealed epoch still accepts writes")
 		}

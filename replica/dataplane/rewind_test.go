@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 func hasRow(t *testing.T, p *pod, v string) (bool, error) {
@@ -29,14 +31,14 @@ func hasRow(t *testing.T, p *pod, v string) (bool, error) {
 func TestDeposedLeaderIsRewound(t *testing.T) {
 	c := newCluster(t, 2, "127.0.34")
 	for _, p := range c.pods {
-		waitFor(t, 90*time.Second, p.name+" ready", p.ready)
+		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
 	old, next := c.pods[0], c.pods[1]
 	ctx := t.Context()
 	if err := exec1(ctx, old, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) VALUES ('shared')"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "shared row replicated", func() error {
+	waitfor.Condition(t, 20*time.Second, "shared row replicated", func() error {
 		ok, err := hasRow(t, next, "shared")
 		if err == nil && !ok {
 			err = fmt.Errorf("not yet")
@@ -57,10 +59,10 @@ func TestDeposedLeaderIsRewound(t *testing.T) {
 		t.Fatalf("the old leader refused the write before its deadline: %v", err)
 	}
 	c.moveLeadership(t, "db-0", "db-1", 2)
-	waitFor(t, 30*time.Second, "the new leader writes", func() error {
+	waitfor.Condition(t, 30*time.Second, "the new leader writes", func() error {
 		return exec1(ctx, next, "INSERT INTO t (v) VALUES ('after the fork')")
 	})
-	waitFor(t, 15*time.Second, "the old leader fenced by its watchdog", func() error {
+	waitfor.Condition(t, 15*time.Second, "the old leader fenced by its watchdog", func() error {
 		if err := exec1(ctx, old, "SELECT 1"); err == nil {
 			return fmt.Errorf("still serving")
 		}
@@ -71,8 +73,8 @@ func TestDeposedLeaderIsRewound(t *testing.T) {
 	}
 	thawed = true
 
-	waitFor(t, 90*time.Second, "the old leader follows the new one", old.ready)
-	waitFor(t, 20*time.Second, "the old leader has the new leader's row", func() error {
+	waitfor.Condition(t, 90*time.Second, "the old leader follows the new one", old.ready)
+	waitfor.Condition(t, 20*time.Second, "the old leader has the new leader's row", func() error {
 		ok, err := hasRow(t, old, "after the fork")
 		if err == nil && !ok {
 			err = fmt.Errorf("not yet")

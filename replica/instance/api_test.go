@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 // The agent drives instance only through the socket: the whole life of a
@@ -18,7 +20,7 @@ func TestAPIDrivesALeader(t *testing.T) {
 	defer cancel()
 	go func() { _ = in.Serve(ctx, in.cfg.SocketDir) }()
 	c := NewClient(in.cfg.SocketDir)
-	waitFor(t, 5*time.Second, "API socket", func() error {
+	waitfor.Condition(t, 5*time.Second, "API socket", func() error {
 		_, err := c.Status(t.Context())
 		return err
 	})
@@ -69,7 +71,7 @@ func TestAPIReportsForeignData(t *testing.T) {
 	go func() { _ = in.Serve(ctx, in.cfg.SocketDir) }()
 	c := NewClient(in.cfg.SocketDir)
 	var err error
-	waitFor(t, 5*time.Second, "API answers", func() error {
+	waitfor.Condition(t, 5*time.Second, "API answers", func() error {
 		err = c.Start(t.Context(), StartOptions{Role: RoleFollower})
 		var apiErr *APIError
 		if errors.As(err, &apiErr) {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 // These tests run real PostgreSQL 15 processes. As root (CI), PostgreSQL
@@ -126,21 +128,6 @@ func replicationConninfo(in *Instance) string {
 	return fmt.Sprintf("host=%s port=5432 user=regent_replication password=%s", in.cfg.SocketDir, replPassword)
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // startLeader bootstraps a leader with a replication role and a table.
 func startLeader(t *testing.T, in *Instance, deadline time.Time) {
 	t.Helper()
@@ -167,7 +154,7 @@ func TestLeaderFollowerAndPromotion(t *testing.T) {
 		t.Fatal(err)
 	}
 	sql(t, leader, "INSERT INTO t (v) VALUES ('streamed')")
-	waitFor(t, 10*time.Second, "the follower has both rows", func() error {
+	waitfor.Condition(t, 10*time.Second, "the follower has both rows", func() error {
 		n, err := count(t, follower)
 		if err == nil && n != 2 {
 			err = fmt.Errorf("%d rows", n)
@@ -208,7 +195,7 @@ func TestWatchdogStopsALeaderWhoseDeadlinePassed(t *testing.T) {
 	if err := in.SetDeadline(deadline); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "PostgreSQL stopped", func() error {
+	waitfor.Condition(t, 10*time.Second, "PostgreSQL stopped", func() error {
 		if in.running() {
 			return errors.New("still running")
 		}

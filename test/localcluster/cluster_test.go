@@ -36,6 +36,8 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/provisioner"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 var (
@@ -176,7 +178,7 @@ func newNamespace(t *testing.T) string {
 		t.Fatal(err)
 	}
 	// The default ServiceAccount comes from the controller manager.
-	waitFor(t, 30*time.Second, "default service account", func() error {
+	waitfor.Condition(t, 30*time.Second, "default service account", func() error {
 		_, err := cs.CoreV1().ServiceAccounts(ns.Name).Get(t.Context(), "default", metav1.GetOptions{})
 		return err
 	})
@@ -184,20 +186,6 @@ func newNamespace(t *testing.T) string {
 }
 
 // waitFor polls cond until it returns nil or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 func podIPEnv() corev1.EnvVar {
 	return corev1.EnvVar{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}
@@ -224,7 +212,7 @@ func webPod(ns, name string, labels map[string]string) *corev1.Pod {
 func waitPodReady(t *testing.T, ns, name string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	waitFor(t, 60*time.Second, "pod "+name+" ready", func() error {
+	waitfor.Condition(t, 60*time.Second, "pod "+name+" ready", func() error {
 		var err error
 		pod, err = cs.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
@@ -288,7 +276,7 @@ func TestDeploymentServesOnItsPodIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	var name string
-	waitFor(t, 60*time.Second, "deployment available", func() error {
+	waitfor.Condition(t, 60*time.Second, "deployment available", func() error {
 		pods, err := cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
 		if err != nil || len(pods.Items) != 1 {
 			return fmt.Errorf("pods: %w", err)
@@ -325,7 +313,7 @@ func TestKilledContainerIsRestartedAndCounted(t *testing.T) {
 	if err := g.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "restart counted and ready again", func() error {
+	waitfor.Condition(t, 60*time.Second, "restart counted and ready again", func() error {
 		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "web", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -350,7 +338,7 @@ func TestUnknownImageFailsWithErrImagePull(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "ErrImagePull", func() error {
+	waitfor.Condition(t, 30*time.Second, "ErrImagePull", func() error {
 		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "bad", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -369,7 +357,7 @@ func TestUnknownImageFailsWithErrImagePull(t *testing.T) {
 func volumeDir(t *testing.T, ns, claim string) string {
 	t.Helper()
 	var dir string
-	waitFor(t, 30*time.Second, "claim "+claim+" bound", func() error {
+	waitfor.Condition(t, 30*time.Second, "claim "+claim+" bound", func() error {
 		pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), claim, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -433,7 +421,7 @@ func TestStatefulSetKeepsItsDataAcrossPodDeletion(t *testing.T) {
 	if err := cs.CoreV1().Pods(ns).Delete(t.Context(), "keep-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "a new keep-0", func() error {
+	waitfor.Condition(t, 60*time.Second, "a new keep-0", func() error {
 		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "keep-0", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -444,7 +432,7 @@ func TestStatefulSetKeepsItsDataAcrossPodDeletion(t *testing.T) {
 		return nil
 	})
 	waitPodReady(t, ns, "keep-0")
-	waitFor(t, 10*time.Second, "two starts recorded in the volume", func() error {
+	waitfor.Condition(t, 10*time.Second, "two starts recorded in the volume", func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "starts"))
 		if err != nil {
 			return err
@@ -478,7 +466,7 @@ func TestPodDeletionSendsSIGTERMAndHonoursTheGracePeriod(t *testing.T) {
 	if _, err := cs.AppsV1().StatefulSets(ns).Update(t.Context(), sts, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "pod object gone", func() error {
+	waitfor.Condition(t, 30*time.Second, "pod object gone", func() error {
 		_, err := cs.CoreV1().Pods(ns).Get(t.Context(), "term-0", metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -518,7 +506,7 @@ exec postgres -D "$PGDATA" -c listen_addresses="$POD_IP" -c unix_socket_director
 		t.Fatal(err)
 	}
 	var pod *corev1.Pod
-	waitFor(t, 60*time.Second, "pg-0 running with an IP", func() error {
+	waitfor.Condition(t, 60*time.Second, "pg-0 running with an IP", func() error {
 		var err error
 		pod, err = cs.CoreV1().Pods(ns).Get(t.Context(), "pg-0", metav1.GetOptions{})
 		if err != nil {
@@ -530,7 +518,7 @@ exec postgres -D "$PGDATA" -c listen_addresses="$POD_IP" -c unix_socket_director
 		return nil
 	})
 	var out []byte
-	waitFor(t, 60*time.Second, "psql answers", func() error {
+	waitfor.Condition(t, 60*time.Second, "psql answers", func() error {
 		var err error
 		out, err = exec.CommandContext(t.Context(), "nsenter", "--net="+netns.Path(cfg.NetNS), "--",
 			"psql", "-h", pod.Status.PodIP, "-U", "postgres", "-At", "-c", "select 40 + 2").CombinedOutput()
@@ -555,7 +543,7 @@ func TestFreezeAndThawAPod(t *testing.T) {
 	if err := group.Freeze(true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "frozen", func() error {
+	waitfor.Condition(t, 5*time.Second, "frozen", func() error {
 		if !group.Frozen() {
 			return errors.New("not frozen yet")
 		}
@@ -569,7 +557,7 @@ func TestFreezeAndThawAPod(t *testing.T) {
 	if err := group.Freeze(false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "thawed pod answers", func() error {
+	waitfor.Condition(t, 10*time.Second, "thawed pod answers", func() error {
 		_, err := get(t.Context(), url)
 		return err
 	})
@@ -600,7 +588,7 @@ func TestVolumesMountUnderHostDirectories(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "pod succeeded", func() error {
+	waitfor.Condition(t, 60*time.Second, "pod succeeded", func() error {
 		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "check", metav1.GetOptions{})
 		if err != nil {
 			return err

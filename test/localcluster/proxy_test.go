@@ -17,6 +17,8 @@ import (
 
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/proxy"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 func TestServiceProxyFollowsTheSelector(t *testing.T) {
@@ -72,7 +74,7 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 		}
 		return strings.TrimSpace(body), nil
 	}
-	waitFor(t, 30*time.Second, "proxy serves pod a", func() error {
+	waitfor.Condition(t, 30*time.Second, "proxy serves pod a", func() error {
 		body, err := through(t.Context())
 		if err != nil {
 			return err
@@ -89,7 +91,7 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	waitFor(t, 5*time.Second, "held connection routed", func() error {
+	waitfor.Condition(t, 5*time.Second, "held connection routed", func() error {
 		if p.Current() == "" {
 			return fmt.Errorf("no endpoint")
 		}
@@ -105,7 +107,7 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 	if _, err := cs.CoreV1().Services(ns).Update(t.Context(), svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "proxy serves pod b", func() error {
+	waitfor.Condition(t, 30*time.Second, "proxy serves pod b", func() error {
 		body, err := through(t.Context())
 		if err != nil {
 			return err

@@ -12,17 +12,16 @@ package netns
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/regent-dev/regent/internal/pipe"
 )
 
 // PodCIDR is the range pods (and the API server) take addresses from,
@@ -110,8 +109,7 @@ func Dial(ctx context.Context, name, network, addr string) (net.Conn, error) {
 }
 
 // Forward accepts connections on l and copies each to a connection from
-// dial, until ctx ends. onConn, if set, is told about every pair, so that
-// a caller can close pairs whose backend left.
+// dial, until ctx ends.
 func Forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error)) error {
 	go func() {
 		<-ctx.Done()
@@ -131,36 +129,7 @@ func Forward(ctx context.Context, l net.Listener, dial func(context.Context) (ne
 				_ = client.Close()
 				return
 			}
-			Pipe(client, backend)
+			pipe.Both(client, backend, nil)
 		}()
 	}
-}
-
-// Pipe copies between a and b until either side closes, then closes both.
-func Pipe(a, b net.Conn) {
-	var once sync.Once
-	closeBoth := func() {
-		once.Do(func() {
-			_ = a.Close()
-			_ = b.Close()
-		})
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			// Half-close so that the other direction can finish.
-			if tc, ok := dst.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-				return
-			}
-		}
-		closeBoth()
-	}
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
-	closeBoth()
 }

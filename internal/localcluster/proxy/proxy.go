@@ -18,6 +18,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/regent-dev/regent/internal/pipe"
 )
 
 // Proxy forwards one Service port.
@@ -90,7 +92,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	}
 	p.conns[target][client] = true
 	p.mu.Unlock()
-	pipe(client, backend)
+	pipe.Both(client, backend, nil)
 	p.mu.Lock()
 	delete(p.conns[target], client)
 	p.mu.Unlock()
@@ -173,32 +175,6 @@ func (p *Proxy) readyEndpoints(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// pipe copies both ways until either side ends, then closes both.
-func pipe(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	_ = a.Close()
-	_ = b.Close()
-	<-done
 }
 
 // String describes the proxy for logs.
