@@ -89,7 +89,8 @@ func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
 // something is changing), each observing the Lease and the pod through the
 // API server, deciding, and acting.
 func (a *Agent) Run(ctx context.Context) error {
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	go a.keepLease(ctx)
 	go func() { errs <- a.serveRelay(ctx) }()
 	go func() { errs <- a.serveFollowerRelay(ctx) }()
 	go func() { errs <- a.serveHTTP(ctx) }()
@@ -318,6 +319,47 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		}
 		a.setReason("")
 		return nil
+	}
+}
+
+// keepLease renews the Lease and refreshes the watchdog every second while
+// the agent leads, apart from the pass: a long operation in a pass (a
+// promotion on a busy machine) must not starve the renewals, or the
+// watchdog would stop PostgreSQL in the middle of it.
+func (a *Agent) keepLease(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		lead, lease, epoch := a.mode == api.ModeLeader, a.lease, a.epoch
+		a.mu.Unlock()
+		if !lead || lease == nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := a.clock.Now()
+		if err := a.renew(rctx, lease, start); err != nil {
+			// The pass may have read a newer Lease: renew that one if it
+			// is still ours at the same epoch.
+			fresh, gerr := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(rctx, a.leaseName(), metav1.GetOptions{})
+			if gerr == nil && ptrString(fresh.Spec.HolderIdentity) == a.cfg.Pod && fresh.Spec.LeaseTransitions != nil &&
+				int64(*fresh.Spec.LeaseTransitions) == epoch && sealedEpoch(fresh) < epoch {
+				_ = a.renew(rctx, fresh, start)
+			}
+		}
+		a.mu.Lock()
+		deadline := a.deadline
+		a.mu.Unlock()
+		if a.clock.Now().Before(deadline) {
+			// Fails harmlessly when no leader runs (yet).
+			_ = a.instance.SetDeadline(rctx, deadline)
+		}
+		cancel()
 	}
 }
 

@@ -237,8 +237,26 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	if state != DataReady {
 		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
 	}
+	// Data last written by a follower becomes a leader's only through a
+	// promotion, which starts a new timeline. Started as a leader directly
+	// it would stay on the old timeline, and a deposed leader's writes on
+	// that same timeline would look like history to pg_rewind.
+	promoteAfterStart := false
+	if opts.Role == RoleLeader {
+		control, err := in.controlData(ctx)
+		if err != nil {
+			return err
+		}
+		if state := control["Database cluster state"]; state == "in archive recovery" || state == "shut down in recovery" {
+			promoteAfterStart = true
+			in.log.Info("Starting a follower's data in recovery, to promote it", "state", state)
+		}
+	}
 	s := in.cfg.Settings
 	s.Role, s.PrimaryConninfo, s.PrimarySlotName = opts.Role, opts.PrimaryConninfo, opts.PrimarySlotName
+	if promoteAfterStart {
+		s.Role = RoleFollower
+	}
 	s.SynchronousStandbyNames = opts.SynchronousStandbyNames
 	if err := in.writeConfig(s); err != nil {
 		return err
@@ -259,8 +277,8 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	}
 	exited := make(chan struct{})
 	in.mu.Lock()
-	in.pg, in.exited, in.role, in.fenced = cmd, exited, opts.Role, ""
-	if opts.Role == RoleLeader {
+	in.pg, in.exited, in.role, in.fenced = cmd, exited, s.Role, ""
+	if s.Role == RoleLeader {
 		in.deadline = opts.Deadline
 	}
 	in.mu.Unlock()
@@ -278,7 +296,13 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		close(exited)
 		in.log.Info("PostgreSQL exited", "result", in.lastExit)
 	}()
-	return in.waitReady(ctx, exited)
+	if err := in.waitReady(ctx, exited); err != nil {
+		return err
+	}
+	if promoteAfterStart {
+		return in.promote(ctx, opts.Deadline)
+	}
+	return nil
 }
 
 // waitReady waits until PostgreSQL answers, or exits.
@@ -386,7 +410,13 @@ func (in *Instance) Promote(ctx context.Context, deadline time.Time) error {
 	if !deadline.After(in.clock.Now()) {
 		return errors.New("promote: a leader needs a watchdog deadline in the future")
 	}
-	// Arm the watchdog before the first write can be accepted.
+	return in.promote(ctx, deadline)
+}
+
+// promote runs pg_promote; the caller holds the operation lock.
+func (in *Instance) promote(ctx context.Context, deadline time.Time) error {
+	// Arm the watchdog before the first write can be accepted; the agent
+	// keeps refreshing it while the promotion runs.
 	in.mu.Lock()
 	in.role, in.deadline = RoleLeader, deadline
 	in.mu.Unlock()

@@ -284,3 +284,28 @@ func TestBaseBackupWithAWrongPasswordFailsClearlyAndLeavesNothing(t *testing.T) 
 		t.Errorf("the failed copy left %d entries", len(entries))
 	}
 }
+
+// A follower's data started as a leader goes through a promotion, so that
+// it gets a timeline of its own (a deposed leader's writes on the old
+// timeline could otherwise pass for shared history).
+func TestFollowerDataStartedAsLeaderGetsANewTimeline(t *testing.T) {
+	leader := newInstance(t, "pod-0", "127.0.10.10")
+	follower := newInstance(t, "pod-1", "127.0.10.11")
+	startLeader(t, leader, time.Now().Add(time.Hour))
+	if err := follower.BaseBackup(t.Context(), replicationConninfo(leader)); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Start(t.Context(), StartOptions{Role: RoleFollower, PrimaryConninfo: replicationConninfo(leader)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follower.Stop(t.Context(), StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	st := follower.Status(t.Context())
+	if st.InRecovery || st.Timeline != 2 || st.Role != RoleLeader {
+		t.Errorf("status %+v: want a leader on timeline 2", st)
+	}
+}
