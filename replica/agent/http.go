@@ -78,6 +78,7 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
+	mux.Handle("GET /metrics", a.metricsHandler())
 	srv := &http.Server{Addr: net.JoinHostPort(a.cfg.PodIP, strconv.Itoa(a.cfg.HTTPPort)), Handler: mux,
 		ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); _ = srv.Close() }()

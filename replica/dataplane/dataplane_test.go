@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -310,6 +311,17 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	}
 	leader, f1, f2 := c.pods[0], c.pods[1], c.pods[2]
 	ctx := t.Context()
+	for p, want := range map[*pod]string{leader: "regent_agent_leader 1", f1: "regent_agent_streaming 1"} {
+		resp, err := http.Get("http://" + p.ip + ":8008/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("%s /metrics lacks %q", p.name, want)
+		}
+	}
 	if err := exec1(ctx, leader, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) VALUES ('one')"); err != nil {
 		t.Fatal(err)
 	}

@@ -61,10 +61,9 @@ func New(cfg Config) *Instance {
 	if c == nil {
 		c = clock.RealClock{}
 	}
-	children := newChildSet()
 	return &Instance{
 		cfg: cfg, clock: c, log: cfg.Log,
-		tools: &runner{binDir: cfg.BinDir, cred: cfg.Credential, log: cfg.Log, children: children,
+		tools: &runner{binDir: cfg.BinDir, cred: cfg.Credential, log: cfg.Log, children: processChildren,
 			env: []string{"PGPASSFILE=/dev/null", "LC_ALL=C.UTF-8"}},
 		wake: make(chan struct{}, 1),
 	}
@@ -73,7 +72,7 @@ func New(cfg Config) *Instance {
 // Run serves the watchdog and reaps orphans until ctx ends, then stops
 // PostgreSQL (fast).
 func (in *Instance) Run(ctx context.Context) {
-	go reapOrphans(ctx, in.tools.children)
+	reaperOnce.Do(func() { go reapOrphans(context.Background(), processChildren) })
 	in.watchdog(ctx)
 	_, _ = in.Stop(context.Background(), StopFast)
 }

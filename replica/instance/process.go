@@ -83,6 +83,14 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
 
+// processChildren are the children of this process that their starters
+// wait for. There is one set, and one reaper, per process: a reaper that
+// knew only some of the children would steal the others' exit statuses.
+var (
+	processChildren = newChildSet()
+	reaperOnce      sync.Once
+)
+
 // childSet knows the processes started through it.
 type childSet struct {
 	mu   sync.Mutex

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// metricsHandler serves the agent's Prometheus metrics, computed from its
+// status at every scrape.
+func (a *Agent) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, f func(api.Status) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "regent", Subsystem: "agent", Name: name, Help: help,
+		}, func() float64 { return f(a.Status()) }))
+	}
+	boolean := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge("leader", "1 while the agent intends its PostgreSQL to lead.", func(s api.Status) float64 {
+		return boolean(s.Mode == api.ModeLeader)
+	})
+	gauge("epoch", "The leadership epoch the agent last saw on the Lease.", func(s api.Status) float64 { return float64(s.Epoch) })
+	gauge("fenced", "1 while the agent keeps its leader from acknowledging writes.", func(s api.Status) float64 {
+		return boolean(s.Fenced)
+	})
+	gauge("sealed", "1 while this follower has sealed the current epoch.", func(s api.Status) float64 { return boolean(s.Sealed) })
+	gauge("postgres_running", "1 while PostgreSQL runs.", func(s api.Status) float64 { return boolean(s.Running) })
+	gauge("streaming", "1 while a follower's WAL receiver streams.", func(s api.Status) float64 { return boolean(s.Streaming) })
+	gauge("timeline", "PostgreSQL's timeline.", func(s api.Status) float64 { return float64(s.Timeline) })
+	gauge("lease_remaining_seconds", "Seconds until the leader fences itself unless it renews.", func(s api.Status) float64 {
+		if s.LeaseDeadline == nil {
+			return 0
+		}
+		return max(0, s.LeaseDeadline.Sub(a.clock.Now()).Seconds())
+	})
+	gauge("write_lsn_bytes", "The leader's current WAL position, in bytes.", func(s api.Status) float64 { return lsnBytes(s.WriteLSN) })
+	gauge("received_lsn_bytes", "The last WAL position a follower received, in bytes.", func(s api.Status) float64 {
+		return lsnBytes(s.ReceivedLSN)
+	})
+	gauge("replayed_lsn_bytes", "The last WAL position a follower replayed, in bytes.", func(s api.Status) float64 {
+		return lsnBytes(s.ReplayedLSN)
+	})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// lsnBytes turns PostgreSQL's "X/Y" notation into a byte position (0 when
+// empty or unreadable).
+func lsnBytes(lsn string) float64 {
+	var hi, lo uint64
+	if _, err := fmt.Sscanf(lsn, "%X/%X", &hi, &lo); err != nil {
+		return 0
+	}
+	return float64(hi<<32 | lo)
+}
