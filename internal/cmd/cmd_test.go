@@ -100,3 +100,29 @@ func TestInstanceRefusesBadEnvironment(t *testing.T) {
 		}
 	}
 }
+
+func TestInstanceRefusesAMissingPostgres(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run("instance", "--pod-ip=127.0.0.1", "--pod-name=db-0", "--superuser-password-file="+pw,
+		"--pg-bindir="+t.TempDir())
+	var exit ExitError
+	if !errors.As(err, &exit) || exit.Code != 2 || !strings.Contains(err.Error(), "cannot tell the PostgreSQL version") {
+		t.Fatalf("got %v, want exit code 2 saying PostgreSQL is missing", err)
+	}
+}
+
+func TestAgentRefusesBadEnvironment(t *testing.T) {
+	_, err := run("agent", "--pod-ip=nowhere", "--pod-name=", "--namespace=", "--cluster=")
+	var exit ExitError
+	if !errors.As(err, &exit) || exit.Code != 2 {
+		t.Fatalf("got %v, want exit code 2", err)
+	}
+	for _, want := range []string{`--pod-ip "nowhere" is not an IP address`, "--pod-name is empty", "--namespace is empty", "--cluster is empty"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
