@@ -366,6 +366,12 @@ func (a *Agent) keepLease(ctx context.Context) {
 // renew renews the Lease with optimistic concurrency: a Lease moved or
 // sealed in between makes the update fail, and the agent looks again.
 func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start time.Time) error {
+	// Only the holder renews, and never a sealed epoch: a sealed epoch
+	// stays fenced even if its leader could still renew.
+	if ptrString(lease.Spec.HolderIdentity) != a.cfg.Pod || lease.Spec.LeaseTransitions == nil ||
+		sealedEpoch(lease) >= int64(*lease.Spec.LeaseTransitions) {
+		return errors.New("not renewing: the Lease is not ours at an unsealed epoch")
+	}
 	l := lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
 	l.Spec.RenewTime = &now

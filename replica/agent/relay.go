@@ -227,10 +227,13 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 	}
 	a.relays.add(c, remote)
 	defer a.relays.remove(c, remote)
+	// Forward only while the agent still follows this epoch, unsealed, and
+	// has heard from the API server within the renew deadline.
 	check := func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch
+		return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch &&
+			a.clock.Since(a.lastContact) <= renewDeadline(a.lease)
 	}
 	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, check)
 }
