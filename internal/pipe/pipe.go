@@ -3,7 +3,10 @@
 // way.
 package pipe
 
-import "net"
+import (
+	"context"
+	"net"
+)
 
 // Both copies between a and b in both directions until either side ends,
 // then closes both. Before forwarding each chunk it asks ok (nil means
@@ -35,4 +38,23 @@ func Both(a, b net.Conn, ok func() bool) {
 	_ = a.Close()
 	_ = b.Close()
 	<-done
+}
+
+// Serve accepts connections on l and hands each to handle in its own
+// goroutine, until ctx ends (then it closes l and returns nil).
+func Serve(ctx context.Context, l net.Listener, handle func(net.Conn)) error {
+	go func() {
+		<-ctx.Done()
+		_ = l.Close()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go handle(c)
+	}
 }

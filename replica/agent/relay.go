@@ -67,17 +67,7 @@ func (a *Agent) serveRelay(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay listener: %w", err)
 	}
-	go func() { <-ctx.Done(); _ = l.Close() }()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go a.acceptRelay(ctx, c)
-	}
+	return pipe.Serve(ctx, l, func(c net.Conn) { a.acceptRelay(ctx, c) })
 }
 
 // canServe reports whether this agent may relay for epoch now: it leads at
@@ -158,17 +148,7 @@ func (a *Agent) serveFollowerRelay(ctx context.Context) error {
 	if err := os.Chmod(path, 0o666); err != nil {
 		return err
 	}
-	go func() { <-ctx.Done(); _ = l.Close() }()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go a.dialRelay(ctx, c)
-	}
+	return pipe.Serve(ctx, l, func(c net.Conn) { a.dialRelay(ctx, c) })
 }
 
 // dialRelay connects a local client to the current leader's agent.

@@ -111,25 +111,12 @@ func Dial(ctx context.Context, name, network, addr string) (net.Conn, error) {
 // Forward accepts connections on l and copies each to a connection from
 // dial, until ctx ends.
 func Forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error)) error {
-	go func() {
-		<-ctx.Done()
-		_ = l.Close()
-	}()
-	for {
-		client, err := l.Accept()
+	return pipe.Serve(ctx, l, func(client net.Conn) {
+		backend, err := dial(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			_ = client.Close()
+			return
 		}
-		go func() {
-			backend, err := dial(ctx)
-			if err != nil {
-				_ = client.Close()
-				return
-			}
-			pipe.Both(client, backend, nil)
-		}()
-	}
+		pipe.Both(client, backend, nil)
+	})
 }

@@ -43,20 +43,7 @@ type Proxy struct {
 func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
 	p.conns = map[string]map[net.Conn]bool{}
 	go p.follow(ctx)
-	go func() {
-		<-ctx.Done()
-		_ = l.Close()
-	}()
-	for {
-		client, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go p.handle(ctx, client)
-	}
+	return pipe.Serve(ctx, l, func(client net.Conn) { p.handle(ctx, client) })
 }
 
 // Current returns the endpoint new connections go to ("" when none).
