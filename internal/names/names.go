@@ -36,6 +36,10 @@ const (
 	// AnnotationSealedEpoch on the Lease: epoch n is sealed, followers
 	// accept no more WAL of it.
 	AnnotationSealedEpoch = "regent.dev/sealed-epoch"
+	// AnnotationSyncStandbys on the Lease: the synchronous_standby_names
+	// the leader must run with (written by the operator; absent means
+	// none).
+	AnnotationSyncStandbys = "regent.dev/synchronous-standby-names"
 	// AnnotationReleasedLSN on a released Lease: the old leader's final WAL
 	// position after a clean stop (empty after a crash).
 	AnnotationReleasedLSN = "regent.dev/released-lsn"

@@ -284,6 +284,11 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	wasFenced := a.fenced
 	a.fenced = false
 	a.mu.Unlock()
+	// The synchronous standbys are in place before the first write can be
+	// accepted: at start, and before a promotion (a follower ignores the
+	// setting until it leads).
+	syncNames := lease.Annotations[names.AnnotationSyncStandbys]
+	leaderStart := instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline, SynchronousStandbyNames: syncNames}
 	switch {
 	case st.Data == string(instance.DataEmpty):
 		if epoch != 1 {
@@ -293,7 +298,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		if err := a.instance.Initdb(ctx); err != nil {
 			return fmt.Errorf("initdb: %w", err)
 		}
-		if err := a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline}); err != nil {
+		if err := a.instance.Start(ctx, leaderStart); err != nil {
 			return fmt.Errorf("start leader: %w", err)
 		}
 		return a.bootstrapRoles(ctx)
@@ -304,9 +309,14 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		return a.release(ctx, "", "PostgreSQL exited under the leader ("+st.LastExit+")")
 	case !st.Running:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
-		return a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline})
+		return a.instance.Start(ctx, leaderStart)
 	case st.InRecovery:
 		start := a.clock.Now()
+		if syncNames != st.SynchronousStandbyNames {
+			if err := a.instance.Configure(ctx, syncNames); err != nil {
+				return fmt.Errorf("synchronous standbys before promotion: %w", err)
+			}
+		}
 		a.log.Info("Promoting", "epoch", epoch)
 		if err := a.instance.Promote(ctx, deadline); err != nil {
 			return fmt.Errorf("promote: %w", err)
@@ -316,6 +326,13 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	default:
 		if err := a.instance.SetDeadline(ctx, deadline); err != nil {
 			return fmt.Errorf("refresh the watchdog: %w", err)
+		}
+		// Commits wait for the standbys the operator names on the Lease.
+		if syncNames != st.SynchronousStandbyNames {
+			a.log.Info("Setting synchronous standbys", "from", st.SynchronousStandbyNames, "to", syncNames)
+			if err := a.instance.Configure(ctx, syncNames); err != nil {
+				return fmt.Errorf("synchronous standbys: %w", err)
+			}
 		}
 		a.setReason("")
 		return nil

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
@@ -190,5 +191,74 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	st, err := follower.status()
 	if err != nil || st.ReceivedLSN != sealedLSN {
 		t.Errorf("received %q after sealing at %q (%v)", st.ReceivedLSN, sealedLSN, err)
+	}
+}
+
+// With the Lease naming a synchronous standby, a commit on the leader is
+// acknowledged only once that follower has it: while the follower's agent
+// is frozen (its relay carries nothing), the commit waits.
+func TestSyncStandbyNamesFromTheLease(t *testing.T) {
+	c := newCluster(t, 2, "127.0.37")
+	for _, p := range c.pods {
+		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
+	}
+	leader, follower := c.pods[0], c.pods[1]
+	if err := exec1(t.Context(), leader, "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Annotations = map[string]string{names.AnnotationSyncStandbys: `ANY 1 ("db_1")`}
+	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, 15*time.Second, "leader runs with the synchronous standby", func() error {
+		cn, err := leader.conn(t.Context())
+		if err != nil {
+			return err
+		}
+		defer cn.Close(t.Context())
+		var v string
+		if err := cn.QueryRow(t.Context(), "SHOW synchronous_standby_names").Scan(&v); err != nil {
+			return err
+		}
+		if v != `ANY 1 ("db_1")` {
+			return fmt.Errorf("synchronous_standby_names = %q", v)
+		}
+		return nil
+	})
+	if err := exec1(t.Context(), leader, "INSERT INTO t (v) VALUES ('acknowledged by db-1')"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscall.Kill(follower.agentPid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			_ = syscall.Kill(follower.agentPid(), syscall.SIGCONT)
+		}
+	})
+	done := make(chan error, 1)
+	go func() { done <- exec1(context.Background(), leader, "INSERT INTO t (v) VALUES ('waits')") }()
+	select {
+	case err := <-done:
+		t.Fatalf("a commit was acknowledged while its only synchronous standby was cut off (%v)", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if err := syscall.Kill(follower.agentPid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	thawed = true
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the commit failed after the standby came back: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the commit was not acknowledged after the standby came back")
 	}
 }

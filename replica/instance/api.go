@@ -35,6 +35,10 @@ type (
 	DeadlineRequest struct {
 		Deadline time.Time `json:"deadline"`
 	}
+	// ConfigureRequest changes settings of the running PostgreSQL.
+	ConfigureRequest struct {
+		SynchronousStandbyNames string `json:"synchronousStandbyNames"`
+	}
 	// ErrorResponse is every error's body.
 	ErrorResponse struct {
 		Error string `json:"error"`
@@ -86,6 +90,12 @@ func (in *Instance) Handler() http.Handler {
 		var req DeadlineRequest
 		if decode(w, r, &req) {
 			reply(w, nil, in.Promote(r.Context(), req.Deadline))
+		}
+	})
+	mux.HandleFunc("POST /configure", func(w http.ResponseWriter, r *http.Request) {
+		var req ConfigureRequest
+		if decode(w, r, &req) {
+			reply(w, nil, in.Configure(r.Context(), req.SynchronousStandbyNames))
 		}
 	})
 	mux.HandleFunc("POST /deadline", func(w http.ResponseWriter, r *http.Request) {
@@ -240,6 +250,11 @@ func (c *Client) Stop(ctx context.Context, mode StopMode) (string, error) {
 // Promote promotes a follower.
 func (c *Client) Promote(ctx context.Context, deadline time.Time) error {
 	return c.call(ctx, http.MethodPost, "/promote", DeadlineRequest{Deadline: deadline}, nil)
+}
+
+// Configure changes synchronous_standby_names of the running PostgreSQL.
+func (c *Client) Configure(ctx context.Context, synchronousStandbyNames string) error {
+	return c.call(ctx, http.MethodPost, "/configure", ConfigureRequest{SynchronousStandbyNames: synchronousStandbyNames}, nil)
 }
 
 // SetDeadline refreshes the watchdog.

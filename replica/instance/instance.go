@@ -53,6 +53,8 @@ type Instance struct {
 	fenced   string
 	lastExit string
 	wake     chan struct{}
+	// settings are those PostgreSQL was last started with.
+	settings Settings
 }
 
 // New returns an Instance; it starts nothing.
@@ -260,6 +262,9 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	if err := in.writeConfig(s); err != nil {
 		return err
 	}
+	in.mu.Lock()
+	in.settings = s
+	in.mu.Unlock()
 	cmd := in.tools.command(context.Background(), "postgres", "-D", in.cfg.PGData)
 	logFile, err := os.OpenFile(filepath.Join(in.cfg.PGData, "..", "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err == nil {
@@ -328,6 +333,54 @@ func (in *Instance) lastExitText() string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.lastExit
+}
+
+// Configure changes synchronous_standby_names of the running PostgreSQL:
+// it rewrites the configuration and reloads it, and returns once
+// PostgreSQL reports the new value.
+func (in *Instance) Configure(ctx context.Context, synchronousStandbyNames string) error {
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	in.mu.Lock()
+	pg, s := in.pg, in.settings
+	in.mu.Unlock()
+	if pg == nil {
+		return errors.New("configure: PostgreSQL is not running")
+	}
+	s.SynchronousStandbyNames = synchronousStandbyNames
+	if err := in.writeConfig(s); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.settings = s
+	in.mu.Unlock()
+	if err := pg.Process.Signal(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("configure: reload: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if got, err := in.showSyncNames(ctx); err == nil && got == synchronousStandbyNames {
+			in.log.Info("Configured", "synchronousStandbyNames", synchronousStandbyNames)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("configure: PostgreSQL did not take the new synchronous_standby_names")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (in *Instance) showSyncNames(ctx context.Context) (string, error) {
+	conn, err := in.connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var v string
+	err = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v)
+	return v, err
 }
 
 // StopMode is how to stop PostgreSQL.

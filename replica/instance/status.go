@@ -22,6 +22,8 @@ type Status struct {
 	ReplayedLSN string `json:"replayedLSN,omitempty"`
 	// Streaming says whether a follower's WAL receiver streams.
 	Streaming bool `json:"streaming"`
+	// SynchronousStandbyNames is the running PostgreSQL's setting.
+	SynchronousStandbyNames string `json:"synchronousStandbyNames,omitempty"`
 	// Deadline is the watchdog's, while a leader runs.
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// Fenced says why the watchdog last stopped a leader.
@@ -73,6 +75,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
 		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)`).
 		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written, &st.Streaming)
+	_ = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&st.SynchronousStandbyNames)
 	if received != nil {
 		st.ReceivedLSN = *received
 	}
