@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/regent-dev/regent/internal/names"
@@ -270,6 +271,24 @@ func countRows(ctx context.Context, p *pod) (int, error) {
 	return n, err
 }
 
+// updateLease changes the Lease as the operator does: with optimistic
+// concurrency, reading it again when an agent's renewal got in between.
+func (c *cluster) updateLease(t *testing.T, mutate func(*coordinationv1.Lease)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(lease)
+		_, err = cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // moveLeadership does by hand what the operator's promotion steps do:
 // unlabel the old leader, move the Lease with epoch+1, label the new one.
 func (c *cluster) moveLeadership(t *testing.T, from, to string, epoch int) {
@@ -284,16 +303,11 @@ func (c *cluster) moveLeadership(t *testing.T, from, to string, epoch int) {
 	if _, err := cs.CoreV1().Pods(c.ns).Update(ctx, old, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To(to), ptr.To(int32(epoch))
-	now := metav1.NewMicroTime(time.Now())
-	lease.Spec.AcquireTime, lease.Spec.RenewTime = &now, nil
-	if _, err := cs.CoordinationV1().Leases(c.ns).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.updateLease(t, func(lease *coordinationv1.Lease) {
+		lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To(to), ptr.To(int32(epoch))
+		now := metav1.NewMicroTime(time.Now())
+		lease.Spec.AcquireTime, lease.Spec.RenewTime = &now, nil
+	})
 	winner, err := cs.CoreV1().Pods(c.ns).Get(ctx, to, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -66,14 +67,9 @@ func TestFrozenAgentIsFencedByTheWatchdog(t *testing.T) {
 func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
 	c := startLeaderOnly(t, "127.0.32")
 	leader := c.pods[0]
-	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To("db-9"), ptr.To[int32](2)
-	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.updateLease(t, func(lease *coordinationv1.Lease) {
+		lease.Spec.HolderIdentity, lease.Spec.LeaseTransitions = ptr.To("db-9"), ptr.To[int32](2)
+	})
 	taken := time.Now()
 	waitfor.Condition(t, 10*time.Second, "writes refused", func() error {
 		if err := writable(t, leader); err == nil {
@@ -159,14 +155,9 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
 	}
-	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
-	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.updateLease(t, func(lease *coordinationv1.Lease) {
+		lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+	})
 	follower := c.pods[1]
 	var sealedLSN string
 	waitfor.Condition(t, 10*time.Second, "follower sealed", func() error {
@@ -206,14 +197,9 @@ func TestSyncStandbyNamesFromTheLease(t *testing.T) {
 	if err := exec1(t.Context(), leader, "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
 	}
-	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease.Annotations = map[string]string{names.AnnotationSyncStandbys: `ANY 1 ("db_1")`}
-	if _, err := cs.CoordinationV1().Leases(c.ns).Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.updateLease(t, func(lease *coordinationv1.Lease) {
+		lease.Annotations = map[string]string{names.AnnotationSyncStandbys: `ANY 1 ("db_1")`}
+	})
 	waitfor.Condition(t, 15*time.Second, "leader runs with the synchronous standby", func() error {
 		cn, err := leader.conn(t.Context())
 		if err != nil {
