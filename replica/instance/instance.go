@@ -151,17 +151,10 @@ func (in *Instance) SetDeadline(t time.Time) error {
 func (in *Instance) Initdb(ctx context.Context) error {
 	in.ops.Lock()
 	defer in.ops.Unlock()
-	state, err := inspect(in.cfg.PGData, in.cfg.Major)
-	if err != nil {
+	if err := in.prepareEmptyDir("initdb"); err != nil {
 		return err
 	}
-	if state != DataEmpty {
-		return fmt.Errorf("initdb: data directory %s is already initialized", in.cfg.PGData)
-	}
-	if err := in.prepareDir(); err != nil {
-		return err
-	}
-	_, err = in.tools.run(ctx, 2*time.Minute, "initdb",
+	_, err := in.tools.run(ctx, 2*time.Minute, "initdb",
 		"--pgdata="+in.cfg.PGData, "--username=postgres", "--pwfile="+in.cfg.SuperuserPasswordFile,
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--data-checksums",
 		"--encoding=UTF8", "--locale=C.UTF-8")
@@ -173,17 +166,10 @@ func (in *Instance) Initdb(ctx context.Context) error {
 func (in *Instance) BaseBackup(ctx context.Context, conninfo string) error {
 	in.ops.Lock()
 	defer in.ops.Unlock()
-	state, err := inspect(in.cfg.PGData, in.cfg.Major)
-	if err != nil {
+	if err := in.prepareEmptyDir("base backup"); err != nil {
 		return err
 	}
-	if state != DataEmpty {
-		return fmt.Errorf("base backup: data directory %s is not empty", in.cfg.PGData)
-	}
-	if err := in.prepareDir(); err != nil {
-		return err
-	}
-	_, err = in.tools.run(ctx, 6*time.Hour, "pg_basebackup",
+	_, err := in.tools.run(ctx, 6*time.Hour, "pg_basebackup",
 		"--pgdata="+in.cfg.PGData, "--dbname="+conninfo, "--wal-method=stream", "--checkpoint=fast",
 		"--no-password")
 	if err != nil {
@@ -525,6 +511,19 @@ func (in *Instance) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg.Password = strings.TrimSpace(string(password))
 	cfg.ConnectTimeout = 5 * time.Second
 	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// prepareEmptyDir makes sure the data directory is empty (foreign data is
+// refused, never touched) and ready for op to fill it.
+func (in *Instance) prepareEmptyDir(op string) error {
+	state, err := inspect(in.cfg.PGData, in.cfg.Major)
+	if err != nil {
+		return err
+	}
+	if state != DataEmpty {
+		return fmt.Errorf("%s: data directory %s is not empty", op, in.cfg.PGData)
+	}
+	return in.prepareDir()
 }
 
 func (in *Instance) prepareDir() error {
