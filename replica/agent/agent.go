@@ -70,6 +70,9 @@ type Agent struct {
 	// last position it received under it.
 	sealedEpoch int64
 	sealedLSN   string
+	// rolesDone: this agent made sure, as leader, that the replication and
+	// application roles and database exist.
+	rolesDone bool
 	pgStatus    instance.Status
 }
 
@@ -301,7 +304,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		if err := a.instance.Start(ctx, leaderStart); err != nil {
 			return fmt.Errorf("start leader: %w", err)
 		}
-		return a.bootstrapRoles(ctx)
+		return a.ensureRoles(ctx)
 	case !st.Running && st.LastExit != "" && st.Fenced == "" && !wasFenced:
 		// PostgreSQL died under a leader: release the Lease at once so
 		// that the operator can fail over without waiting for it to
@@ -326,6 +329,11 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	default:
 		if err := a.instance.SetDeadline(ctx, deadline); err != nil {
 			return fmt.Errorf("refresh the watchdog: %w", err)
+		}
+		// Roles and database of a bootstrap that failed half-way (they are
+		// idempotent; done once per agent).
+		if err := a.ensureRoles(ctx); err != nil {
+			return err
 		}
 		// Commits wait for the standbys the operator names on the Lease.
 		if syncNames != st.SynchronousStandbyNames {

@@ -47,7 +47,12 @@ func (a *Agent) Status() api.Status {
 // streams; a leader also holds a valid lease.
 func (a *Agent) ready() (bool, string) {
 	st := a.Status()
+	a.mu.Lock()
+	rolesDone := a.rolesDone
+	a.mu.Unlock()
 	switch {
+	case st.Mode == api.ModeLeader && !rolesDone:
+		return false, "roles and database not created yet"
 	case !st.Running:
 		return false, "PostgreSQL is not running"
 	case st.Mode == api.ModeLeader && st.InRecovery:

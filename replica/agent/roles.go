@@ -24,6 +24,23 @@ func (a *Agent) localConn(ctx context.Context) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
+// ensureRoles runs bootstrapRoles until it has succeeded once.
+func (a *Agent) ensureRoles(ctx context.Context) error {
+	a.mu.Lock()
+	done := a.rolesDone
+	a.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := a.bootstrapRoles(ctx); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.rolesDone = true
+	a.mu.Unlock()
+	return nil
+}
+
 // bootstrapRoles creates, on the first leader, the replication role and
 // the application's role and database, with the passwords of their
 // Secrets. It is idempotent.
