@@ -73,7 +73,7 @@ type Agent struct {
 	// rolesDone: this agent made sure, as leader, that the replication and
 	// application roles and database exist.
 	rolesDone bool
-	pgStatus    instance.Status
+	pgStatus  instance.Status
 }
 
 // New returns an agent; Run starts it.
