@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +54,21 @@ func get[T client.Object](t *testing.T, g Gomega, ns, name string, obj T) T {
 	t.Helper()
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, obj)).To(Succeed())
 	return obj
+}
+
+// update re-reads the object named like obj, applies mutate and writes
+// it back, retrying on conflicts: the operator patches status, labels and
+// the Lease concurrently, as it would in a real cluster.
+func update[T client.Object](t *testing.T, obj T, mutate func(T)) error {
+	t.Helper()
+	key := client.ObjectKeyFromObject(obj)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(t.Context(), key, obj); err != nil {
+			return err
+		}
+		mutate(obj)
+		return k8s.Update(t.Context(), obj)
+	})
 }
 
 // waitReconciled waits until the operator has fully reconciled rs's spec.
@@ -335,8 +351,7 @@ func TestPasswordsAreNeverRegenerated(t *testing.T) {
 	// generated passwords stay.
 	super := get(t, g, ns, "db-superuser", &corev1.Secret{})
 	got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
-	got.Spec.Replicas = ptr.To[int32](4)
-	g.Expect(k8s.Update(t.Context(), got)).To(Succeed())
+	g.Expect(update(t, got, func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](4) })).To(Succeed())
 	waitReconciled(t, got)
 	g.Expect(get(t, g, ns, "db-superuser", &corev1.Secret{}).Data["password"]).To(Equal(super.Data["password"]))
 }
@@ -476,9 +491,10 @@ func TestLeaderLabelsFollowTheLease(t *testing.T) {
 
 	// A second pod claiming leadership loses the claim: one leader only.
 	pod := get(t, g, ns, "db-1", &corev1.Pod{})
-	pod.Labels[names.LabelRole] = names.RoleLeader
-	pod.Labels[names.LabelEpoch] = "1"
-	g.Expect(k8s.Update(t.Context(), pod)).To(Succeed())
+	g.Expect(update(t, pod, func(pod *corev1.Pod) {
+		pod.Labels[names.LabelRole] = names.RoleLeader
+		pod.Labels[names.LabelEpoch] = "1"
+	})).To(Succeed())
 	NewWithT(t).Eventually(func(g Gomega) {
 		labels := get(t, g, ns, "db-1", &corev1.Pod{}).Labels
 		g.Expect(labels).NotTo(HaveKey(names.LabelRole))
@@ -490,16 +506,17 @@ func TestLeaderLabelsFollowTheLease(t *testing.T) {
 	// leader's label: the operator must not give a sealed epoch its leader
 	// back (DESIGN.md §5: a sealed epoch never serves again).
 	lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-	lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
-	g.Expect(k8s.Update(t.Context(), lease)).To(Succeed())
+	g.Expect(update(t, lease, func(l *coordinationv1.Lease) {
+		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+	})).To(Succeed())
 	leader := get(t, g, ns, "db-0", &corev1.Pod{})
-	delete(leader.Labels, names.LabelRole)
-	delete(leader.Labels, names.LabelEpoch)
-	g.Expect(k8s.Update(t.Context(), leader)).To(Succeed())
+	g.Expect(update(t, leader, func(pod *corev1.Pod) {
+		delete(pod.Labels, names.LabelRole)
+		delete(pod.Labels, names.LabelEpoch)
+	})).To(Succeed())
 	// Any change to the ReplicaSet makes the operator look again.
 	bump := get(t, g, ns, "db", &regentv1.ReplicaSet{})
-	bump.Spec.Failover.DelaySeconds = ptr.To[int32](1)
-	g.Expect(k8s.Update(t.Context(), bump)).To(Succeed())
+	g.Expect(update(t, bump, func(rs *regentv1.ReplicaSet) { rs.Spec.Failover.DelaySeconds = ptr.To[int32](1) })).To(Succeed())
 	waitReconciled(t, bump)
 	NewWithT(t).Consistently(func(g Gomega) {
 		g.Expect(get(t, g, ns, "db-0", &corev1.Pod{}).Labels).NotTo(HaveKey(names.LabelRole))

@@ -108,9 +108,7 @@ func TestInvalidChangesAreRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			got := get(t, g, ns, rs.Name, &regentv1.ReplicaSet{})
-			tt.mutate(got)
-			err := k8s.Update(t.Context(), got)
+			err := update(t, rs.DeepCopy(), tt.mutate)
 			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
 			g.Expect(err.Error()).To(ContainSubstring(tt.message))
 		})
@@ -118,10 +116,10 @@ func TestInvalidChangesAreRefused(t *testing.T) {
 
 	t.Run("grow storage and change mode", func(t *testing.T) {
 		g := NewWithT(t)
-		got := get(t, g, ns, rs.Name, &regentv1.ReplicaSet{})
-		got.Spec.Storage.Size = "5Gi"
-		got.Spec.Replication.Mode = regentv1.ReplicationSync
-		g.Expect(k8s.Update(t.Context(), got)).To(Succeed())
+		g.Expect(update(t, rs.DeepCopy(), func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Storage.Size = "5Gi"
+			rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		})).To(Succeed())
 	})
 }
 
