@@ -18,7 +18,9 @@ func main() {
 	switch {
 	case err == nil:
 	case errors.As(err, &exit):
-		fmt.Fprintln(os.Stderr, "regent:", exit.Err)
+		if exit.Err.Error() != "" {
+			fmt.Fprintln(os.Stderr, "regent:", exit.Err)
+		}
 		os.Exit(exit.Code)
 	default:
 		fmt.Fprintln(os.Stderr, "regent:", err)

@@ -19,18 +19,50 @@ func run(args ...string) (string, error) {
 	return out.String(), err
 }
 
-func TestUnbuiltPartsExitTwo(t *testing.T) {
-	for _, sub := range []string{"wal-push", "wal-fetch"} {
-		t.Run(sub, func(t *testing.T) {
-			_, err := run(sub, "--whatever")
-			var exit ExitError
-			if !errors.As(err, &exit) || exit.Code != 2 {
-				t.Fatalf("got %v, want exit code 2", err)
-			}
-			if !strings.Contains(err.Error(), "not implemented") {
-				t.Errorf("message %q does not say the part is not implemented", err)
-			}
-		})
+func TestWALPushArchivesAndRefusesToOverwrite(t *testing.T) {
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "archive")
+	seg := filepath.Join(dir, "000000010000000000000003")
+	if err := os.WriteFile(seg, []byte("wal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("wal-push", "--archive-dir="+archive, seg); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(archive, "000000010000000000000003")); string(got) != "wal" {
+		t.Fatalf("archived %q, want %q", got, "wal")
+	}
+	// PostgreSQL retries a push it did not record: same content is fine.
+	if _, err := run("wal-push", "--archive-dir="+archive, seg); err != nil {
+		t.Fatalf("pushing the same file again: %v", err)
+	}
+	if err := os.WriteFile(seg, []byte("other"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("wal-push", "--archive-dir="+archive, seg); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("overwriting archived WAL: got %v", err)
+	}
+	bad := filepath.Join(dir, "postgresql.conf")
+	if err := os.WriteFile(bad, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("wal-push", "--archive-dir="+archive, bad); err == nil || !strings.Contains(err.Error(), "not a WAL file name") {
+		t.Fatalf("pushing a non-WAL file: got %v", err)
+	}
+}
+
+func TestWALFetchWithoutAgentFails(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+	_, err := run("wal-fetch", "--run-dir="+t.TempDir(), "000000010000000000000003", dst)
+	var exit ExitError
+	if !errors.As(err, &exit) || exit.Code != 1 {
+		t.Fatalf("got %v, want exit code 1", err)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("a failed fetch left %s behind", dst)
+	}
+	if _, err := run("wal-fetch", "../../etc/passwd", dst); err == nil || !strings.Contains(err.Error(), "not a WAL file name") {
+		t.Fatalf("fetching a path: got %v", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -113,11 +114,24 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return instance.Config{}, err
 	}
+	// PostgreSQL runs this same binary to archive and restore WAL.
+	self, err := os.Executable()
+	if err != nil {
+		return instance.Config{}, fmt.Errorf("cannot find the regent binary for archive_command: %w", err)
+	}
+	archive := filepath.Join(filepath.Dir(filepath.Clean(o.pgdata)), names.WALArchiveDirName)
 	return instance.Config{
 		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile, Credential: cred,
-		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params},
+		ArchiveDir: archive,
+		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,
+			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s %%p", shellQuote(self), shellQuote(archive)),
+			RestoreCommand: fmt.Sprintf("%s wal-fetch --run-dir=%s %%f %%p", shellQuote(self), shellQuote(o.runDir)),
+		},
 	}, nil
 }
+
+// shellQuote quotes s for /bin/sh, which runs archive and restore commands.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func runInstance(cfg instance.Config, runDir string) error {
 	cfg.Log = zap.New().WithName("instance")

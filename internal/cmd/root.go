@@ -32,25 +32,12 @@ func NewRoot() *cobra.Command {
 		newManagerCommand(),
 		newAgentCommand(),
 		newInstanceCommand(),
-		notYet("wal-push", "Hand a WAL segment to the local agent (not implemented yet)"),
-		notYet("wal-fetch", "Fetch a WAL segment through the local agent (not implemented yet)"),
+		newWALPushCommand(),
+		newWALFetchCommand(),
 		newInstallCommand(),
 		newVersionCommand(),
 	)
 	return root
-}
-
-// notYet is a subcommand whose part of Regent is still to be built: it says
-// so and exits 2, so that a pod running it fails visibly instead of idling.
-func notYet(name, short string) *cobra.Command {
-	return &cobra.Command{
-		Use:                name,
-		Short:              short,
-		DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
-			return ExitError{Code: 2, Err: fmt.Errorf("%s is not implemented in this build yet (the in-pod data plane comes in a later release)", name)}
-		},
-	}
 }
 
 func newVersionCommand() *cobra.Command {

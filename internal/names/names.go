@@ -89,6 +89,12 @@ const (
 	// so that a volume's lost+found does not upset initdb.
 	PGData           = DataMountPath + "/pgdata"
 	SecretsMountPath = "/etc/regent/secrets"
+	// WALArchiveDirName is the pod's WAL archive, beside PGDATA on the data
+	// volume (`regent wal-push` fills it).
+	WALArchiveDirName = "wal-archive"
+	// AgentSocketName is the agent's local API socket in the run
+	// directory (`regent wal-fetch` asks it for WAL).
+	AgentSocketName = "agent.sock"
 	// SATokenMountPath is the standard service account path, so client-go's
 	// in-cluster config finds the agent's token.
 	SATokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -92,9 +92,10 @@ func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
 // something is changing), each observing the Lease and the pod through the
 // API server, deciding, and acting.
 func (a *Agent) Run(ctx context.Context) error {
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	go a.keepLease(ctx)
 	go func() { errs <- a.serveRelay(ctx) }()
+	go func() { errs <- a.serveLocalAPI(ctx) }()
 	go func() { errs <- a.serveFollowerRelay(ctx) }()
 	go func() { errs <- a.serveHTTP(ctx) }()
 	// The pass period is not safety-critical (deadlines are), so a plain

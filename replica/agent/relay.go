@@ -16,6 +16,7 @@ import (
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pipe"
 	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/walarchive"
 )
 
 // The relay carries every replication connection between pods (DESIGN.md
@@ -26,7 +27,10 @@ import (
 // cut their relays when leadership changes, and the leader's end checks
 // its lease for every chunk it forwards in either direction.
 
-const handshakePrefix = "REGENT-RELAY/1"
+const (
+	handshakePrefix    = "REGENT-RELAY/1"
+	walHandshakePrefix = "REGENT-WAL/1"
+)
 
 // relaySet tracks open relays so that a leadership change cuts them all.
 type relaySet struct {
@@ -87,7 +91,8 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	epoch, peer, err := parseHandshake(line)
+	h, err := parseHandshake(line)
+	epoch, peer := h.epoch, h.peer
 	if err != nil || !a.canServe(epoch) {
 		why := "not the leader of that epoch"
 		if err != nil {
@@ -96,6 +101,10 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 		a.log.Info("Refused a relay", "peer", peer, "epoch", epoch, "reason", why)
 		_, _ = fmt.Fprintf(c, "NO %s\n", why)
 		_ = c.Close()
+		return
+	}
+	if h.kind == walHandshakePrefix {
+		a.serveWAL(ctx, c, h)
 		return
 	}
 	if err := a.ensureSlot(ctx, peer); err != nil {
@@ -119,16 +128,34 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	pipe.Both(&bufferedConn{Conn: c, r: r}, local, check)
 }
 
-func parseHandshake(line string) (epoch int64, peer string, err error) {
+// handshake is the first line a follower's agent sends: a replication
+// relay (REGENT-RELAY/1 epoch=N pod=P) or an archived WAL file
+// (REGENT-WAL/1 epoch=N pod=P file=F).
+type handshake struct {
+	kind, peer, file string
+	epoch            int64
+}
+
+func parseHandshake(line string) (handshake, error) {
 	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != handshakePrefix {
-		return 0, "", errors.New("bad handshake")
+	var h handshake
+	switch {
+	case len(f) == 3 && f[0] == handshakePrefix:
+	case len(f) == 4 && f[0] == walHandshakePrefix && strings.HasPrefix(f[3], "file="):
+		h.file = strings.TrimPrefix(f[3], "file=")
+		if !walarchive.ValidName(h.file) {
+			return h, errors.New("bad WAL file name")
+		}
+	default:
+		return h, errors.New("bad handshake")
 	}
-	epoch, err = strconv.ParseInt(strings.TrimPrefix(f[1], "epoch="), 10, 64)
+	h.kind = f[0]
+	epoch, err := strconv.ParseInt(strings.TrimPrefix(f[1], "epoch="), 10, 64)
 	if err != nil {
-		return 0, "", errors.New("bad epoch")
+		return h, errors.New("bad epoch")
 	}
-	return epoch, strings.TrimPrefix(f[2], "pod="), nil
+	h.epoch, h.peer = epoch, strings.TrimPrefix(f[2], "pod=")
+	return h, nil
 }
 
 // serveFollowerRelay is the follower's end: a unix socket named as
@@ -153,69 +180,78 @@ func (a *Agent) serveFollowerRelay(ctx context.Context) error {
 
 // dialRelay connects a local client to the current leader's agent.
 func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
+	remote, r, epoch, err := a.dialLeader(ctx, handshakePrefix, "")
+	if err != nil {
+		a.log.V(1).Info("Relay not opened", "reason", err.Error())
+		_ = c.Close()
+		return
+	}
+	if answer, err := r.ReadString('\n'); err != nil || strings.TrimSpace(answer) != "OK" {
+		_ = remote.Close()
+		a.log.V(1).Info("Relay not opened", "reason", "leader refused: "+strings.TrimSpace(answer))
+		_ = c.Close()
+		return
+	}
+	_ = remote.SetReadDeadline(time.Time{})
+	a.relays.add(c, remote)
+	defer a.relays.remove(c, remote)
+	// Forward only while the agent still follows this epoch, unsealed, and
+	// has heard from the API server within the renew deadline.
+	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, func() bool { return a.mayFollow(epoch) })
+}
+
+// mayFollow reports whether this agent may still take WAL of epoch: it
+// follows that epoch, unsealed, and heard from the API server within the
+// renew deadline.
+func (a *Agent) mayFollow(epoch int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch &&
+		a.clock.Since(a.lastContact) <= renewDeadline(a.lease)
+}
+
+// dialLeader opens a connection to the Lease holder's agent and sends the
+// handshake (with extra fields, if any); the answer is left for the caller
+// to read from the returned reader, under a read deadline.
+func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn, *bufio.Reader, int64, error) {
 	a.mu.Lock()
 	lease, epoch, contact := a.lease, a.epoch, a.lastContact
 	a.mu.Unlock()
-	fail := func(why string) {
-		a.log.V(1).Info("Relay not opened", "reason", why)
-		_ = c.Close()
-	}
 	if lease == nil {
-		fail("no Lease seen yet")
-		return
+		return nil, nil, 0, errors.New("no Lease seen yet")
 	}
 	holder := ptrString(lease.Spec.HolderIdentity)
 	switch {
 	case holder == "" || holder == a.cfg.Pod:
-		fail("no other pod holds the Lease")
-		return
+		return nil, nil, 0, errors.New("no other pod holds the Lease")
 	case sealedEpoch(lease) >= epoch:
-		fail("the epoch is sealed")
-		return
+		return nil, nil, 0, errors.New("the epoch is sealed")
 	case a.clock.Since(contact) > renewDeadline(lease):
 		// A follower that lost the API server must not keep feeding its
 		// PostgreSQL from a leader that may have been replaced.
-		fail("no recent contact with the API server")
-		return
+		return nil, nil, 0, errors.New("no recent contact with the API server")
 	}
 	pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, holder, metav1GetOptions)
 	if err != nil || pod.Status.PodIP == "" {
-		fail("leader pod address unknown")
-		return
+		return nil, nil, 0, errors.New("leader pod address unknown")
 	}
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	remote, err := d.DialContext(dctx, "tcp", net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(a.cfg.RelayPort)))
 	if err != nil {
-		fail("dial leader: " + err.Error())
-		return
+		return nil, nil, 0, fmt.Errorf("dial leader: %w", err)
 	}
-	if _, err := fmt.Fprintf(remote, "%s epoch=%d pod=%s\n", handshakePrefix, epoch, a.cfg.Pod); err != nil {
+	hello := fmt.Sprintf("%s epoch=%d pod=%s", prefix, epoch, a.cfg.Pod)
+	if extra != "" {
+		hello += " " + extra
+	}
+	if _, err := fmt.Fprintln(remote, hello); err != nil {
 		_ = remote.Close()
-		fail("handshake: " + err.Error())
-		return
+		return nil, nil, 0, fmt.Errorf("handshake: %w", err)
 	}
 	_ = remote.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(remote)
-	answer, err := r.ReadString('\n')
-	_ = remote.SetReadDeadline(time.Time{})
-	if err != nil || strings.TrimSpace(answer) != "OK" {
-		_ = remote.Close()
-		fail("leader refused: " + strings.TrimSpace(answer))
-		return
-	}
-	a.relays.add(c, remote)
-	defer a.relays.remove(c, remote)
-	// Forward only while the agent still follows this epoch, unsealed, and
-	// has heard from the API server within the renew deadline.
-	check := func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch &&
-			a.clock.Since(a.lastContact) <= renewDeadline(a.lease)
-	}
-	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, check)
+	return remote, bufio.NewReader(remote), epoch, nil
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already.

@@ -63,6 +63,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// PostgreSQL, as the postgres user, runs the binary for wal-push and
+	// wal-fetch, as it runs /regent/bin/regent in a pod.
+	_ = os.Chmod(dir, 0o755)
 	regentBin = filepath.Join(dir, "regent")
 	build := exec.Command("go", "build", "-o", regentBin, ".")
 	build.Dir = repoRoot()
@@ -98,6 +101,9 @@ const superPW, replPW, appPW = "super-pw-1", "repl-pw-1", "app-pw-1"
 type pod struct {
 	name, ip, runDir, logDir string
 	procs                    []*exec.Cmd
+	// starts remembers how procs were started, for restart.
+	starts [][]string
+	env    []string
 }
 
 type cluster struct {
@@ -189,7 +195,7 @@ func newCluster(t *testing.T, n int, ipBase string) *cluster {
 
 func (p *pod) start(t *testing.T, envv []string, args ...string) {
 	t.Helper()
-	log, err := os.Create(filepath.Join(p.logDir, args[0]+".log"))
+	log, err := os.OpenFile(filepath.Join(p.logDir, args[0]+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,16 +206,33 @@ func (p *pod) start(t *testing.T, envv []string, args ...string) {
 		t.Fatal(err)
 	}
 	p.procs = append(p.procs, cmd)
+	p.starts, p.env = append(p.starts, args), envv
+}
+
+// kill stops the pod's processes and its PostgreSQL at once, as a node
+// losing power would.
+func (p *pod) kill() {
+	for _, cmd := range p.procs {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	// PostgreSQL runs in its own process group, started by instance.
+	_ = exec.Command("pkill", "-KILL", "-f", "postgres -D "+filepath.Join(p.logDir, "data", "pgdata")).Run()
+}
+
+// restart starts the pod's processes again, as its containers restarting.
+func (p *pod) restart(t *testing.T) {
+	t.Helper()
+	starts := p.starts
+	p.procs, p.starts = nil, nil
+	for _, args := range starts {
+		p.start(t, p.env, args...)
+	}
 }
 
 func (c *cluster) stop() {
 	for _, p := range c.pods {
-		for _, cmd := range p.procs {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-		// PostgreSQL runs in its own process group, started by instance.
-		_ = exec.Command("pkill", "-KILL", "-f", "postgres -D "+filepath.Join(p.logDir, "data", "pgdata")).Run()
+		p.kill()
 		if c.t.Failed() {
 			for _, f := range []string{"instance.log", "agent.log", "data/postgres.log"} {
 				b, _ := os.ReadFile(filepath.Join(p.logDir, f))

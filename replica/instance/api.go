@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"github.com/regent-dev/regent/replica/walarchive"
 )
 
 // SocketName is the API socket's name in the run directory.
@@ -97,6 +100,23 @@ func (in *Instance) Handler() http.Handler {
 		if decode(w, r, &req) {
 			reply(w, nil, in.Configure(r.Context(), req.SynchronousStandbyNames))
 		}
+	})
+	// The archive's files, for the agent to serve to followers that fell
+	// behind the WAL this pod still keeps.
+	mux.HandleFunc("GET /wal/{name}", func(w http.ResponseWriter, r *http.Request) {
+		f, size, err := walarchive.Archive{Dir: in.cfg.ArchiveDir}.Open(r.PathValue("name"))
+		switch {
+		case errors.Is(err, walarchive.ErrNotFound):
+			w.WriteHeader(http.StatusNotFound)
+			return
+		case err != nil:
+			reply(w, nil, err)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		_, _ = io.Copy(w, f)
 	})
 	mux.HandleFunc("POST /deadline", func(w http.ResponseWriter, r *http.Request) {
 		var req DeadlineRequest
@@ -255,6 +275,34 @@ func (c *Client) Promote(ctx context.Context, deadline time.Time) error {
 // Configure changes synchronous_standby_names of the running PostgreSQL.
 func (c *Client) Configure(ctx context.Context, synchronousStandbyNames string) error {
 	return c.call(ctx, http.MethodPost, "/configure", ConfigureRequest{SynchronousStandbyNames: synchronousStandbyNames}, nil)
+}
+
+// FetchWAL opens the archived WAL file name and returns its size; a file
+// the archive does not hold is walarchive.ErrNotFound.
+func (c *Client) FetchWAL(ctx context.Context, name string) (io.ReadCloser, int64, error) {
+	if !walarchive.ValidName(name) {
+		return nil, 0, fmt.Errorf("%q is not a WAL file name", name)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://instance/wal/"+name, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("instance /wal: %w", err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return resp.Body, resp.ContentLength, nil
+	case http.StatusNotFound:
+		_ = resp.Body.Close()
+		return nil, 0, walarchive.ErrNotFound
+	default:
+		defer resp.Body.Close()
+		e := &APIError{Status: resp.StatusCode}
+		_ = json.NewDecoder(resp.Body).Decode(&e.ErrorResponse)
+		return nil, 0, e
+	}
 }
 
 // SetDeadline refreshes the watchdog.

@@ -45,8 +45,8 @@ type Settings struct {
 	PrimaryConninfo, PrimarySlotName string
 	// SynchronousStandbyNames is set by the agent on a leader.
 	SynchronousStandbyNames string
-	// ArchiveCommand and RestoreCommand ship WAL through the agents; empty
-	// leaves archiving off.
+	// ArchiveCommand and RestoreCommand ship WAL through the agents
+	// (`regent wal-push`, `regent wal-fetch`); empty leaves archiving off.
 	ArchiveCommand, RestoreCommand string
 }
 
@@ -95,7 +95,9 @@ func regentConf(s Settings) string {
 		set["wal_level"] = "logical"
 	}
 	if s.ArchiveCommand != "" {
-		set["archive_mode"] = "on"
+		// always: a follower archives what it receives too, so a new
+		// leader's archive reaches back before its promotion.
+		set["archive_mode"] = "always"
 		set["archive_command"] = s.ArchiveCommand
 	}
 	if s.RestoreCommand != "" {

@@ -30,7 +30,7 @@ func TestRegentConfWinsAndFollowsTheRole(t *testing.T) {
 			name: "sync standbys and archiving",
 			s: Settings{Role: RoleLeader, SynchronousStandbyNames: `ANY 1 ("pg_1", "pg_2")`,
 				ArchiveCommand: "/regent/bin/regent wal-push %p"},
-			want: []string{`synchronous_standby_names = 'ANY 1 ("pg_1", "pg_2")'`, "archive_mode = 'on'",
+			want: []string{`synchronous_standby_names = 'ANY 1 ("pg_1", "pg_2")'`, "archive_mode = 'always'",
 				"archive_command = '/regent/bin/regent wal-push %p'"},
 		},
 		{

@@ -25,6 +25,9 @@ type Config struct {
 	BinDir string
 	// Major is the PostgreSQL major version of BinDir (e.g. "15").
 	Major string
+	// ArchiveDir is the pod's WAL archive, which Settings.ArchiveCommand
+	// fills; instance serves its files to the agent.
+	ArchiveDir string
 	Settings
 	// SuperuserPasswordFile holds the postgres role's password: initdb
 	// sets it, and instance logs in with it for status.

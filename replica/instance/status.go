@@ -2,8 +2,14 @@ package instance
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 )
+
+// ClusterStateUnstartedBackup is the ClusterState of a base backup that
+// PostgreSQL has not started from yet.
+const ClusterStateUnstartedBackup = "base backup not started yet"
 
 // Status is what instance reports of PostgreSQL.
 type Status struct {
@@ -58,6 +64,12 @@ func (in *Instance) Status(ctx context.Context) Status {
 		st.Role = ""
 		if control, err := in.controlData(ctx); err == nil && control != nil {
 			st.ClusterState = control["Database cluster state"]
+		}
+		// A base backup that never started keeps its source's pg_control
+		// ("in production") beside a backup_label: it is a follower's copy,
+		// not a former leader's data, and needs no rewind.
+		if _, err := os.Stat(filepath.Join(in.cfg.PGData, "backup_label")); err == nil {
+			st.ClusterState = ClusterStateUnstartedBackup
 		}
 		return st
 	}
