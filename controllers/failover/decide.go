@@ -1,0 +1,361 @@
+// Package failover is the operator's failover decision (DESIGN.md §5) as a
+// pure function: from the members observed, the Lease, the spec and the
+// operator's clock to one action. It performs nothing; the reconciler
+// carries the action out, one idempotent step per pass.
+//
+// The protocol has two phases. When the leader is lost (Lease released,
+// expired by the operator's own clock, or both its containers reported
+// terminated by its node), the operator first seals the epoch; the
+// followers' agents then stop taking WAL of it and report the position
+// they hold. Only then does it elect, among sealed followers, the one with
+// the most WAL. In Sync mode with ANY k of n followers it elects only when
+// at least n-k+1 followers reported (that set meets every acknowledgement
+// quorum, so its best position holds every acknowledged commit) and only a
+// follower at the best reported position may win.
+package failover
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// Kind is what the operator should do.
+type Kind string
+
+const (
+	// None: the leader is healthy; nothing to do.
+	None Kind = "None"
+	// Wait: a failover is due or under way but cannot proceed yet.
+	Wait Kind = "Wait"
+	// Seal: mark the current epoch sealed on the Lease (phase one).
+	Seal Kind = "Seal"
+	// Promote: move the Lease to Target at the next epoch (phase two).
+	Promote Kind = "Promote"
+	// Refuse: the operator must not act; a person has to look.
+	Refuse Kind = "Refuse"
+)
+
+// Spec is what the ReplicaSet's spec says about failover.
+type Spec struct {
+	Enabled bool
+	// Sync is true in Sync mode, where SyncReplicas (k) of the Followers
+	// (n) acknowledge every commit.
+	Sync         bool
+	SyncReplicas int
+	Followers    int
+	// MaxLagBytes is Async mode's data-loss budget.
+	MaxLagBytes int64
+	// Delay is spec.failover.delaySeconds.
+	Delay time.Duration
+	// LeaseDuration is the Lease's duration.
+	LeaseDuration time.Duration
+	// SealWait is how long after sealing the operator waits for every
+	// follower to report before it elects among those that did.
+	SealWait time.Duration
+}
+
+// Lease is what the operator knows of the leadership Lease.
+type Lease struct {
+	// Holder is "" once the leader released it.
+	Holder string
+	Epoch  int64
+	// EverRenewed is false for a new cluster whose first leader never
+	// renewed: it never served, so there is nothing to fail over.
+	EverRenewed bool
+	// LastRenewSeen is when, by the operator's clock, it last saw the
+	// Lease renewed (or first saw it at all, after an operator restart).
+	LastRenewSeen time.Time
+	// Sealed says the current epoch is sealed; SealedAt when (operator's
+	// clock, recorded on the Lease).
+	Sealed   bool
+	SealedAt time.Time
+	// ReleasedLSN is the old leader's final position when it released the
+	// Lease after a clean stop; 0 if unknown.
+	ReleasedLSN uint64
+}
+
+// Member is one pod of the cluster as observed.
+type Member struct {
+	Name    string
+	Ordinal int
+	// Deleting: the pod has a deletion timestamp.
+	Deleting bool
+	Ready    bool
+	// ContainersTerminated: the node reports both the postgres and the
+	// agent containers terminated.
+	ContainersTerminated bool
+	// Agent is the agent's /status; nil when it did not answer.
+	Agent *api.Status
+}
+
+// Input is everything the decision depends on.
+type Input struct {
+	Spec    Spec
+	Lease   Lease
+	Members []Member
+	Now     time.Time
+	// LostSince is when the operator first saw the leader lost by release
+	// or termination (zero: now).
+	LostSince time.Time
+	// LeaderLSN is the leader's last known position (0 if unknown).
+	LeaderLSN uint64
+	// SwitchoverTo names the pod a person asked to hand leadership to.
+	SwitchoverTo string
+}
+
+// Decision is the action, with what a user needs to know about it.
+type Decision struct {
+	Kind Kind
+	// Reason says why, in words a user can act on.
+	Reason string
+	// Until is when to look again at the latest (zero: on the next event).
+	Until time.Time
+	// Cause says why the leader counts as lost (empty while healthy).
+	Cause string
+	// Target and TargetLSN: the winner of a promotion and its position.
+	Target    string
+	TargetLSN uint64
+	// Eligibility maps each member to "" (may be promoted) or why not.
+	Eligibility map[string]string
+}
+
+// Decide returns the one action the operator should take now.
+func Decide(in Input) Decision {
+	d := Decision{Eligibility: map[string]string{}}
+	if claims := claimants(in.Members); len(claims) > 1 {
+		d.Kind, d.Reason = Refuse, fmt.Sprintf("%s all run as leader: refusing to change leadership until only one does",
+			strings.Join(claims, ", "))
+		return d
+	}
+	lost, cause, lostAt, expiry := leaderLost(in)
+	if !lost && !in.Lease.Sealed {
+		d.Kind, d.Until = None, expiry
+		if !in.Lease.EverRenewed {
+			d.Reason = "the first leader has not started yet"
+		}
+		return d
+	}
+	d.Cause = cause
+	if !in.Lease.Sealed {
+		switch {
+		case !in.Spec.Enabled && in.SwitchoverTo == "":
+			d.Kind, d.Reason = Refuse, "the leader is lost ("+cause+") and failover is disabled (spec.failover.enabled=false)"
+		case in.SwitchoverTo == "" && in.Now.Before(lostAt.Add(in.Spec.Delay)):
+			d.Kind, d.Until = Wait, lostAt.Add(in.Spec.Delay)
+			d.Reason = fmt.Sprintf("the leader is lost (%s); spec.failover.delaySeconds holds the failover until %s",
+				cause, d.Until.UTC().Format(time.RFC3339))
+		default:
+			d.Kind, d.Reason = Seal, fmt.Sprintf("the leader is lost (%s): sealing epoch %d", cause, in.Lease.Epoch)
+		}
+		return d
+	}
+	if d.Cause == "" {
+		d.Cause = fmt.Sprintf("epoch %d is sealed", in.Lease.Epoch)
+	}
+	return elect(in, d)
+}
+
+// claimants are the members whose agents report PostgreSQL running as a
+// leader: more than one is a split brain the operator must not touch.
+func claimants(members []Member) []string {
+	var out []string
+	for _, m := range members {
+		if a := m.Agent; a != nil && a.Mode == api.ModeLeader && a.Running && !a.InRecovery && !a.Fenced {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// leaderLost says whether the leader is lost, why, since when, and
+// otherwise when its Lease expires by the operator's clock.
+func leaderLost(in Input) (lost bool, cause string, since, expiry time.Time) {
+	l := in.Lease
+	lostSince := in.LostSince
+	if lostSince.IsZero() {
+		lostSince = in.Now
+	}
+	if l.Holder == "" {
+		cause = "the leader released the Lease"
+		if l.ReleasedLSN != 0 {
+			cause += " at " + FormatLSN(l.ReleasedLSN)
+		}
+		return true, cause, lostSince, time.Time{}
+	}
+	if m := member(in.Members, l.Holder); m != nil && m.ContainersTerminated {
+		return true, "the node reports the leader's postgres and agent containers terminated", lostSince, time.Time{}
+	}
+	if !l.EverRenewed {
+		return false, "", time.Time{}, time.Time{}
+	}
+	expiry = l.LastRenewSeen.Add(in.Spec.LeaseDuration)
+	if in.Now.Before(expiry) {
+		return false, "", time.Time{}, expiry
+	}
+	return true, fmt.Sprintf("no renewal of the Lease seen for %s", in.Spec.LeaseDuration), expiry, time.Time{}
+}
+
+// candidate is a member that reported a sealed position.
+type candidate struct {
+	Member
+	received, replayed uint64
+}
+
+func elect(in Input, d Decision) Decision {
+	epoch := in.Lease.Epoch
+	var reported []candidate
+	maxTimeline := int64(0)
+	followers := 0
+	for _, m := range in.Members {
+		if m.Name == in.Lease.Holder {
+			continue
+		}
+		followers++
+		a := m.Agent
+		if a == nil || !a.Sealed || a.Epoch != epoch {
+			continue
+		}
+		received, err := ParseLSN(a.SealedLSN)
+		if err != nil {
+			continue
+		}
+		replayed, _ := ParseLSN(a.ReplayedLSN)
+		reported = append(reported, candidate{Member: m, received: received, replayed: replayed})
+		maxTimeline = max(maxTimeline, a.Timeline)
+	}
+	slices.SortFunc(reported, func(x, y candidate) int {
+		return cmp.Or(cmp.Compare(y.received, x.received), cmp.Compare(y.replayed, x.replayed), cmp.Compare(x.Ordinal, y.Ordinal))
+	})
+	leaderLSN := max(in.LeaderLSN, in.Lease.ReleasedLSN)
+	eligible := func(c candidate) string {
+		a := c.Agent
+		switch {
+		case c.Deleting:
+			return "the pod is being deleted"
+		case !a.Running || !a.InRecovery:
+			return "PostgreSQL is not running as a follower"
+		case a.LastAPIContact == nil || in.Now.Sub(*a.LastAPIContact) > in.Spec.LeaseDuration*2/3:
+			return "its agent has not reached the API server recently"
+		case a.Timeline < maxTimeline:
+			return fmt.Sprintf("on timeline %d, behind timeline %d", a.Timeline, maxTimeline)
+		case !in.Spec.Sync && leaderLSN > c.received && int64(leaderLSN-c.received) > in.Spec.MaxLagBytes:
+			return fmt.Sprintf("lags the leader's last known position by %d bytes, more than maxLagBytes (%d)",
+				leaderLSN-c.received, in.Spec.MaxLagBytes)
+		}
+		return ""
+	}
+	for _, m := range in.Members {
+		if m.Name == in.Lease.Holder {
+			d.Eligibility[m.Name] = "the leader of the sealed epoch"
+			continue
+		}
+		d.Eligibility[m.Name] = fmt.Sprintf("has not reported a sealed position for epoch %d", epoch)
+	}
+	for _, c := range reported {
+		d.Eligibility[c.Name] = eligible(c)
+	}
+
+	// A switchover hands over to the follower a person named, once it
+	// holds the old leader's final position; if it cannot within the seal
+	// wait, the election below proceeds as for any lost leader.
+	if in.SwitchoverTo != "" && in.Now.Before(in.Lease.SealedAt.Add(in.Spec.SealWait)) {
+		for _, c := range reported {
+			if c.Name != in.SwitchoverTo {
+				continue
+			}
+			switch why := d.Eligibility[c.Name]; {
+			case why != "":
+				d.Reason = fmt.Sprintf("switchover: %s cannot be promoted: %s", c.Name, why)
+			case c.received < leaderLSN:
+				d.Reason = fmt.Sprintf("switchover: %s has %s, the old leader stopped at %s", c.Name,
+					FormatLSN(c.received), FormatLSN(leaderLSN))
+			default:
+				d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
+				d.Reason = fmt.Sprintf("switchover: %s holds the old leader's final position (%s)", c.Name, FormatLSN(leaderLSN))
+				return d
+			}
+		}
+		if d.Reason == "" {
+			d.Reason = fmt.Sprintf("switchover: waiting for %s to report a sealed position", in.SwitchoverTo)
+		}
+		d.Kind, d.Until = Wait, in.Lease.SealedAt.Add(in.Spec.SealWait)
+		return d
+	}
+
+	// Give every follower a chance to report before electing among those
+	// that did.
+	if len(reported) < followers && in.Now.Before(in.Lease.SealedAt.Add(in.Spec.SealWait)) {
+		d.Kind, d.Until = Wait, in.Lease.SealedAt.Add(in.Spec.SealWait)
+		d.Reason = fmt.Sprintf("epoch %d sealed; %d of %d followers reported their positions", epoch, len(reported), followers)
+		return d
+	}
+
+	if in.Spec.Sync {
+		need := in.Spec.Followers - in.Spec.SyncReplicas + 1
+		if len(reported) < need {
+			return fallback(in, d, fmt.Sprintf("Sync mode: %d of %d followers reported sealed positions, %d needed to be sure "+
+				"the winner holds every acknowledged commit", len(reported), in.Spec.Followers, need))
+		}
+		best := reported[0]
+		if why := d.Eligibility[best.Name]; why != "" {
+			return fallback(in, d, fmt.Sprintf("Sync mode: %s holds the highest reported position (%s) but %s",
+				best.Name, FormatLSN(best.received), why))
+		}
+		return promote(in, d, best)
+	}
+	for _, c := range reported {
+		if d.Eligibility[c.Name] == "" {
+			return promote(in, d, c)
+		}
+	}
+	return fallback(in, d, "no follower can be promoted")
+}
+
+func promote(_ Input, d Decision, c candidate) Decision {
+	d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
+	d.Reason = fmt.Sprintf("%s holds the most WAL among the sealed followers (%s)", c.Name, FormatLSN(c.received))
+	return d
+}
+
+// fallback: with no follower to promote, the leader of the sealed epoch
+// may lead again at a new epoch when its agent answers and its PostgreSQL
+// is not running as a leader: its data holds every commit it acknowledged
+// (a single-pod cluster whose PostgreSQL crashed recovers this way).
+func fallback(in Input, d Decision, why string) Decision {
+	if old := member(in.Members, in.Lease.Holder); old != nil && old.Agent != nil && !old.Deleting &&
+		!(old.Agent.Running && !old.Agent.InRecovery) && old.Agent.LastAPIContact != nil &&
+		in.Now.Sub(*old.Agent.LastAPIContact) <= in.Spec.LeaseDuration*2/3 {
+		d.Eligibility[old.Name] = ""
+		d.Kind, d.Target, d.TargetLSN = Promote, old.Name, in.Lease.ReleasedLSN
+		d.Reason = why + "; the old leader answers with its data and leads again at a new epoch"
+		return d
+	}
+	d.Kind, d.Reason = Wait, why+"; waiting"
+	return d
+}
+
+func member(ms []Member, name string) *Member {
+	for i := range ms {
+		if ms[i].Name == name {
+			return &ms[i]
+		}
+	}
+	return nil
+}
+
+// ParseLSN reads PostgreSQL's X/Y notation.
+func ParseLSN(s string) (uint64, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("LSN %q: %w", s, err)
+	}
+	return uint64(hi)<<32 | uint64(lo), nil
+}
+
+// FormatLSN writes PostgreSQL's X/Y notation.
+func FormatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

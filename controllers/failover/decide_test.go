@@ -1,0 +1,293 @@
+package failover
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regent-dev/regent/replica/api"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func spec() Spec {
+	return Spec{Enabled: true, Followers: 2, MaxLagBytes: 1 << 20, LeaseDuration: 10 * time.Second, SealWait: 5 * time.Second}
+}
+
+// leader is the epoch-1 leader's agent, serving.
+func leader(name string, ord int) Member {
+	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeLeader, Epoch: 1,
+		Running: true, Timeline: 1, WriteLSN: "0/5000000", LastAPIContact: ptr(t0)}}
+}
+
+// sealed is a follower that sealed epoch 1 at received LSN lsn.
+func sealed(name string, ord int, lsn string) Member {
+	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeFollower, Epoch: 1,
+		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: lsn, ReplayedLSN: lsn, Sealed: true, SealedLSN: lsn,
+		LastAPIContact: ptr(t0)}}
+}
+
+func silent(name string, ord int) Member { return Member{Name: name, Ordinal: ord} }
+
+func ptr[T any](v T) *T { return &v }
+
+func with(m Member, f func(*Member)) Member { f(&m); return m }
+
+func agent(m Member, f func(*api.Status)) Member {
+	a := *m.Agent
+	f(&a)
+	m.Agent = &a
+	return m
+}
+
+// live is an unsealed Lease held by db-0 at epoch 1, renewed just now.
+func live() Lease {
+	return Lease{Holder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0}
+}
+
+// sealedLease is epoch 1 sealed at t0, its holder db-0 silent.
+func sealedLease() Lease {
+	l := live()
+	l.LastRenewSeen = t0.Add(-time.Minute)
+	l.Sealed, l.SealedAt = true, t0
+	return l
+}
+
+func TestDecide(t *testing.T) {
+	syncSpec := spec()
+	syncSpec.Sync, syncSpec.SyncReplicas = true, 1
+	sync3 := syncSpec
+	sync3.Followers = 3
+	disabled := spec()
+	disabled.Enabled = false
+	delayed := spec()
+	delayed.Delay = 30 * time.Second
+
+	tests := []struct {
+		name       string
+		in         Input
+		want       Kind
+		target     string
+		reasonHas  string
+		until      time.Time
+		ineligible map[string]string
+	}{
+		{
+			name: "healthy leader: nothing, look again at expiry",
+			in:   Input{Spec: spec(), Lease: live(), Now: t0.Add(time.Second), Members: []Member{leader("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: None, until: t0.Add(10 * time.Second),
+		},
+		{
+			name: "new cluster whose first leader never renewed: nothing",
+			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: Lease{Holder: "db-0", Epoch: 1, LastRenewSeen: t0},
+				Members: []Member{silent("db-0", 0), silent("db-1", 1)}},
+			want: None, reasonHas: "has not started yet",
+		},
+		{
+			name: "Lease released: seal at once",
+			in: Input{Spec: spec(), Now: t0, Lease: Lease{Holder: "", Epoch: 1, EverRenewed: true, LastRenewSeen: t0},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Seal, reasonHas: "released the Lease",
+		},
+		{
+			name: "both containers of the leader terminated: seal at once, Lease still valid",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: live(),
+				Members: []Member{with(silent("db-0", 0), func(m *Member) { m.ContainersTerminated = true }), sealed("db-1", 1, "0/5000000")}},
+			want: Seal, reasonHas: "containers terminated",
+		},
+		{
+			name: "silent leader, Lease still valid by the operator's clock: wait until expiry",
+			in:   Input{Spec: spec(), Now: t0.Add(9 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: None, until: t0.Add(10 * time.Second),
+		},
+		{
+			name: "force-deleted leader pod (no member): wait for the Lease",
+			in:   Input{Spec: spec(), Now: t0.Add(3 * time.Second), Lease: live(), Members: []Member{sealed("db-1", 1, "0/5000000")}},
+			want: None, until: t0.Add(10 * time.Second),
+		},
+		{
+			name: "Lease expired by the operator's clock: seal",
+			in:   Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Seal, reasonHas: "no renewal",
+		},
+		{
+			name: "delaySeconds holds the seal",
+			in: Input{Spec: delayed, Now: t0.Add(20 * time.Second), Lease: live(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Wait, until: t0.Add(40 * time.Second), reasonHas: "delaySeconds",
+		},
+		{
+			name: "failover disabled: refuse",
+			in:   Input{Spec: disabled, Now: t0.Add(time.Minute), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Refuse, reasonHas: "failover is disabled",
+		},
+		{
+			name: "sealed: candidates ranked by received LSN",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+			want: Promote, target: "db-2",
+		},
+		{
+			name: "equal received LSN: then replayed LSN",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), agent(sealed("db-1", 1, "0/5000100"), func(a *api.Status) { a.ReplayedLSN = "0/5000000" }),
+					sealed("db-2", 2, "0/5000100")}},
+			want: Promote, target: "db-2",
+		},
+		{
+			name: "equal positions: then lowest ordinal",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000100"), sealed("db-1", 1, "0/5000100")}},
+			want: Promote, target: "db-1",
+		},
+		{
+			name: "a follower that has not reported yet: wait for it until the seal wait ends",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+			want: Wait, until: t0.Add(5 * time.Second), reasonHas: "1 of 2 followers reported",
+		},
+		{
+			name: "Async: after the seal wait, elect among those that reported",
+			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+			want: Promote, target: "db-1",
+		},
+		{
+			name: "Async: a candidate past maxLagBytes is refused",
+			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/8F00000")}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "maxLagBytes"},
+		},
+		{
+			name: "Async: every candidate past maxLagBytes: wait",
+			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Wait, reasonHas: "no follower can be promoted", ineligible: map[string]string{"db-1": "maxLagBytes"},
+		},
+		{
+			name: "a candidate whose agent lost the API server is not eligible",
+			in: Input{Spec: spec(), Now: t0.Add(30 * time.Second), Lease: func() Lease { l := sealedLease(); l.SealedAt = t0.Add(20 * time.Second); return l }(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
+					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(29 * time.Second)) })}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "API server"},
+		},
+		{
+			name: "a candidate on an older timeline is not eligible",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
+					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.Timeline = 2 })}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "timeline"},
+		},
+		{
+			name: "Sync ANY 1 of 2: both reported, the best wins",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+			want: Promote, target: "db-2",
+		},
+		{
+			name: "Sync ANY 1 of 2: one silent follower may hold the only acknowledged commit: wait, never elect the other",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+			want: Wait, reasonHas: "1 of 2 followers reported sealed positions, 2 needed",
+		},
+		{
+			name: "Sync ANY 2 of 3: two reports suffice (n-k+1)",
+			in: Input{Spec: func() Spec { s := sync3; s.SyncReplicas = 2; return s }(), Now: t0.Add(6 * time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100"), silent("db-3", 3)}},
+			want: Promote, target: "db-2",
+		},
+		{
+			name: "Sync: the best reported follower is not eligible: wait, do not elect the second",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"),
+					agent(sealed("db-2", 2, "0/5000100"), func(a *api.Status) { a.Running = false })}},
+			want: Wait, reasonHas: "db-2 holds the highest reported position",
+		},
+		{
+			name: "Sync: the maxLagBytes budget does not apply (nothing acknowledged is lost)",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000000")}},
+			want: Promote, target: "db-1",
+		},
+		{
+			name: "no candidate at all: wait",
+			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0), silent("db-1", 1), silent("db-2", 2)}},
+			want: Wait, reasonHas: "no follower can be promoted",
+		},
+		{
+			name: "the old leader comes back stopped, no follower can win: it leads again",
+			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: func() Lease { l := sealedLease(); l.LastRenewSeen = t0.Add(time.Hour - time.Minute); return l }(),
+				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.Running, a.LastAPIContact = false, ptr(t0.Add(time.Hour)) }),
+					silent("db-1", 1)}},
+			want: Promote, target: "db-0",
+		},
+		{
+			name: "the old leader comes back still running as leader: not re-elected",
+			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: sealedLease(),
+				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(time.Hour)) }), silent("db-1", 1)}},
+			want: Wait,
+		},
+		{
+			name: "two pods run as leader: refuse",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: live(),
+				Members: []Member{leader("db-0", 0), agent(leader("db-1", 1), func(a *api.Status) { a.Epoch = 2 })}},
+			want: Refuse, reasonHas: "db-0, db-1 all run as leader",
+		},
+		{
+			name: "switchover: the named follower wins once it holds the final position",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
+				Lease: func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000000; return l }(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+			want: Promote, target: "db-1",
+		},
+		{
+			name: "switchover: the named follower has not received the final position yet: wait",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
+				Lease: func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000100; return l }(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+			want: Wait, reasonHas: "the old leader stopped at 0/5000100",
+		},
+		{
+			name: "switchover with failover disabled and a delay: sealed at once",
+			in: Input{Spec: func() Spec { s := delayed; s.Enabled = false; return s }(), Now: t0, SwitchoverTo: "db-1",
+				Lease: Lease{Holder: "", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			want: Seal,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Decide(tt.in)
+			if got.Kind != tt.want || got.Target != tt.target {
+				t.Fatalf("got %s %q (%s), want %s %q", got.Kind, got.Target, got.Reason, tt.want, tt.target)
+			}
+			if !strings.Contains(got.Reason, tt.reasonHas) {
+				t.Errorf("reason %q does not say %q", got.Reason, tt.reasonHas)
+			}
+			if !tt.until.IsZero() && !got.Until.Equal(tt.until) {
+				t.Errorf("until %s, want %s", got.Until, tt.until)
+			}
+			for name, why := range tt.ineligible {
+				if !strings.Contains(got.Eligibility[name], why) {
+					t.Errorf("%s: eligibility %q, want it to say %q", name, got.Eligibility[name], why)
+				}
+			}
+			if got.Kind == Promote && got.Eligibility[got.Target] != "" {
+				t.Errorf("promotes %s, which it calls ineligible: %s", got.Target, got.Eligibility[got.Target])
+			}
+		})
+	}
+}
+
+func TestLSN(t *testing.T) {
+	for _, s := range []string{"0/0", "0/5000100", "1A/FF000028"} {
+		n, err := ParseLSN(s)
+		if err != nil || FormatLSN(n) != s {
+			t.Errorf("%s → %d, %v → %s", s, n, err, FormatLSN(n))
+		}
+	}
+	if _, err := ParseLSN("nonsense"); err == nil {
+		t.Error("nonsense parsed")
+	}
+}
