@@ -29,7 +29,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
 )
 
 // FieldOwner is the server-side apply field manager of everything the
@@ -48,6 +50,10 @@ type ReplicaSetReconciler struct {
 	Images    Images
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Agents reads the agents' /status; nil means HTTP on <pod IP>:8008.
+	Agents AgentReader
+
+	memory memory
 }
 
 // +kubebuilder:rbac:groups=regent.dev,resources=replicasets,verbs=get;list;watch;update;patch
@@ -113,7 +119,7 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, fmt.Errorf("%s: %w", step, err)
 	}
 	log.V(1).Info("Reconciled", "epoch", obs.epoch(), "pods", len(obs.pods))
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: obs.requeueAfter}, nil
 }
 
 // observation is what one pass saw of the world; status is computed from it
@@ -126,6 +132,23 @@ type observation struct {
 	// foreign is set when an object the cluster needs belongs to someone
 	// else.
 	foreign *ForeignObjectError
+	// agents are the agents' reports, by pod; decision the failover
+	// decision of this pass; leaderLSN the leader's last known position.
+	agents    map[string]*api.Status
+	decision  *failover.Decision
+	leaderLSN uint64
+	// switchoverRefused says why a requested switchover is not done.
+	switchoverRefused string
+	// requeueAfter is when to look again at the latest (0: on events).
+	requeueAfter time.Duration
+}
+
+// requeue asks for another pass after d at the latest.
+func (o *observation) requeue(d time.Duration) {
+	d = max(d, 50*time.Millisecond)
+	if o.requeueAfter == 0 || d < o.requeueAfter {
+		o.requeueAfter = d
+	}
 }
 
 func (o *observation) epoch() int64 {
@@ -215,6 +238,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 
 	if err := r.growVolumes(ctx, rs); err != nil {
 		return "grow the data volumes", err
+	}
+	if err := r.reconcileFailover(ctx, rs, obs); err != nil {
+		return "fail over", err
 	}
 	if err := r.reconcileLeadership(ctx, rs, obs); err != nil {
 		return "label pods with their roles", err

@@ -10,8 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"k8s.io/utils/ptr"
+
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
 )
 
 // computeStatus derives the whole status from what this pass observed. It
@@ -38,6 +42,12 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		}
 	}
 	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
+	st.MaxLagBytes = nil
+	for _, m := range st.Members {
+		if m.LagBytes != nil && (st.MaxLagBytes == nil || *m.LagBytes > *st.MaxLagBytes) {
+			st.MaxLagBytes = ptr.To(*m.LagBytes)
+		}
+	}
 
 	leader := leaderMember(st.Members)
 	available := leader != nil && leader.Ready
@@ -91,8 +101,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonAllReplicasReady,
 			"nothing is missing")
 	}
-	// Leadership moves are a later seam (leadership.go); nothing moves it yet.
-	setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
+	failoverConditions(rs, obs)
 
 	switch {
 	case creating && !available:
@@ -147,9 +156,82 @@ func members(cluster string, obs *observation) []regentv1.MemberStatus {
 		case names.RoleFollower:
 			m.Role = regentv1.RoleFollower
 		}
+		if a := obs.agents[pod.Name]; a != nil {
+			m.Timeline = ptrIfNonZero(a.Timeline)
+			m.ReceivedLSN, m.ReplayedLSN = a.ReceivedLSN, a.ReplayedLSN
+			if a.Mode == api.ModeLeader && a.WriteLSN != "" {
+				m.ReceivedLSN = a.WriteLSN
+			}
+			if received, err := failover.ParseLSN(a.ReceivedLSN); err == nil && obs.leaderLSN != 0 && pod.Name != obs.holder() {
+				lag := max(int64(obs.leaderLSN)-int64(received), 0)
+				m.LagBytes = &lag
+			}
+		}
+		if obs.decision != nil && pod.Name != obs.holder() {
+			if why, ok := obs.decision.Eligibility[pod.Name]; ok {
+				m.Eligible, m.Reason = ptr.To(why == ""), why
+			} else {
+				m.Eligible, m.Reason = standingEligibility(obs.agents[pod.Name])
+			}
+		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// standingEligibility says whether a follower could be promoted if the
+// leader were lost now, and why not.
+func standingEligibility(a *api.Status) (*bool, string) {
+	switch {
+	case a == nil:
+		return ptr.To(false), "its agent does not answer"
+	case !a.Running || !a.InRecovery:
+		return ptr.To(false), "PostgreSQL is not running as a follower"
+	case !a.Streaming:
+		return ptr.To(false), "not streaming from the leader"
+	}
+	return ptr.To(true), ""
+}
+
+func ptrIfNonZero(v int64) *int64 {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}
+
+// failoverConditions reports the failover decision of the pass.
+func failoverConditions(rs *regentv1.ReplicaSet, obs *observation) {
+	d := obs.decision
+	if d == nil {
+		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
+		return
+	}
+	switch d.Kind {
+	case failover.Seal:
+		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonSealing, d.Reason)
+	case failover.Promote:
+		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
+	case failover.Wait:
+		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
+		if obs.lease != nil && epochSealed(obs.lease) || obs.holder() == "" {
+			setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFailoverBlocked, d.Reason)
+		}
+	case failover.Refuse:
+		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonFailoverRefused, d.Reason)
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFailoverRefused, d.Reason)
+	default:
+		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
+	}
+	if obs.switchoverRefused != "" {
+		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonSwitchoverRefused, obs.switchoverRefused)
+	}
+	epochGauge.WithLabelValues(rs.Namespace, rs.Name).Set(float64(obs.epoch()))
+	for _, m := range rs.Status.Members {
+		if m.LagBytes != nil {
+			memberLagBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.LagBytes))
+		}
+	}
 }
 
 func leaderMember(members []regentv1.MemberStatus) *regentv1.MemberStatus {

@@ -101,6 +101,8 @@ func newTestReconciler(mgr ctrl.Manager) *ReplicaSetReconciler {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("regent-operator"),
 		Images:    testImage,
+		// Pods in envtest run nothing: hollow agents answer for them.
+		Agents: hollow,
 	}
 }
 

@@ -56,6 +56,23 @@ const (
 
 	// ReasonIdle (FailingOver=False): no leadership change is in progress.
 	ReasonIdle = "Idle"
+	// ReasonSealing (FailingOver=True): the leader is lost; the operator
+	// seals its epoch so that followers' positions stop moving.
+	ReasonSealing = "Sealing"
+	// ReasonElecting (FailingOver=True): the epoch is sealed; the operator
+	// waits for followers' sealed positions or promotes the winner.
+	ReasonElecting = "Electing"
+	// ReasonFailoverBlocked (Degraded=True): the leader is lost and no
+	// follower can be promoted safely yet; the message says what is
+	// missing (a silent follower, lag beyond maxLagBytes…).
+	ReasonFailoverBlocked = "FailoverBlocked"
+	// ReasonFailoverRefused (Degraded=True): the operator will not change
+	// leadership (failover disabled, two pods claim to lead); a person must
+	// act.
+	ReasonFailoverRefused = "FailoverRefused"
+	// ReasonSwitchoverRefused (Degraded=True): a requested switchover was
+	// refused; the message says why.
+	ReasonSwitchoverRefused = "SwitchoverRefused"
 )
 
 // Event reasons the operator records on a ReplicaSet.
@@ -69,4 +86,17 @@ const (
 	EventLeaderLabelled = "LeaderLabelled"
 	// EventReconcileFailed: applying a child object failed.
 	EventReconcileFailed = "ReconcileFailed"
+	// EventFailoverStarted: the leader is lost; its epoch was sealed.
+	EventFailoverStarted = "FailoverStarted"
+	// EventLeaderPromoted: the Lease moved to a new leader at a new epoch.
+	EventLeaderPromoted = "LeaderPromoted"
+	// EventFailoverWaiting: a failover waits (for followers' positions, for
+	// delaySeconds…); the message says for what.
+	EventFailoverWaiting = "FailoverWaiting"
+	// EventFailoverRefused: the operator will not fail over (a Warning).
+	EventFailoverRefused = "FailoverRefused"
+	// EventSwitchoverRequested: the leader was asked to hand over.
+	EventSwitchoverRequested = "SwitchoverRequested"
+	// EventSwitchoverRefused: a requested switchover was not executed.
+	EventSwitchoverRefused = "SwitchoverRefused"
 )

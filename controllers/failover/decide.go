@@ -61,8 +61,9 @@ type Spec struct {
 
 // Lease is what the operator knows of the leadership Lease.
 type Lease struct {
-	// Holder is "" once the leader released it.
-	Holder string
+	// Holder is "" once the leader released it; FormerHolder is who held
+	// the epoch (the holder, or the pod that released it).
+	Holder, FormerHolder string
 	Epoch  int64
 	// EverRenewed is false for a new cluster whose first leader never
 	// renewed: it never served, so there is nothing to fail over.
@@ -212,7 +213,7 @@ func elect(in Input, d Decision) Decision {
 	maxTimeline := int64(0)
 	followers := 0
 	for _, m := range in.Members {
-		if m.Name == in.Lease.Holder {
+		if m.Name == in.Lease.FormerHolder {
 			continue
 		}
 		followers++
@@ -250,7 +251,7 @@ func elect(in Input, d Decision) Decision {
 		return ""
 	}
 	for _, m := range in.Members {
-		if m.Name == in.Lease.Holder {
+		if m.Name == in.Lease.FormerHolder {
 			d.Eligibility[m.Name] = "the leader of the sealed epoch"
 			continue
 		}
@@ -327,7 +328,7 @@ func promote(_ Input, d Decision, c candidate) Decision {
 // is not running as a leader: its data holds every commit it acknowledged
 // (a single-pod cluster whose PostgreSQL crashed recovers this way).
 func fallback(in Input, d Decision, why string) Decision {
-	if old := member(in.Members, in.Lease.Holder); old != nil && old.Agent != nil && !old.Deleting &&
+	if old := member(in.Members, in.Lease.FormerHolder); old != nil && old.Agent != nil && !old.Deleting &&
 		!(old.Agent.Running && !old.Agent.InRecovery) && old.Agent.LastAPIContact != nil &&
 		in.Now.Sub(*old.Agent.LastAPIContact) <= in.Spec.LeaseDuration*2/3 {
 		d.Eligibility[old.Name] = ""

@@ -42,7 +42,7 @@ func agent(m Member, f func(*api.Status)) Member {
 
 // live is an unsealed Lease held by db-0 at epoch 1, renewed just now.
 func live() Lease {
-	return Lease{Holder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0}
+	return Lease{Holder: "db-0", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0}
 }
 
 // sealedLease is epoch 1 sealed at t0, its holder db-0 silent.
@@ -79,13 +79,13 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "new cluster whose first leader never renewed: nothing",
-			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: Lease{Holder: "db-0", Epoch: 1, LastRenewSeen: t0},
+			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: Lease{Holder: "db-0", FormerHolder: "db-0", Epoch: 1, LastRenewSeen: t0},
 				Members: []Member{silent("db-0", 0), silent("db-1", 1)}},
 			want: None, reasonHas: "has not started yet",
 		},
 		{
 			name: "Lease released: seal at once",
-			in: Input{Spec: spec(), Now: t0, Lease: Lease{Holder: "", Epoch: 1, EverRenewed: true, LastRenewSeen: t0},
+			in: Input{Spec: spec(), Now: t0, Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0},
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
 			want: Seal, reasonHas: "released the Lease",
 		},
@@ -229,6 +229,13 @@ func TestDecide(t *testing.T) {
 			want: Wait,
 		},
 		{
+			name: "one-pod cluster whose PostgreSQL crashed: the released leader leads again at a new epoch",
+			in: Input{Spec: func() Spec { s := spec(); s.Followers = 0; return s }(), Now: t0.Add(time.Second),
+				Lease: func() Lease { l := sealedLease(); l.Holder = ""; return l }(),
+				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.Mode, a.Running = api.ModeFollower, false })}},
+			want: Promote, target: "db-0",
+		},
+		{
 			name: "two pods run as leader: refuse",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: live(),
 				Members: []Member{leader("db-0", 0), agent(leader("db-1", 1), func(a *api.Status) { a.Epoch = 2 })}},
@@ -251,7 +258,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "switchover with failover disabled and a delay: sealed at once",
 			in: Input{Spec: func() Spec { s := delayed; s.Enabled = false; return s }(), Now: t0, SwitchoverTo: "db-1",
-				Lease: Lease{Holder: "", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
+				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
 			want: Seal,
 		},

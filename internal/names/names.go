@@ -44,8 +44,13 @@ const (
 	// position after a clean stop (empty after a crash).
 	AnnotationReleasedLSN = "regent.dev/released-lsn"
 	// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
-	// leadership to this pod.
+	// leadership to this pod. On the Lease: the operator, having checked
+	// the target, asks the leader's agent to stop cleanly and release.
 	AnnotationSwitchoverTo = "regent.dev/switchover-to"
+	// AnnotationSealedAt on the Lease: when the operator sealed the epoch
+	// (RFC 3339, the operator's clock), so that a restarted operator keeps
+	// the same deadline for followers' reports.
+	AnnotationSealedAt = "regent.dev/sealed-at"
 )
 
 // Ports (DESIGN.md §1).

@@ -74,6 +74,22 @@ type Agent struct {
 	// application roles and database exist.
 	rolesDone bool
 	pgStatus  instance.Status
+	// ledEpoch is the epoch in which this agent last ran PostgreSQL as
+	// the leader: a PostgreSQL that died then releases the Lease; one that
+	// died in an earlier epoch (a leader elected again) is started.
+	ledEpoch int64
+}
+
+func (a *Agent) ledEpochIs(epoch int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ledEpoch == epoch
+}
+
+func (a *Agent) setLedEpoch(epoch int64) {
+	a.mu.Lock()
+	a.ledEpoch = epoch
+	a.mu.Unlock()
 }
 
 // New returns an agent; Run starts it.
@@ -305,15 +321,34 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		if err := a.instance.Start(ctx, leaderStart); err != nil {
 			return fmt.Errorf("start leader: %w", err)
 		}
+		a.setLedEpoch(epoch)
 		return a.ensureRoles(ctx)
-	case !st.Running && st.LastExit != "" && st.Fenced == "" && !wasFenced:
+	case st.Running && !st.InRecovery && handoverTo(lease, a.cfg.Pod) != "":
+		// Switchover (DESIGN.md §5): stop cleanly, so that every follower
+		// streaming receives the last WAL, then release with the final
+		// position; the operator promotes the target once it holds it.
+		target := handoverTo(lease, a.cfg.Pod)
+		a.log.Info("Handing over: stopping PostgreSQL cleanly", "to", target, "epoch", epoch)
+		a.mu.Lock()
+		a.fenced = true
+		a.mu.Unlock()
+		lsn, err := a.instance.Stop(ctx, instance.StopFast)
+		if err != nil {
+			return fmt.Errorf("stop for the handover to %s: %w", target, err)
+		}
+		return a.release(ctx, lsn, "switchover to "+target)
+	case !st.Running && st.LastExit != "" && st.Fenced == "" && !wasFenced && a.ledEpochIs(epoch):
 		// PostgreSQL died under a leader: release the Lease at once so
 		// that the operator can fail over without waiting for it to
 		// expire. Nothing can be acknowledged any more: no postmaster.
 		return a.release(ctx, "", "PostgreSQL exited under the leader ("+st.LastExit+")")
 	case !st.Running:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
-		return a.instance.Start(ctx, leaderStart)
+		if err := a.instance.Start(ctx, leaderStart); err != nil {
+			return err
+		}
+		a.setLedEpoch(epoch)
+		return nil
 	case st.InRecovery:
 		start := a.clock.Now()
 		if syncNames != st.SynchronousStandbyNames {
@@ -325,12 +360,14 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		if err := a.instance.Promote(ctx, deadline); err != nil {
 			return fmt.Errorf("promote: %w", err)
 		}
+		a.setLedEpoch(epoch)
 		a.log.Info("Promoted", "epoch", epoch, "took", a.clock.Since(start).Round(time.Millisecond).String())
 		return nil
 	default:
 		if err := a.instance.SetDeadline(ctx, deadline); err != nil {
 			return fmt.Errorf("refresh the watchdog: %w", err)
 		}
+		a.setLedEpoch(epoch)
 		// Roles and database of a bootstrap that failed half-way (they are
 		// idempotent; done once per agent).
 		if err := a.ensureRoles(ctx); err != nil {
@@ -346,6 +383,15 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		a.setReason("")
 		return nil
 	}
+}
+
+// handoverTo is the pod the operator asked this leader to hand over to
+// through the Lease, or "".
+func handoverTo(lease *coordinationv1.Lease, self string) string {
+	if t := lease.Annotations[names.AnnotationSwitchoverTo]; t != self {
+		return t
+	}
+	return ""
 }
 
 // keepLease renews the Lease and refreshes the watchdog every second while

@@ -1,0 +1,90 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// AgentReader reads a pod's agent's /status (DESIGN.md §6).
+type AgentReader interface {
+	Status(ctx context.Context, pod *corev1.Pod) (*api.Status, error)
+}
+
+// HTTPAgentReader reads /status on <pod IP>:8008 with a short timeout: a
+// silent agent must not slow the decision down.
+type HTTPAgentReader struct {
+	Client *http.Client
+}
+
+// NewHTTPAgentReader returns a reader with a one-second timeout.
+func NewHTTPAgentReader() *HTTPAgentReader {
+	return &HTTPAgentReader{Client: &http.Client{Timeout: time.Second}}
+}
+
+// Status implements AgentReader.
+func (h *HTTPAgentReader) Status(ctx context.Context, pod *corev1.Pod) (*api.Status, error) {
+	if pod.Status.PodIP == "" {
+		return nil, fmt.Errorf("pod %s has no IP", pod.Name)
+	}
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(names.PortAgentHTTP)) + "/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	st := &api.Status{}
+	if err := json.NewDecoder(resp.Body).Decode(st); err != nil {
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
+	if st.Pod != pod.Name {
+		// An address reused by another pod must not speak for this one.
+		return nil, fmt.Errorf("%s answered for pod %q, not %q", url, st.Pod, pod.Name)
+	}
+	return st, nil
+}
+
+// readAgents reads every pod's agent concurrently, once; a pod whose agent
+// does not answer is absent from the result.
+func (r *ReplicaSetReconciler) readAgents(ctx context.Context, pods []corev1.Pod) map[string]*api.Status {
+	reader := r.Agents
+	if reader == nil {
+		reader = NewHTTPAgentReader()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := map[string]*api.Status{}
+	for i := range pods {
+		pod := &pods[i]
+		wg.Go(func() {
+			st, err := reader.Status(ctx, pod)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			out[pod.Name] = st
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}

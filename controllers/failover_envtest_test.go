@@ -1,0 +1,230 @@
+package controllers
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	. "github.com/onsi/gomega/gstruct"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// liveCluster creates a 3-pod cluster whose pods are ready and served by
+// hollow agents reporting the given positions, and waits until db-0 leads
+// epoch 1 and has renewed its Lease.
+func liveCluster(t *testing.T, mutate func(*regentv1.ReplicaSet), lsns ...uint64) (string, []*hollowAgent) {
+	t.Helper()
+	ns := newNamespace(t)
+	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](3)
+		if mutate != nil {
+			mutate(rs)
+		}
+	}))
+	waitReconciled(t, rs)
+	g := NewWithT(t)
+	var agents []*hollowAgent
+	for i, lsn := range lsns {
+		pod := names.Pod("db", i)
+		NewWithT(t).Eventually(func(g Gomega) { get(t, g, ns, pod, &corev1.Pod{}) }).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+		setPodReady(t, g, ns, pod, true)
+		agents = append(agents, startHollowAgent(t, ns, pod, lsn))
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Spec.RenewTime).NotTo(BeNil(), "db-0 has not renewed yet")
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.Phase).To(Equal(regentv1.PhaseHealthy))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	return ns, agents
+}
+
+// expectLeader waits until pod leads epoch: Lease, labels, the leader
+// Service's selector and the ReplicaSet's status all say so.
+func expectLeader(t *testing.T, ns, pod string, epoch int) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal(pod))
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(epoch))
+		labels := get(t, g, ns, pod, &corev1.Pod{}).Labels
+		g.Expect(labels).To(HaveKeyWithValue(names.LabelRole, names.RoleLeader))
+		g.Expect(labels).To(HaveKeyWithValue(names.LabelEpoch, strconv.Itoa(epoch)))
+		svc := get(t, g, ns, "db-leader", &corev1.Service{})
+		g.Expect(svc.Spec.Selector).To(HaveKeyWithValue(names.LabelEpoch, labels[names.LabelEpoch]))
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.Leader).To(Equal(pod))
+		g.Expect(got.Status.Epoch).To(BeEquivalentTo(epoch))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	// One leader only.
+	pods := &corev1.PodList{}
+	NewWithT(t).Expect(k8s.List(t.Context(), pods, client.InNamespace(ns))).To(Succeed())
+	for _, p := range pods.Items {
+		if p.Name != pod {
+			NewWithT(t).Expect(p.Labels[names.LabelRole]).NotTo(Equal(names.RoleLeader), "%s still labelled leader", p.Name)
+		}
+	}
+}
+
+func hasEvent(t *testing.T, g Gomega, ns, reason, text string) {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	g.Expect(k8s.List(t.Context(), list, client.InNamespace(ns))).To(Succeed())
+	for _, e := range list.Items {
+		if e.Reason == reason && strings.Contains(e.Note, text) {
+			return
+		}
+	}
+	g.Expect(false).To(BeTrue(), "no %s event saying %q", reason, text)
+}
+
+func TestFailoverPromotesTheFollowerWithTheMostWAL(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x3000200, 0x3000000, 0x3000100)
+	start := time.Now()
+	// The leader's PostgreSQL dies: its agent releases the Lease.
+	agents[0].set(func(a *hollowAgent) { a.crashed = true })
+	expectLeader(t, ns, "db-2", 2)
+	t.Logf("release → db-2 labelled leader of epoch 2: %s", time.Since(start).Round(time.Millisecond))
+
+	g := NewWithT(t)
+	got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+	g.Expect(got.Status.LastFailover).NotTo(BeNil())
+	g.Expect(*got.Status.LastFailover).To(MatchFields(IgnoreExtras, Fields{
+		"Kind": Equal(regentv1.FailoverKindFailover), "From": Equal("db-0"), "To": Equal("db-2"),
+		"Epoch": BeEquivalentTo(2), "OldLeaderLSN": Equal("0/3000200"), "NewLeaderLSN": Equal("0/3000100"),
+		"EstimatedLostBytes": Equal(ptr.To[int64](0x100)),
+	}))
+	g.Expect(got.Status.LastFailover.Reason).To(ContainSubstring("released the Lease"))
+	NewWithT(t).Eventually(func(g Gomega) {
+		hasEvent(t, g, ns, regentv1.EventFailoverStarted, "epoch sealed")
+		hasEvent(t, g, ns, regentv1.EventLeaderPromoted, "db-2 leads epoch 2")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+func TestSilentLeaderIsReplacedOnlyAfterItsLeaseExpires(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	frozen := time.Now()
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	// Lease of 3 s: nothing moves before it expires by the operator's clock.
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("db-0"))
+		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSealedEpoch))
+	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
+	// Equal positions: the lowest ordinal wins.
+	expectLeader(t, ns, "db-1", 2)
+	NewWithT(t).Expect(time.Since(frozen)).To(BeNumerically(">=", 3*time.Second))
+	// The old leader comes back: it does not lead again.
+	agents[0].set(func(a *hollowAgent) { a.frozen = false })
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(get(t, g, ns, "db-0", &corev1.Pod{}).Labels).NotTo(HaveKeyWithValue(names.LabelRole, names.RoleLeader))
+		g.Expect(ptr.Deref(get(t, g, ns, "db-leader", &coordinationv1.Lease{}).Spec.HolderIdentity, "")).To(Equal("db-1"))
+	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
+}
+
+// In Sync mode (ANY 1 of 2) a commit may be acknowledged by db-2 alone;
+// while db-2 is silent the operator must not elect db-1, even long after
+// the seal; once db-2 reports, it wins.
+func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
+	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
+	}, 0x3000100, 0x3000000, 0x3000100)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	// The leader and db-2 freeze (a zone lost, say).
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
+		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(ContainSubstring("1 of 2 followers reported sealed positions, 2 needed"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
+		g.Expect(get(t, g, ns, "db-1", &corev1.Pod{}).Labels).NotTo(HaveKeyWithValue(names.LabelRole, names.RoleLeader))
+	}).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
+
+	agents[2].set(func(a *hollowAgent) { a.frozen = false })
+	expectLeader(t, ns, "db-2", 2)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_0", "db_1")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+func TestFailoverDisabledIsRefused(t *testing.T) {
+	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) { rs.Spec.Failover.Enabled = ptr.To(false) },
+		0x3000000, 0x3000000, 0x3000000)
+	agents[0].set(func(a *hollowAgent) { a.crashed = true })
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverRefused)
+		hasEvent(t, g, ns, regentv1.EventFailoverRefused, "failover is disabled")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
+	NewWithT(t).Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSealedEpoch))
+}
+
+func TestSwitchover(t *testing.T) {
+	ns, _ := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	g := NewWithT(t)
+
+	// A bad target is refused with an event and a condition.
+	rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+	g.Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Annotations = map[string]string{names.AnnotationSwitchoverTo: "db-7"}
+	})).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonSwitchoverRefused)
+		hasEvent(t, g, ns, regentv1.EventSwitchoverRefused, "no pod db-7")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	g.Expect(ptr.Deref(get(t, g, ns, "db-leader", &coordinationv1.Lease{}).Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
+
+	g.Expect(update(t, rs, func(rs *regentv1.ReplicaSet) { rs.Annotations[names.AnnotationSwitchoverTo] = "db-2" })).To(Succeed())
+	expectLeader(t, ns, "db-2", 2)
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationSwitchoverTo), "the request is cleared once done")
+		g.Expect(got.Status.LastFailover).NotTo(BeNil())
+		g.Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
+		g.Expect(got.Status.LastFailover.EstimatedLostBytes).To(Equal(ptr.To[int64](0)))
+		hasEvent(t, g, ns, regentv1.EventSwitchoverRequested, "hand leadership of epoch 1 to db-2")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// An operator that stopped after sealing (phase one) finishes the job when
+// it runs again: the seal on the Lease is all it needs.
+func TestSealedEpochIsFinished(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000100)
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
+	NewWithT(t).Expect(update(t, lease, func(l *coordinationv1.Lease) {
+		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+	})).To(Succeed())
+	expectLeader(t, ns, "db-2", 2)
+}
+
+func conditionMessage(rs *regentv1.ReplicaSet, typ string) string {
+	for _, c := range rs.Status.Conditions {
+		if c.Type == typ {
+			return c.Message
+		}
+	}
+	return ""
+}

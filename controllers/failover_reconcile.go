@@ -1,0 +1,460 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// sealWait is how long after sealing the operator waits for every
+// follower's report before electing among those that reported.
+const sealWait = 5 * time.Second
+
+// healthyPeriod is how often a healthy cluster's agents are read, for the
+// members' positions in status and metrics.
+const healthyPeriod = 10 * time.Second
+
+// memory is what the operator remembers between passes, by its own clock.
+// Lost on restart, which is safe: every entry then starts afresh (a full
+// lease duration is waited again; delaySeconds restarts).
+type memory struct {
+	mu       sync.Mutex
+	clusters map[types.NamespacedName]*clusterMemory
+}
+
+type clusterMemory struct {
+	// renewKey identifies the Lease renewal last seen, renewSeen when.
+	renewKey  string
+	renewSeen time.Time
+	// lostEpoch is the epoch whose leader was first seen released or
+	// terminated at lostSince.
+	lostEpoch int64
+	lostSince time.Time
+	// leaderEpoch and leaderLSN: the leader's last reported position.
+	leaderEpoch int64
+	leaderLSN   uint64
+	// sealSeen: when a seal without its time was first seen.
+	sealSeenEpoch int64
+	sealSeen      time.Time
+	// holder and holderEpoch: the Lease holder last seen.
+	holder      string
+	holderEpoch int64
+	// lastWarning avoids repeating the same Warning event every pass.
+	lastWarning string
+}
+
+func (m *memory) get(key types.NamespacedName) *clusterMemory {
+	if m.clusters == nil {
+		m.clusters = map[types.NamespacedName]*clusterMemory{}
+	}
+	c, ok := m.clusters[key]
+	if !ok {
+		c = &clusterMemory{}
+		m.clusters[key] = c
+	}
+	return c
+}
+
+// reconcileFailover is phase one and two of DESIGN.md §5: it reads the
+// agents, decides with failover.Decide, and carries out one step.
+func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	lease := obs.lease
+	if lease == nil || lease.Spec.LeaseTransitions == nil {
+		return nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+	start := time.Now()
+	now := r.now()
+	obs.agents = r.readAgents(ctx, obs.pods)
+	in := r.failoverInput(rs, obs, now)
+	d := failover.Decide(in)
+	obs.decision = &d
+	obs.leaderLSN = in.LeaderLSN
+	decisionSeconds.Observe(time.Since(start).Seconds())
+	epoch := obs.epoch()
+	key := client.ObjectKeyFromObject(rs)
+
+	switch d.Kind {
+	case failover.None:
+		obs.requeue(healthyPeriod)
+		if !d.Until.IsZero() {
+			obs.requeue(d.Until.Sub(now))
+		}
+		if err := r.reconcileSyncStandbys(ctx, rs, obs); err != nil {
+			return err
+		}
+		return r.reconcileSwitchoverRequest(ctx, rs, obs)
+	case failover.Wait:
+		r.warnOnce(rs, key, regentv1.EventFailoverWaiting, "Wait", d.Reason, false)
+		obs.requeue(2 * time.Second)
+		if !d.Until.IsZero() {
+			obs.requeue(d.Until.Sub(now))
+		}
+		return nil
+	case failover.Refuse:
+		r.warnOnce(rs, key, regentv1.EventFailoverRefused, "Refuse", d.Reason, true)
+		obs.requeue(healthyPeriod)
+		return nil
+	case failover.Seal:
+		l := lease.DeepCopy()
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[names.AnnotationSealedEpoch] = strconv.FormatInt(epoch, 10)
+		l.Annotations[names.AnnotationSealedAt] = now.UTC().Format(time.RFC3339Nano)
+		// Against the exact version judged: a renewal in between fails
+		// this, and the next pass looks again.
+		if err := r.Update(ctx, l); err != nil {
+			return fmt.Errorf("seal epoch %d: %w", epoch, err)
+		}
+		obs.lease = l
+		log.Info("Sealed the epoch of a lost leader", "epoch", epoch, "cause", d.Cause)
+		r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventFailoverStarted, "Seal",
+			"Leader %s of epoch %d lost (%s): epoch sealed, waiting for the followers' positions", obs.holder(), epoch, d.Cause)
+		obs.requeue(500 * time.Millisecond)
+		return nil
+	case failover.Promote:
+		return r.promote(ctx, rs, obs, d, in, now)
+	}
+	return nil
+}
+
+// failoverInput gathers the decision's input and updates the memory.
+func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *observation, now time.Time) failover.Input {
+	lease := obs.lease
+	epoch := obs.epoch()
+	holder := obs.holder()
+	r.memory.mu.Lock()
+	defer r.memory.mu.Unlock()
+	mem := r.memory.get(client.ObjectKeyFromObject(rs))
+
+	renewKey := fmt.Sprintf("%s/%d/%v", holder, epoch, lease.Spec.RenewTime)
+	if lease.Spec.RenewTime != nil {
+		renewKey += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+	}
+	if renewKey != mem.renewKey {
+		mem.renewKey, mem.renewSeen = renewKey, now
+	}
+
+	var members []failover.Member
+	holderTerminated := false
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		ord, _ := names.Ordinal(rs.Name, pod.Name)
+		m := failover.Member{Name: pod.Name, Ordinal: ord, Deleting: !pod.DeletionTimestamp.IsZero(),
+			Ready: podReady(pod), ContainersTerminated: containersTerminated(pod), Agent: obs.agents[pod.Name]}
+		if pod.Name == holder && m.ContainersTerminated {
+			holderTerminated = true
+		}
+		if a := m.Agent; a != nil && pod.Name == holder && a.Mode == api.ModeLeader && a.Epoch == epoch {
+			if lsn, err := failover.ParseLSN(a.WriteLSN); err == nil {
+				if mem.leaderEpoch != epoch || lsn > mem.leaderLSN {
+					mem.leaderEpoch, mem.leaderLSN = epoch, lsn
+				}
+			}
+		}
+		members = append(members, m)
+	}
+	// Who led this epoch, also once the Lease was released: the pod
+	// labelled leader at it (the label stays until the promotion's first
+	// step), else what the operator last saw on the Lease.
+	former := holder
+	if former == "" {
+		for i := range obs.pods {
+			if p := &obs.pods[i]; p.Labels[names.LabelRole] == names.RoleLeader && p.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) {
+				former = p.Name
+			}
+		}
+	}
+	if former == "" && mem.holderEpoch == epoch {
+		former = mem.holder
+	}
+	if holder != "" {
+		mem.holder, mem.holderEpoch = holder, epoch
+	}
+	if (holder == "" || holderTerminated) && mem.lostEpoch != epoch {
+		mem.lostEpoch, mem.lostSince = epoch, now
+	}
+
+	l := failover.Lease{Holder: holder, FormerHolder: former, Epoch: epoch, LastRenewSeen: mem.renewSeen,
+		// A Lease of a later epoch counts as live from its promotion: a
+		// winner that never comes up is replaced like any lost leader.
+		EverRenewed: lease.Spec.RenewTime != nil || epoch > 1,
+		Sealed:      epochSealed(lease)}
+	if t, err := time.Parse(time.RFC3339Nano, lease.Annotations[names.AnnotationSealedAt]); err == nil {
+		l.SealedAt = t
+	} else if l.Sealed {
+		// Sealed by hand, or the annotation lost: give the followers
+		// their full wait from when this operator first saw the seal.
+		if mem.sealSeenEpoch != epoch {
+			mem.sealSeenEpoch, mem.sealSeen = epoch, now
+		}
+		l.SealedAt = mem.sealSeen
+	}
+	if lsn, err := failover.ParseLSN(lease.Annotations[names.AnnotationReleasedLSN]); err == nil {
+		l.ReleasedLSN = lsn
+	}
+	in := failover.Input{
+		Spec:    failoverSpec(rs),
+		Lease:   l,
+		Members: members,
+		Now:     now,
+	}
+	if mem.lostEpoch == epoch {
+		in.LostSince = mem.lostSince
+	}
+	if mem.leaderEpoch == epoch {
+		in.LeaderLSN = mem.leaderLSN
+	}
+	// A switchover under way: the leader was asked through the Lease.
+	in.SwitchoverTo = lease.Annotations[names.AnnotationSwitchoverTo]
+	return in
+}
+
+func failoverSpec(rs *regentv1.ReplicaSet) failover.Spec {
+	f := rs.Spec.Failover
+	return failover.Spec{
+		Enabled:       ptr.Deref(f.Enabled, true),
+		Sync:          rs.Spec.Replication.Mode == regentv1.ReplicationSync,
+		SyncReplicas:  int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1)),
+		Followers:     int(rs.DesiredReplicas()) - 1,
+		MaxLagBytes:   ptr.Deref(f.MaxLagBytes, 1<<20),
+		Delay:         time.Duration(ptr.Deref(f.DelaySeconds, 0)) * time.Second,
+		LeaseDuration: time.Duration(rs.LeaseDurationSeconds()) * time.Second,
+		SealWait:      sealWait,
+	}
+}
+
+// containersTerminated: the node reports both the postgres and the agent
+// container terminated (or waiting to restart after terminating), or the
+// whole pod finished: nothing in it can acknowledge a commit.
+func containersTerminated(pod *corev1.Pod) bool {
+	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+		return true
+	}
+	down := map[string]bool{}
+	for _, c := range pod.Status.ContainerStatuses {
+		down[c.Name] = c.State.Terminated != nil || (c.State.Waiting != nil && c.LastTerminationState.Terminated != nil)
+	}
+	return down[names.ContainerPostgres] && down[names.ContainerAgent]
+}
+
+// promote carries out the promotion steps of DESIGN.md §5, each
+// idempotent: (1) the old leader's label goes, (2) the Lease moves to the
+// winner at epoch+1; (3) reconcileLeadership labels the winner in this
+// pass and (4) the next pass points the leader Service at the new epoch.
+func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation,
+	d failover.Decision, in failover.Input, now time.Time) error {
+	log := ctrl.LoggerFrom(ctx)
+	oldHolder, epoch := in.Lease.FormerHolder, obs.epoch()
+	// The holder of a released Lease is gone from it: any leader label
+	// left is the old one's.
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		if pod.Name != d.Target && pod.Labels[names.LabelRole] == names.RoleLeader {
+			if err := r.patchRoleLabels(ctx, rs, pod, roleLabels{}, epoch); err != nil {
+				return err
+			}
+		}
+	}
+	l := obs.lease.DeepCopy()
+	next := int32(epoch + 1)
+	acquired := metav1.NewMicroTime(now)
+	l.Spec.HolderIdentity, l.Spec.LeaseTransitions = ptr.To(d.Target), &next
+	l.Spec.AcquireTime, l.Spec.RenewTime = &acquired, nil
+	l.Spec.LeaseDurationSeconds = ptr.To(rs.LeaseDurationSeconds())
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	switchover := l.Annotations[names.AnnotationSwitchoverTo] == d.Target
+	delete(l.Annotations, names.AnnotationReleasedLSN)
+	delete(l.Annotations, names.AnnotationSealedAt)
+	delete(l.Annotations, names.AnnotationSwitchoverTo)
+	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, syncStandbyNames(rs, obs.pods, d.Target))
+	if err := r.Update(ctx, l); err != nil {
+		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
+	}
+	obs.lease = l
+
+	kind := regentv1.FailoverKindFailover
+	if switchover {
+		kind = regentv1.FailoverKindSwitchover
+	}
+	record := &regentv1.FailoverRecord{Kind: kind, From: oldHolder, To: d.Target, Epoch: int64(next), Reason: d.Cause,
+		EndTime: ptr.To(metav1.NewTime(now))}
+	if sealedAt, err := time.Parse(time.RFC3339Nano, obs.lease.Annotations[names.AnnotationSealedAt]); err == nil {
+		record.StartTime = ptr.To(metav1.NewTime(sealedAt))
+	} else if !in.Lease.SealedAt.IsZero() {
+		record.StartTime = ptr.To(metav1.NewTime(in.Lease.SealedAt))
+	}
+	if old := max(in.LeaderLSN, in.Lease.ReleasedLSN); old != 0 {
+		record.OldLeaderLSN = failover.FormatLSN(old)
+		lost := int64(0)
+		if old > d.TargetLSN {
+			lost = int64(old - d.TargetLSN)
+		}
+		record.EstimatedLostBytes = &lost
+	}
+	if d.TargetLSN != 0 {
+		record.NewLeaderLSN = failover.FormatLSN(d.TargetLSN)
+	}
+	// The record is not derived from anything a later pass sees: write it
+	// now, on its own (the pass's status patch may lose an optimistic-lock
+	// race and be recomputed).
+	withRecord := rs.DeepCopy()
+	withRecord.Status.LastFailover = record
+	if err := r.Status().Patch(ctx, withRecord, client.MergeFrom(rs)); err != nil {
+		log.Error(err, "Could not record the failover in status.lastFailover")
+	}
+	rs.Status.LastFailover = record
+	failoversTotal.WithLabelValues(rs.Namespace, rs.Name, string(kind)).Inc()
+	log.Info("Promoted a new leader", "from", oldHolder, "to", d.Target, "epoch", next, "reason", d.Reason)
+	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventLeaderPromoted, "Promote",
+		"%s: %s leads epoch %d (was %s): %s", kind, d.Target, next, oldHolder, d.Reason)
+	if switchover && rs.Annotations[names.AnnotationSwitchoverTo] != "" {
+		// On a copy: the patch's answer must not replace the status this
+		// pass computes.
+		done := rs.DeepCopy()
+		patch := client.MergeFrom(rs.DeepCopy())
+		delete(done.Annotations, names.AnnotationSwitchoverTo)
+		if err := r.Patch(ctx, done, patch); err != nil {
+			return fmt.Errorf("clear the switchover request: %w", err)
+		}
+	}
+	obs.requeue(100 * time.Millisecond)
+	return nil
+}
+
+// reconcileSyncStandbys keeps the Lease's synchronous-standby-names
+// annotation, which the leader's agent applies, in step with the spec:
+// in Sync mode ANY k of the other pods' slot names.
+func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	holder := obs.holder()
+	if holder == "" {
+		return nil
+	}
+	want := syncStandbyNames(rs, obs.pods, holder)
+	if obs.lease.Annotations[names.AnnotationSyncStandbys] == want {
+		return nil
+	}
+	l := obs.lease.DeepCopy()
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, want)
+	if err := r.Update(ctx, l); err != nil {
+		return fmt.Errorf("set the synchronous standbys: %w", err)
+	}
+	obs.lease = l
+	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want)
+	return nil
+}
+
+// syncStandbyNames is synchronous_standby_names for leader in rs's mode:
+// empty in Async mode, else ANY k over every other pod the spec asks for
+// (by slot name, which is also its application_name).
+func syncStandbyNames(rs *regentv1.ReplicaSet, _ []corev1.Pod, leader string) string {
+	if rs.Spec.Replication.Mode != regentv1.ReplicationSync {
+		return ""
+	}
+	var standbys []string
+	for i := range int(rs.DesiredReplicas()) {
+		if pod := names.Pod(rs.Name, i); pod != leader {
+			standbys = append(standbys, strconv.Quote(strings.ReplaceAll(pod, "-", "_")))
+		}
+	}
+	k := int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
+	return fmt.Sprintf("ANY %d (%s)", min(k, len(standbys)), strings.Join(standbys, ", "))
+}
+
+// reconcileSwitchoverRequest checks a switchover a person asked for with
+// the ReplicaSet's annotation and, when the target is fit, asks the
+// leader's agent through the Lease to stop cleanly and release.
+func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	target := rs.Annotations[names.AnnotationSwitchoverTo]
+	if target == "" || obs.lease.Annotations[names.AnnotationSwitchoverTo] == target {
+		return nil
+	}
+	key := client.ObjectKeyFromObject(rs)
+	if why := r.switchoverRefusal(rs, obs, target); why != "" {
+		obs.switchoverRefused = fmt.Sprintf("switchover to %s refused: %s", target, why)
+		r.warnOnce(rs, key, regentv1.EventSwitchoverRefused, "Switchover", obs.switchoverRefused, true)
+		return nil
+	}
+	l := obs.lease.DeepCopy()
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[names.AnnotationSwitchoverTo] = target
+	if err := r.Update(ctx, l); err != nil {
+		return fmt.Errorf("ask the leader to hand over: %w", err)
+	}
+	obs.lease = l
+	ctrl.LoggerFrom(ctx).Info("Asked the leader to hand over", "leader", obs.holder(), "to", target)
+	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventSwitchoverRequested, "Switchover",
+		"Asked %s to stop cleanly and hand leadership of epoch %d to %s", obs.holder(), obs.epoch(), target)
+	obs.requeue(500 * time.Millisecond)
+	return nil
+}
+
+// switchoverRefusal says why target cannot take over now ("" when it can).
+func (r *ReplicaSetReconciler) switchoverRefusal(rs *regentv1.ReplicaSet, obs *observation, target string) string {
+	if target == obs.holder() {
+		return target + " already leads"
+	}
+	i := slices.IndexFunc(obs.pods, func(p corev1.Pod) bool { return p.Name == target })
+	if i < 0 {
+		return "no pod " + target + " in this cluster"
+	}
+	pod := &obs.pods[i]
+	a := obs.agents[target]
+	switch {
+	case !podReady(pod):
+		return target + " is not ready"
+	case a == nil:
+		return "the agent of " + target + " does not answer"
+	case !a.Running || !a.InRecovery || !a.Streaming:
+		return target + " is not streaming from the leader"
+	}
+	received, err := failover.ParseLSN(a.ReceivedLSN)
+	if err != nil {
+		return target + " reports no position"
+	}
+	if lag := int64(obs.leaderLSN) - int64(received); lag > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20) {
+		return fmt.Sprintf("%s lags the leader by %d bytes, more than maxLagBytes", target, lag)
+	}
+	return ""
+}
+
+// warnOnce records a Warning (or Normal) event when its text changes.
+func (r *ReplicaSetReconciler) warnOnce(rs *regentv1.ReplicaSet, key types.NamespacedName, reason, action, msg string, warning bool) {
+	r.memory.mu.Lock()
+	mem := r.memory.get(key)
+	same := mem.lastWarning == msg
+	mem.lastWarning = msg
+	r.memory.mu.Unlock()
+	if same {
+		return
+	}
+	typ := corev1.EventTypeNormal
+	if warning {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(rs, nil, typ, reason, action, "%s", msg)
+}

@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+)
+
+// hollowAgents stand in for the agents of envtest pods, which run no
+// processes: each follows the Lease and its pod's labels through the API
+// server as the real agent does (renews while it leads, seals when the
+// epoch is sealed, hands over when asked, releases when its PostgreSQL
+// "dies"), and serves a /status with positions the test chooses. The
+// operator reads them through the AgentReader seam.
+type hollowAgents struct {
+	mu     sync.Mutex
+	agents map[string]*hollowAgent // by namespace/pod
+}
+
+var hollow = &hollowAgents{agents: map[string]*hollowAgent{}}
+
+// Status implements AgentReader.
+func (h *hollowAgents) Status(_ context.Context, pod *corev1.Pod) (*api.Status, error) {
+	h.mu.Lock()
+	a := h.agents[pod.Namespace+"/"+pod.Name]
+	h.mu.Unlock()
+	if a == nil {
+		return nil, errors.New("no agent")
+	}
+	return a.status()
+}
+
+type hollowAgent struct {
+	ns, pod string
+
+	mu sync.Mutex
+	// lsn is the position the agent reports (written as leader, received
+	// as follower); frozen makes it silent and stops its renewals;
+	// crashed makes a leader release the Lease as after PostgreSQL died.
+	lsn     uint64
+	frozen  bool
+	crashed bool
+	st      api.Status
+}
+
+// startHollowAgent runs an agent for pod until the test ends.
+func startHollowAgent(t *testing.T, ns, pod string, lsn uint64) *hollowAgent {
+	a := &hollowAgent{ns: ns, pod: pod, lsn: lsn}
+	hollow.mu.Lock()
+	hollow.agents[ns+"/"+pod] = a
+	hollow.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		hollow.mu.Lock()
+		delete(hollow.agents, ns+"/"+pod)
+		hollow.mu.Unlock()
+	})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			a.pass(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return a
+}
+
+func (a *hollowAgent) set(f func(a *hollowAgent)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f(a)
+}
+
+func (a *hollowAgent) status() (*api.Status, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.frozen {
+		return nil, errors.New("frozen")
+	}
+	st := a.st
+	return &st, nil
+}
+
+func (a *hollowAgent) pass(ctx context.Context) {
+	a.mu.Lock()
+	frozen, crashed, lsn := a.frozen, a.crashed, a.lsn
+	a.mu.Unlock()
+	if frozen {
+		return
+	}
+	key := client.ObjectKey{Namespace: a.ns, Name: names.Lease("db")}
+	lease := &coordinationv1.Lease{}
+	pod := &corev1.Pod{}
+	if k8s.Get(ctx, key, lease) != nil || k8s.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: a.pod}, pod) != nil ||
+		lease.Spec.LeaseTransitions == nil {
+		return
+	}
+	now := time.Now()
+	epoch := int64(*lease.Spec.LeaseTransitions)
+	holder := ""
+	if lease.Spec.HolderIdentity != nil {
+		holder = *lease.Spec.HolderIdentity
+	}
+	sealed := epochSealed(lease)
+	leads := holder == a.pod && pod.Labels[names.LabelRole] == names.RoleLeader &&
+		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) && !sealed
+	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now}
+	switch {
+	case holder == a.pod && (crashed || lease.Annotations[names.AnnotationSwitchoverTo] != ""):
+		// PostgreSQL died, or a clean stop for a handover: release.
+		l := lease.DeepCopy()
+		l.Spec.HolderIdentity = nil
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[names.AnnotationReleasedLSN] = ""
+		if !crashed {
+			l.Annotations[names.AnnotationReleasedLSN] = failover.FormatLSN(lsn)
+		}
+		_ = k8s.Update(ctx, l)
+		st.Mode, st.Running = api.ModeFollower, false
+	case leads && !crashed:
+		l := lease.DeepCopy()
+		renewed := metav1.NewMicroTime(now)
+		l.Spec.RenewTime = &renewed
+		_ = k8s.Update(ctx, l)
+		st.Mode, st.WriteLSN = api.ModeLeader, failover.FormatLSN(lsn)
+	case crashed:
+		st.Mode, st.Running = api.ModeFollower, false
+	default:
+		st.Mode, st.InRecovery, st.Streaming = api.ModeFollower, true, !sealed && holder != ""
+		st.ReceivedLSN, st.ReplayedLSN = failover.FormatLSN(lsn), failover.FormatLSN(lsn)
+		if sealed {
+			st.Sealed, st.SealedLSN = true, failover.FormatLSN(lsn)
+		}
+	}
+	a.mu.Lock()
+	a.st = st
+	a.mu.Unlock()
+}

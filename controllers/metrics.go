@@ -1,0 +1,32 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// The operator's metrics, served with controller-runtime's on the manager's
+// metrics endpoint.
+var (
+	failoversTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regent_failovers_total",
+		Help: "Leadership changes the operator carried out, by kind (Failover or Switchover).",
+	}, []string{"namespace", "cluster", "kind"})
+	epochGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_epoch",
+		Help: "The cluster's current leadership epoch (the Lease's leaseTransitions).",
+	}, []string{"namespace", "cluster"})
+	memberLagBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_member_lag_bytes",
+		Help: "WAL bytes a follower has not received yet, behind the leader's last reported position.",
+	}, []string{"namespace", "cluster", "pod"})
+	decisionSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "regent_failover_decision_seconds",
+		Help:    "Time to read the agents and decide, per pass.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, decisionSeconds)
+}
