@@ -102,7 +102,14 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		return r.reconcileSwitchoverRequest(ctx, rs, obs)
 	case failover.Wait:
 		r.warnOnce(rs, key, regentv1.EventFailoverWaiting, "Wait", d.Reason, false)
-		obs.requeue(2 * time.Second)
+		// Followers report their seals on /status, not through the API
+		// server: no event brings the operator back, so it polls, briefly
+		// while an election is pending.
+		if epochSealed(lease) {
+			obs.requeue(250 * time.Millisecond)
+		} else {
+			obs.requeue(2 * time.Second)
+		}
 		if !d.Until.IsZero() {
 			obs.requeue(d.Until.Sub(now))
 		}

@@ -13,7 +13,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/agent"
@@ -53,7 +52,7 @@ func newAgentCommand() *cobra.Command {
 			if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
 				return err
 			}
-			cfg.Log = zap.New().WithName("agent").WithValues("pod", cfg.Pod)
+			cfg.Log = newLogger().WithName("agent").WithValues("pod", cfg.Pod)
 			ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer cancel()
 			return agent.New(cfg).Run(ctx)

@@ -17,7 +17,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/instance"
@@ -134,7 +133,7 @@ func (o *instanceOptions) config() (instance.Config, error) {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func runInstance(cfg instance.Config, runDir string) error {
-	cfg.Log = zap.New().WithName("instance")
+	cfg.Log = newLogger().WithName("instance")
 	in := instance.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

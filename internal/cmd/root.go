@@ -4,7 +4,10 @@ package cmd
 import (
 	"fmt"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/regent-dev/regent/internal/version"
 )
@@ -50,4 +53,10 @@ func newVersionCommand() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// newLogger is the in-pod processes' logger: JSON, with millisecond
+// timestamps (a failover's steps are a few hundred milliseconds apart).
+func newLogger() logr.Logger {
+	return zap.New(func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder })
 }

@@ -55,6 +55,8 @@ type Agent struct {
 	log      logr.Logger
 	instance *instance.Client
 	relays   *relaySet
+	// wake asks the run loop for a pass now (see watch.go).
+	wake chan struct{}
 
 	mu sync.Mutex
 	// What the agent last saw and decided.
@@ -63,6 +65,7 @@ type Agent struct {
 	mode        api.Mode
 	epoch       int64
 	deadline    time.Time // a leader's: writes stop at it
+	lastRenew   time.Time
 	lastContact time.Time
 	fenced      bool
 	reason      string
@@ -99,7 +102,7 @@ func New(cfg Config) *Agent {
 		c = clock.RealClock{}
 	}
 	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
-		relays: newRelaySet(), mode: api.ModeFollower}
+		relays: newRelaySet(), mode: api.ModeFollower, wake: make(chan struct{}, 1)}
 }
 
 func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
@@ -110,6 +113,8 @@ func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
 func (a *Agent) Run(ctx context.Context) error {
 	errs := make(chan error, 4)
 	go a.keepLease(ctx)
+	a.watchObjects(ctx)
+	go a.watchInstance(ctx)
 	go func() { errs <- a.serveRelay(ctx) }()
 	go func() { errs <- a.serveLocalAPI(ctx) }()
 	go func() { errs <- a.serveFollowerRelay(ctx) }()
@@ -129,6 +134,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				return err
 			}
 		case <-t.C:
+		case <-a.wake:
 		}
 	}
 }
@@ -281,7 +287,13 @@ func renewDeadline(lease *coordinationv1.Lease) time.Duration {
 // deadline. Every write permission flows from a renewal that succeeded.
 func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int64, st instance.Status,
 	passStart time.Time, reached bool) error {
-	if reached {
+	// keepLease renews every second; a pass renews too (a new leader's
+	// first renewal must not wait), but not within half a second of the
+	// last one: every renewal wakes every agent's pass.
+	a.mu.Lock()
+	recent := a.clock.Since(a.lastRenew) < 500*time.Millisecond
+	a.mu.Unlock()
+	if reached && !recent {
 		if err := a.renew(ctx, lease, passStart); err != nil {
 			a.log.Info("Lease renewal failed", "error", err.Error())
 		}
@@ -460,6 +472,7 @@ func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start ti
 	a.mu.Lock()
 	a.lease = updated
 	a.deadline = start.Add(renewDeadline(updated))
+	a.lastRenew = start
 	a.mu.Unlock()
 	return nil
 }

@@ -100,7 +100,9 @@ const superPW, replPW, appPW = "super-pw-1", "repl-pw-1", "app-pw-1"
 // pod is one simulated database pod: its API object and its two processes.
 type pod struct {
 	name, ip, runDir, logDir string
-	procs                    []*exec.Cmd
+	// password is the postgres role's, when not superPW.
+	password string
+	procs    []*exec.Cmd
 	// starts remembers how procs were started, for restart.
 	starts [][]string
 	env    []string
@@ -141,7 +143,6 @@ func newCluster(t *testing.T, n int, ipBase string) *cluster {
 	if _, err := cs.CoordinationV1().Leases(c.ns).Create(t.Context(), lease, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	uid, gid := postgresUser(t)
 	for i := range n {
 		p := &pod{name: names.Pod("db", i), ip: fmt.Sprintf("%s.%d", ipBase, i+1)}
 		labels := names.Labels("db")
@@ -160,37 +161,45 @@ func newCluster(t *testing.T, n int, ipBase string) *cluster {
 		if _, err := cs.CoreV1().Pods(c.ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		base, err := os.MkdirTemp("", "regent-pod-"+p.name+"-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = os.RemoveAll(base) })
-		_ = os.Chmod(base, 0o755)
-		p.runDir, p.logDir = filepath.Join(base, "run"), base
-		secrets := filepath.Join(base, "secrets")
-		for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			_ = os.Chown(d, uid, gid)
-		}
-		for f, v := range map[string]string{"superuser-password": superPW, "replication-password": replPW, "app-password": appPW} {
-			path := filepath.Join(secrets, f)
-			if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			_ = os.Chown(path, uid, gid)
-		}
-		envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
-			"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
-		bindir, _ := exec.Command("pg_config", "--bindir").Output()
-		p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+filepath.Join(secrets, "superuser-password"),
-			"--pg-bindir="+strings.TrimSpace(string(bindir)))
-		p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
+		c.launch(t, p, map[string]string{"superuser-password": superPW, "replication-password": replPW, "app-password": appPW})
 		c.pods = append(c.pods, p)
 	}
 	t.Cleanup(c.stop)
 	return c
+}
+
+// launch gives pod p a run directory, a data directory and its secrets,
+// and starts its instance and agent processes.
+func (c *cluster) launch(t *testing.T, p *pod, passwords map[string]string) {
+	t.Helper()
+	uid, gid := postgresUser(t)
+	base, err := os.MkdirTemp("", "regent-pod-"+p.name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	_ = os.Chmod(base, 0o755)
+	p.runDir, p.logDir = filepath.Join(base, "run"), base
+	secrets := filepath.Join(base, "secrets")
+	for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chown(d, uid, gid)
+	}
+	for f, v := range passwords {
+		path := filepath.Join(secrets, f)
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Chown(path, uid, gid)
+	}
+	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
+		"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
+	bindir, _ := exec.Command("pg_config", "--bindir").Output()
+	p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+filepath.Join(secrets, "superuser-password"),
+		"--pg-bindir="+strings.TrimSpace(string(bindir)))
+	p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
 }
 
 func (p *pod) start(t *testing.T, envv []string, args ...string) {
@@ -270,7 +279,11 @@ func (p *pod) ready() error {
 }
 
 func (p *pod) conn(ctx context.Context) (*pgx.Conn, error) {
-	return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", p.ip, superPW))
+	pw := p.password
+	if pw == "" {
+		pw = superPW
+	}
+	return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", p.ip, pw))
 }
 
 func exec1(ctx context.Context, p *pod, sql string) error {

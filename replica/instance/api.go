@@ -42,6 +42,10 @@ type (
 	ConfigureRequest struct {
 		SynchronousStandbyNames string `json:"synchronousStandbyNames"`
 	}
+	// WaitResponse is GET /wait's answer.
+	WaitResponse struct {
+		Gen uint64 `json:"gen"`
+	}
 	// ErrorResponse is every error's body.
 	ErrorResponse struct {
 		Error string `json:"error"`
@@ -117,6 +121,14 @@ func (in *Instance) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		_, _ = io.Copy(w, f)
+	})
+	// A long poll: answers when PostgreSQL started or exited since gen, or
+	// after 25 s.
+	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		gen, _ := strconv.ParseUint(r.URL.Query().Get("gen"), 10, 64)
+		ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
+		defer cancel()
+		reply(w, WaitResponse{Gen: in.WaitChange(ctx, gen)}, nil)
 	})
 	mux.HandleFunc("POST /deadline", func(w http.ResponseWriter, r *http.Request) {
 		var req DeadlineRequest
@@ -303,6 +315,13 @@ func (c *Client) FetchWAL(ctx context.Context, name string) (io.ReadCloser, int6
 		_ = json.NewDecoder(resp.Body).Decode(&e.ErrorResponse)
 		return nil, 0, e
 	}
+}
+
+// WaitChange long-polls until PostgreSQL started or exited since gen.
+func (c *Client) WaitChange(ctx context.Context, gen uint64) (uint64, error) {
+	var resp WaitResponse
+	err := c.call(ctx, http.MethodGet, "/wait?gen="+strconv.FormatUint(gen, 10), nil, &resp)
+	return resp.Gen, err
 }
 
 // SetDeadline refreshes the watchdog.

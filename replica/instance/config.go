@@ -50,10 +50,20 @@ type Settings struct {
 	ArchiveCommand, RestoreCommand string
 }
 
+// defaultParameters are Regent's defaults for settings a user may change.
+var defaultParameters = map[string]string{
+	// A follower whose stream was cut (a failover re-points every relay)
+	// retries after this instead of PostgreSQL's 5 s: it is also how soon
+	// a Sync-mode leader gets its first acknowledgement after a failover.
+	"wal_retrieve_retry_interval": "500ms",
+}
+
 // userConf renders the user's parameters, skipping any Regent owns (the
 // CRD refuses them; an object that slipped past it must not break
 // fencing).
-func userConf(params map[string]string) (string, []string) {
+func userConf(user map[string]string) (string, []string) {
+	params := maps.Clone(defaultParameters)
+	maps.Copy(params, user)
 	var b strings.Builder
 	b.WriteString("# spec.postgres.parameters, written by regent instance at every start.\n")
 	var ignored []string

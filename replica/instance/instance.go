@@ -58,6 +58,37 @@ type Instance struct {
 	wake     chan struct{}
 	// settings are those PostgreSQL was last started with.
 	settings Settings
+	// gen counts PostgreSQL's starts and exits; changed is closed at each.
+	gen     uint64
+	changed chan struct{}
+}
+
+// notify tells WaitChange callers that PostgreSQL started or exited.
+func (in *Instance) notify() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.gen++
+	close(in.changed)
+	in.changed = make(chan struct{})
+}
+
+// WaitChange returns the current generation as soon as it differs from
+// gen (PostgreSQL started or exited since), or when ctx ends: the agent
+// reacts to a dead PostgreSQL at once instead of at its next pass.
+func (in *Instance) WaitChange(ctx context.Context, gen uint64) uint64 {
+	in.mu.Lock()
+	cur, ch := in.gen, in.changed
+	in.mu.Unlock()
+	if cur != gen {
+		return cur
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.gen
 }
 
 // New returns an Instance; it starts nothing.
@@ -70,7 +101,8 @@ func New(cfg Config) *Instance {
 		cfg: cfg, clock: c, log: cfg.Log,
 		tools: &runner{binDir: cfg.BinDir, cred: cfg.Credential, log: cfg.Log, children: processChildren,
 			env: []string{"PGPASSFILE=/dev/null", "LC_ALL=C.UTF-8"}},
-		wake: make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
 	}
 }
 
@@ -276,6 +308,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	}
 	in.mu.Unlock()
 	in.poke()
+	in.notify()
 	in.log.Info("Started PostgreSQL", "role", opts.Role, "pid", cmd.Process.Pid)
 	go func() {
 		err := in.tools.children.wait(cmd)
@@ -287,6 +320,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		}
 		in.mu.Unlock()
 		close(exited)
+		in.notify()
 		in.log.Info("PostgreSQL exited", "result", in.lastExit)
 	}()
 	if err := in.waitReady(ctx, exited); err != nil {
