@@ -49,9 +49,10 @@ func liveCluster(t *testing.T, mutate func(*regentv1.ReplicaSet), lsns ...uint64
 	return ns, agents
 }
 
-// expectLeader waits until pod leads epoch: Lease, labels, the leader
+// expectLeader waits until pod leads epoch 2: Lease, labels, the leader
 // Service's selector and the ReplicaSet's status all say so.
-func expectLeader(t *testing.T, ns, pod string, epoch int) {
+func expectLeader(t *testing.T, ns, pod string) {
+	const epoch = 2
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
@@ -93,7 +94,7 @@ func TestFailoverPromotesTheFollowerWithTheMostWAL(t *testing.T) {
 	start := time.Now()
 	// The leader's PostgreSQL dies: its agent releases the Lease.
 	agents[0].set(func(a *hollowAgent) { a.crashed = true })
-	expectLeader(t, ns, "db-2", 2)
+	expectLeader(t, ns, "db-2")
 	t.Logf("release → db-2 labelled leader of epoch 2: %s", time.Since(start).Round(time.Millisecond))
 
 	g := NewWithT(t)
@@ -122,7 +123,7 @@ func TestSilentLeaderIsReplacedOnlyAfterItsLeaseExpires(t *testing.T) {
 		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSealedEpoch))
 	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
 	// Equal positions: the lowest ordinal wins.
-	expectLeader(t, ns, "db-1", 2)
+	expectLeader(t, ns, "db-1")
 	NewWithT(t).Expect(time.Since(frozen)).To(BeNumerically(">=", 3*time.Second))
 	// The old leader comes back: it does not lead again.
 	agents[0].set(func(a *hollowAgent) { a.frozen = false })
@@ -160,7 +161,7 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 	}).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
 
 	agents[2].set(func(a *hollowAgent) { a.frozen = false })
-	expectLeader(t, ns, "db-2", 2)
+	expectLeader(t, ns, "db-2")
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_0", "db_1")`))
@@ -197,7 +198,7 @@ func TestSwitchover(t *testing.T) {
 	g.Expect(ptr.Deref(get(t, g, ns, "db-leader", &coordinationv1.Lease{}).Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
 
 	g.Expect(update(t, rs, func(rs *regentv1.ReplicaSet) { rs.Annotations[names.AnnotationSwitchoverTo] = "db-2" })).To(Succeed())
-	expectLeader(t, ns, "db-2", 2)
+	expectLeader(t, ns, "db-2")
 	NewWithT(t).Eventually(func(g Gomega) {
 		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
 		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationSwitchoverTo), "the request is cleared once done")
@@ -217,7 +218,7 @@ func TestSealedEpochIsFinished(t *testing.T) {
 	NewWithT(t).Expect(update(t, lease, func(l *coordinationv1.Lease) {
 		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
 	})).To(Succeed())
-	expectLeader(t, ns, "db-2", 2)
+	expectLeader(t, ns, "db-2")
 }
 
 func conditionMessage(rs *regentv1.ReplicaSet, typ string) string {

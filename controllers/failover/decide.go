@@ -28,15 +28,15 @@ import (
 type Kind string
 
 const (
-	// None: the leader is healthy; nothing to do.
+	// None means the leader is healthy; nothing to do.
 	None Kind = "None"
-	// Wait: a failover is due or under way but cannot proceed yet.
+	// Wait means a failover is due or under way but cannot proceed yet.
 	Wait Kind = "Wait"
-	// Seal: mark the current epoch sealed on the Lease (phase one).
+	// Seal means mark the current epoch sealed on the Lease (phase one).
 	Seal Kind = "Seal"
-	// Promote: move the Lease to Target at the next epoch (phase two).
+	// Promote means move the Lease to Target at the next epoch (phase two).
 	Promote Kind = "Promote"
-	// Refuse: the operator must not act; a person has to look.
+	// Refuse means the operator must not act; a person has to look.
 	Refuse Kind = "Refuse"
 )
 
@@ -64,7 +64,7 @@ type Lease struct {
 	// Holder is "" once the leader released it; FormerHolder is who held
 	// the epoch (the holder, or the pod that released it).
 	Holder, FormerHolder string
-	Epoch  int64
+	Epoch                int64
 	// EverRenewed is false for a new cluster whose first leader never
 	// renewed: it never served, so there is nothing to fail over.
 	EverRenewed bool
@@ -329,7 +329,7 @@ func promote(_ Input, d Decision, c candidate) Decision {
 // (a single-pod cluster whose PostgreSQL crashed recovers this way).
 func fallback(in Input, d Decision, why string) Decision {
 	if old := member(in.Members, in.Lease.FormerHolder); old != nil && old.Agent != nil && !old.Deleting &&
-		!(old.Agent.Running && !old.Agent.InRecovery) && old.Agent.LastAPIContact != nil &&
+		(!old.Agent.Running || old.Agent.InRecovery) && old.Agent.LastAPIContact != nil &&
 		in.Now.Sub(*old.Agent.LastAPIContact) <= in.Spec.LeaseDuration*2/3 {
 		d.Eligibility[old.Name] = ""
 		d.Kind, d.Target, d.TargetLSN = Promote, old.Name, in.Lease.ReleasedLSN

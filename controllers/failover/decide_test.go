@@ -231,7 +231,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "one-pod cluster whose PostgreSQL crashed: the released leader leads again at a new epoch",
 			in: Input{Spec: func() Spec { s := spec(); s.Followers = 0; return s }(), Now: t0.Add(time.Second),
-				Lease: func() Lease { l := sealedLease(); l.Holder = ""; return l }(),
+				Lease:   func() Lease { l := sealedLease(); l.Holder = ""; return l }(),
 				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.Mode, a.Running = api.ModeFollower, false })}},
 			want: Promote, target: "db-0",
 		},
@@ -244,21 +244,21 @@ func TestDecide(t *testing.T) {
 		{
 			name: "switchover: the named follower wins once it holds the final position",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
-				Lease: func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000000; return l }(),
+				Lease:   func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000000; return l }(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
 			want: Promote, target: "db-1",
 		},
 		{
 			name: "switchover: the named follower has not received the final position yet: wait",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
-				Lease: func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000100; return l }(),
+				Lease:   func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000100; return l }(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
 			want: Wait, reasonHas: "the old leader stopped at 0/5000100",
 		},
 		{
 			name: "switchover with failover disabled and a delay: sealed at once",
 			in: Input{Spec: func() Spec { s := delayed; s.Enabled = false; return s }(), Now: t0, SwitchoverTo: "db-1",
-				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
+				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
 			want: Seal,
 		},

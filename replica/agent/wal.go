@@ -88,7 +88,7 @@ func (a *Agent) fetchWAL(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	if leads {
 		f, size, err := a.instance.FetchWAL(r.Context(), name)
-		if !a.answerWAL(w, name, f, size, err) {
+		if !a.answerWAL(w, name, size, err) {
 			return
 		}
 		defer f.Close()
@@ -126,7 +126,7 @@ func (a *Agent) fetchWAL(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("Fetched archived WAL from the leader", "file", name, "bytes", n, "error", errString(err))
 }
 
-func (a *Agent) answerWAL(w http.ResponseWriter, name string, f io.ReadCloser, size int64, err error) bool {
+func (a *Agent) answerWAL(w http.ResponseWriter, name string, size int64, err error) bool {
 	switch {
 	case errors.Is(err, walarchive.ErrNotFound):
 		w.WriteHeader(http.StatusNotFound)

@@ -1,6 +1,7 @@
 package walarchive
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,7 +55,7 @@ func TestPruneKeepsTheNewestSegmentsAndEveryHistoryFile(t *testing.T) {
 	if b, _ := os.ReadFile(out); string(b) != "000000020000000000000006" {
 		t.Fatalf("restored %q", b)
 	}
-	if _, _, err := a.Open("000000010000000000000004"); err != ErrNotFound {
+	if _, _, err := a.Open("000000010000000000000004"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("pruned segment: got %v, want ErrNotFound", err)
 	}
 }
