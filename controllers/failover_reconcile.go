@@ -151,7 +151,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	defer r.memory.mu.Unlock()
 	mem := r.memory.get(client.ObjectKeyFromObject(rs))
 
-	renewKey := fmt.Sprintf("%s/%d/%v", holder, epoch, lease.Spec.RenewTime)
+	renewKey := fmt.Sprintf("%s/%d/", holder, epoch)
 	if lease.Spec.RenewTime != nil {
 		renewKey += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
 	}

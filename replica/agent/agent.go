@@ -340,10 +340,9 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		// streaming receives the last WAL, then release with the final
 		// position; the operator promotes the target once it holds it.
 		target := handoverTo(lease, a.cfg.Pod)
+		// The relays stay open while PostgreSQL stops: its walsenders ship
+		// the last WAL to the followers before it exits.
 		a.log.Info("Handing over: stopping PostgreSQL cleanly", "to", target, "epoch", epoch)
-		a.mu.Lock()
-		a.fenced = true
-		a.mu.Unlock()
 		lsn, err := a.instance.Stop(ctx, instance.StopFast)
 		if err != nil {
 			return fmt.Errorf("stop for the handover to %s: %w", target, err)

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
@@ -37,7 +38,21 @@ import (
 // until the test ends. Agents are read over HTTP on the pods' addresses.
 func startOperator(t *testing.T) {
 	t.Helper()
-	ctrl.SetLogger(logr.Discard())
+	// The operator's log goes to a file, shown when the test fails.
+	logPath := filepath.Join(t.TempDir(), "operator.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder }))
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			lines := strings.Split(string(b), "\n")
+			t.Logf("== operator log (tail)\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+		_ = logFile.Close()
+	})
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(regentv1.AddToScheme(scheme))
@@ -408,4 +423,75 @@ func (p *pod) postmasterPID() (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+}
+
+// A switchover asked for with the ReplicaSet's annotation, with real
+// agents and PostgreSQL: the leader stops cleanly and releases with its
+// final position, the operator promotes the named follower once it holds
+// that position, and no acknowledged row is lost (Async mode: the clean
+// stop ships everything before the release).
+func TestOperatorSwitchesOverOnRequest(t *testing.T) {
+	c := operatedCluster(t, "127.0.40", func(*regentv1.ReplicaSet) {})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	ctx := t.Context()
+	if err := exec1(ctx, c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(wctx) })
+	defer func() { stop(); wg.Wait() }()
+	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
+		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+
+	rt := rtClient(t)
+	asked := time.Now()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		rs := &regentv1.ReplicaSet{}
+		if err := rt.Get(ctx, ctrlKey(c.ns, "db"), rs); err != nil {
+			return err
+		}
+		rs.Annotations = map[string]string{names.AnnotationSwitchoverTo: "db-2"}
+		return rt.Update(ctx, rs)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, 60*time.Second, "db-2 accepts writes at epoch 2", func() error {
+		if _, ok := w.firstOn("db-2", asked); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	first, _ := w.firstOn("db-2", asked)
+	t.Logf("switchover asked → first write accepted by db-2: %s", first.Sub(asked).Round(time.Millisecond))
+	stop()
+	wg.Wait()
+
+	n, err := countRows(ctx, c.pods[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < len(w.acked) {
+		t.Fatalf("%d rows acknowledged, %d on the new leader", len(w.acked), n)
+	}
+	rs := &regentv1.ReplicaSet{}
+	waitfor.Condition(t, 20*time.Second, "the switchover recorded and its request cleared", func() error {
+		if err := rt.Get(ctx, ctrlKey(c.ns, "db"), rs); err != nil {
+			return err
+		}
+		if rs.Annotations[names.AnnotationSwitchoverTo] != "" || rs.Status.LastFailover == nil ||
+			rs.Status.LastFailover.Kind != regentv1.FailoverKindSwitchover || *rs.Status.LastFailover.EstimatedLostBytes != 0 {
+			return fmt.Errorf("annotations %v, lastFailover %+v", rs.Annotations, rs.Status.LastFailover)
+		}
+		return nil
+	})
+	waitfor.Condition(t, 120*time.Second, "db-0 follows db-2", c.pods[0].ready)
 }
