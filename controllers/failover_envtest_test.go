@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega/gstruct"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -228,4 +229,74 @@ func conditionMessage(rs *regentv1.ReplicaSet, typ string) string {
 		}
 	}
 	return ""
+}
+
+// kubelet plays the part of the nodes for a namespace: pods come up ready
+// and deleted pods go at once. It returns how many of the wanted pods
+// were, at worst, missing or not ready at the same time.
+func kubelet(t *testing.T, ns string, want int) func() int {
+	t.Helper()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	worst := 0
+	go func() {
+		defer close(done)
+		g := NewWithT(t)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			pods := &corev1.PodList{}
+			if k8s.List(t.Context(), pods, client.InNamespace(ns)) != nil {
+				continue
+			}
+			ready := 0
+			for i := range pods.Items {
+				p := &pods.Items[i]
+				switch {
+				case !p.DeletionTimestamp.IsZero():
+					_ = k8s.Delete(t.Context(), p, client.GracePeriodSeconds(0))
+				case podReady(p):
+					ready++
+				default:
+					func() {
+						defer func() { _ = recover() }()
+						setPodReady(t, g, ns, p.Name, true)
+					}()
+				}
+			}
+			worst = max(worst, want-ready)
+		}
+	}()
+	return func() int { close(stop); <-done; return worst }
+}
+
+// A new pod template rolls out one pod at a time, followers first, with a
+// single switchover away from the leader before it restarts.
+func TestRollingUpdateRestartsFollowersFirstWithOneSwitchover(t *testing.T) {
+	ns, _ := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000100)
+	stopKubelet := kubelet(t, ns, 3)
+	before := get(t, NewWithT(t), ns, "db", &appsv1.StatefulSet{}).Status.UpdateRevision
+	rs := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
+	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Postgres.Parameters = map[string]string{"work_mem": "8MB"}
+	})).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		sts := get(t, g, ns, "db", &appsv1.StatefulSet{})
+		g.Expect(sts.Status.UpdateRevision).NotTo(BeElementOf("", before))
+		for _, name := range []string{"db-0", "db-1", "db-2"} {
+			pod := get(t, g, ns, name, &corev1.Pod{})
+			g.Expect(pod.Labels).To(HaveKeyWithValue(appsv1.ControllerRevisionHashLabelKey, sts.Status.UpdateRevision), name)
+		}
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.Phase).To(Equal(regentv1.PhaseHealthy))
+	}).WithTimeout(2 * timeout).WithPolling(poll).Should(Succeed())
+	worst := stopKubelet()
+	NewWithT(t).Expect(worst).To(BeNumerically("<=", 1), "more than one pod was down at once")
+	// One switchover, to the most advanced follower.
+	expectLeader(t, ns, "db-2")
+	got := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
+	NewWithT(t).Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
 }

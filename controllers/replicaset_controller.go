@@ -245,6 +245,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	if err := r.reconcileLeadership(ctx, rs, obs); err != nil {
 		return "label pods with their roles", err
 	}
+	if err := r.reconcileRollout(ctx, rs, obs); err != nil {
+		return "roll out the pod template", err
+	}
 	return "", nil
 }
 

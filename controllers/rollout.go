@@ -1,0 +1,116 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// EventRollingUpdate reasons: the operator restarts a pod for a new pod
+// template.
+const eventRollingUpdate = "RollingUpdate"
+
+// reconcileRollout rolls a new pod template out (the StatefulSet's update
+// strategy is OnDelete, so nothing restarts behind the operator's back):
+// followers first, one at a time, each only once every pod is ready and
+// every follower streams; then one switchover away from the leader, to the
+// most advanced up-to-date follower; then the old leader, now a follower.
+// It acts only while the cluster is healthy and no leadership change is
+// under way.
+func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	sts := &appsv1.StatefulSet{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.StatefulSet(rs.Name)}, sts); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	revision := sts.Status.UpdateRevision
+	if revision == "" || sts.Status.ObservedGeneration != sts.Generation {
+		return nil
+	}
+	var outdated []*corev1.Pod
+	for i := range obs.pods {
+		if obs.pods[i].Labels[appsv1.ControllerRevisionHashLabelKey] != revision {
+			outdated = append(outdated, &obs.pods[i])
+		}
+	}
+	if len(outdated) == 0 {
+		return nil
+	}
+	obs.requeue(2 * time.Second)
+	holder := obs.holder()
+	if obs.decision == nil || obs.decision.Kind != failover.None || holder == "" ||
+		obs.lease.Annotations[names.AnnotationSwitchoverTo] != "" || rs.Annotations[names.AnnotationSwitchoverTo] != "" {
+		return nil
+	}
+	if int32(len(obs.pods)) != rs.DesiredReplicas() {
+		return nil
+	}
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		if !pod.DeletionTimestamp.IsZero() || !podReady(pod) {
+			return nil // one restart at a time: wait for the last one
+		}
+		if a := obs.agents[pod.Name]; pod.Name != holder && (a == nil || !a.Streaming) {
+			return nil
+		}
+	}
+	log := logf.FromContext(ctx)
+	// Followers first, highest ordinal first.
+	slices.SortFunc(outdated, func(a, b *corev1.Pod) int {
+		i, _ := names.Ordinal(rs.Name, a.Name)
+		j, _ := names.Ordinal(rs.Name, b.Name)
+		return j - i
+	})
+	for _, pod := range outdated {
+		if pod.Name == holder {
+			continue
+		}
+		log.Info("Restarting a follower for the new pod template", "pod", pod.Name, "revision", revision)
+		r.Recorder.Eventf(rs, pod, corev1.EventTypeNormal, eventRollingUpdate, "Restart",
+			"Restarting follower %s for pod template revision %s", pod.Name, revision)
+		return client.IgnoreNotFound(r.Delete(ctx, pod, client.Preconditions{UID: ptr.To(pod.UID)}))
+	}
+	// Only the leader is left: hand over to the most advanced follower.
+	target, best := "", uint64(0)
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		a := obs.agents[pod.Name]
+		if pod.Name == holder || a == nil {
+			continue
+		}
+		if lsn, err := failover.ParseLSN(a.ReceivedLSN); err == nil && (target == "" || lsn > best) {
+			target, best = pod.Name, lsn
+		}
+	}
+	if target == "" {
+		return nil
+	}
+	if why := r.switchoverRefusal(rs, obs, target); why != "" {
+		log.Info("Rolling update waits to switch over", "to", target, "reason", why)
+		return nil
+	}
+	l := obs.lease.DeepCopy()
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[names.AnnotationSwitchoverTo] = target
+	if err := r.Update(ctx, l); err != nil {
+		return fmt.Errorf("switch over for the rolling update: %w", err)
+	}
+	obs.lease = l
+	log.Info("Switching over for the rolling update", "from", holder, "to", target)
+	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, eventRollingUpdate, "Switchover",
+		"Every follower runs revision %s: asked %s to hand leadership of epoch %d to %s before it restarts",
+		revision, holder, obs.epoch(), target)
+	return nil
+}
