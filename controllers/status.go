@@ -114,6 +114,11 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		st.Phase = regentv1.PhaseHealthy
 	}
 
+	if d := obs.decision; d != nil && (d.Kind == failover.Seal || d.Kind == failover.Promote ||
+		(d.Kind == failover.Wait && obs.lease != nil && (epochSealed(obs.lease) || obs.holder() == ""))) {
+		st.Phase = regentv1.PhaseFailingOver
+	}
+
 	if reconcileErr == nil {
 		st.ObservedGeneration = rs.Generation
 	}
