@@ -25,6 +25,9 @@ help: ## List the targets.
 manifests: tools-codegen ## Generate the CRD and RBAC manifests from the Go markers.
 	$(BIN)/controller-gen crd rbac:roleName=manager-role paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The Helm chart carries the same CRD and operator rules.
+	cp config/crd/bases/regent.dev_replicasets.yaml charts/regent/files/crd.yaml
+	cp config/rbac/role.yaml charts/regent/files/manager-role.yaml
 
 .PHONY: generate
 generate: tools-codegen ## Generate the API's deepcopy functions.
@@ -56,6 +59,14 @@ build: ## Build the regent binary into bin/.
 
 LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
 
+.PHONY: demo
+demo: build tools-local ## The README's main command: local cluster, operator (Helm), a ready 3-pod cluster.
+	hack/demo.sh
+
+.PHONY: e2e
+e2e: build tools-local ## The end-to-end user story on a local cluster of its own (root): helm, kubectl, faults.
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
+
 .PHONY: local-up
 local-up: build tools-local ## Start the local cluster (3 nodes) and wait until it is ready.
 	$(BIN)/localcluster up
@@ -71,8 +82,10 @@ local-status: ## Show which processes of the local cluster run.
 ##@ Test
 
 .PHONY: test
-test: tools-envtest tools-local ## Run every test: unit, envtest suites, and the local cluster's (needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) ./...
+test: build tools-envtest tools-local ## Run every test: unit, envtest, data plane, local cluster, chart, then end to end (needs root).
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
+	@# Alone, so that its timings are not those of a machine busy with other suites.
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
 
 ##@ Tools (pinned in hack/tools/versions.env, built from Go modules into bin/)
 

@@ -8,7 +8,7 @@ cd "$root"
 
 snapshot=$(mktemp -d)
 trap 'rm -rf "$snapshot"' EXIT
-watched=(api config go.mod go.sum)
+watched=(api config charts go.mod go.sum)
 cp -a "${watched[@]}" "$snapshot/"
 
 make --no-print-directory manifests generate >/dev/null

@@ -247,9 +247,18 @@ func (a *Agent) setReason(r string) {
 	a.mu.Unlock()
 }
 
-// seal cuts the relays of a sealed epoch and records the last position
-// received under it, once: from then on this follower accepts no more WAL
-// of that epoch, so its position can be compared with the others'.
+// seal cuts the relays of a sealed epoch and records, once, the end of
+// the WAL this follower holds: from then on it accepts no more WAL of that
+// epoch, so its position can be compared with the others'.
+//
+// pg_last_wal_receive_lsn() cannot be trusted for that: when the WAL
+// receiver restarts (and cutting the relay makes it restart) it goes back
+// to the start of the segment. So the agent waits until the startup
+// process has replayed everything on disk and waits for more, with no
+// stream: the replay position is then the end of the WAL held, and every
+// commit this follower acknowledged is before it. Until then it reports
+// nothing sealed (a follower blocked in replay, by a query conflict say,
+// is not counted rather than counted too low).
 func (a *Agent) seal(ctx context.Context, epoch int64) {
 	a.relays.closeAll()
 	a.mu.Lock()
@@ -258,18 +267,51 @@ func (a *Agent) seal(ctx context.Context, epoch int64) {
 	if done {
 		return
 	}
-	st, err := a.instance.Status(ctx)
-	if err != nil {
-		return
+	deadline := a.clock.Now().Add(2 * time.Second)
+	for {
+		st, err := a.instance.Status(ctx)
+		if err != nil || !st.Running || !st.InRecovery {
+			return // no follower's PostgreSQL to seal
+		}
+		if st.WaitingForWAL && !st.Streaming && st.ReplayedLSN != "" {
+			lsn := maxLSN(st.ReplayedLSN, st.ReceivedLSN)
+			a.mu.Lock()
+			a.sealedEpoch, a.sealedLSN = epoch, lsn
+			a.mu.Unlock()
+			a.log.Info("Sealed: no more WAL of this epoch", "epoch", epoch, "lsn", lsn)
+			return
+		}
+		if !a.clock.Now().Before(deadline) || ctx.Err() != nil {
+			a.log.Info("Sealing: waiting for replay to reach the end of the WAL held", "epoch", epoch,
+				"replayed", st.ReplayedLSN, "waitingForWAL", st.WaitingForWAL, "streaming", st.Streaming)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	lsn := st.ReceivedLSN
-	if lsn == "" {
-		lsn = st.ReplayedLSN
+}
+
+// maxLSN returns the larger of two LSNs in PostgreSQL's X/Y notation.
+func maxLSN(x, y string) string {
+	px, errx := parseLSN(x)
+	py, erry := parseLSN(y)
+	switch {
+	case errx != nil:
+		return y
+	case erry != nil || px >= py:
+		return x
 	}
-	a.mu.Lock()
-	a.sealedEpoch, a.sealedLSN = epoch, lsn
-	a.mu.Unlock()
-	a.log.Info("Sealed: no more WAL of this epoch", "epoch", epoch, "receivedLSN", lsn)
+	return y
+}
+
+func parseLSN(s string) (uint64, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, err
+	}
+	return uint64(hi)<<32 | uint64(lo), nil
 }
 
 // renewDeadline is how long after a renewal's start the leader may write:
@@ -619,8 +661,16 @@ func (a *Agent) shutdown() {
 	}
 	lsn, err := a.instance.Stop(ctx, instance.StopFast)
 	if err != nil {
-		a.log.Error(err, "Stop PostgreSQL before releasing the Lease; keeping the Lease")
-		return
+		// The postgres container may have stopped first (it stops
+		// PostgreSQL on SIGTERM too). Release only when PostgreSQL is
+		// known stopped: instance says so, or instance itself is gone (a
+		// container's processes go with its main process).
+		st, serr := a.instance.Status(ctx)
+		if serr == nil && st.Running {
+			a.log.Error(err, "Stop PostgreSQL before releasing the Lease; keeping the Lease")
+			return
+		}
+		lsn = ""
 	}
 	if err := a.release(ctx, lsn, "the pod is shutting down"); err != nil {
 		a.log.Error(err, "Release the Lease")

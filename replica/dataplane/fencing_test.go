@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
 
 	"github.com/regent-dev/regent/internal/waitfor"
@@ -152,13 +153,30 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	for _, p := range c.pods {
 		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
-	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+	ctx := t.Context()
+	if err := exec1(ctx, c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) VALUES ('x')"); err != nil {
 		t.Fatal(err)
 	}
+	var flushed string
+	conn, err := c.pods[0].conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&flushed); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	follower := c.pods[1]
+	waitfor.Condition(t, 10*time.Second, "the follower replayed the leader's last write", func() error {
+		st, err := follower.status()
+		if err == nil && lsn(st.ReplayedLSN) < lsn(flushed) {
+			err = fmt.Errorf("replayed %s, leader flushed %s", st.ReplayedLSN, flushed)
+		}
+		return err
+	})
 	c.updateLease(t, func(lease *coordinationv1.Lease) {
 		lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
 	})
-	follower := c.pods[1]
 	var sealedLSN string
 	waitfor.Condition(t, 10*time.Second, "follower sealed", func() error {
 		st, err := follower.status()
@@ -171,6 +189,12 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 		sealedLSN = st.SealedLSN
 		return nil
 	})
+	// The sealed position covers everything the follower held (the WAL
+	// receiver's restart resets pg_last_wal_receive_lsn to a segment
+	// start: the seal must not report that).
+	if lsn(sealedLSN) < lsn(flushed) {
+		t.Fatalf("sealed at %s, below the %s the follower had replayed", sealedLSN, flushed)
+	}
 	// The sealed epoch's leader is fenced; nothing more reaches the
 	// follower, whose position stays where it sealed.
 	waitfor.Condition(t, 10*time.Second, "sealed leader stops writing", func() error {
@@ -180,9 +204,14 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 		return nil
 	})
 	st, err := follower.status()
-	if err != nil || st.ReceivedLSN != sealedLSN {
-		t.Errorf("received %q after sealing at %q (%v)", st.ReceivedLSN, sealedLSN, err)
+	if err != nil || lsn(st.ReplayedLSN) > lsn(sealedLSN) || lsn(st.ReceivedLSN) > lsn(sealedLSN) || st.SealedLSN != sealedLSN {
+		t.Errorf("after sealing at %s: received %s, replayed %s, sealed %s (%v)", sealedLSN, st.ReceivedLSN, st.ReplayedLSN, st.SealedLSN, err)
 	}
+}
+
+func lsn(s string) uint64 {
+	n, _ := failover.ParseLSN(s)
+	return n
 }
 
 // With the Lease naming a synchronous standby, a commit on the leader is

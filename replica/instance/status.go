@@ -28,6 +28,10 @@ type Status struct {
 	ReplayedLSN string `json:"replayedLSN,omitempty"`
 	// Streaming says whether a follower's WAL receiver streams.
 	Streaming bool `json:"streaming"`
+	// WaitingForWAL says a follower's startup process has replayed all
+	// the WAL it has and waits for more: its replay position is then the
+	// end of the WAL on its disk.
+	WaitingForWAL bool `json:"waitingForWAL,omitempty"`
 	// SynchronousStandbyNames is the running PostgreSQL's setting.
 	SynchronousStandbyNames string `json:"synchronousStandbyNames,omitempty"`
 	// Deadline is the watchdog's, while a leader runs.
@@ -85,8 +89,10 @@ func (in *Instance) Status(ctx context.Context) Status {
 		(SELECT timeline_id FROM pg_control_checkpoint()),
 		pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
-		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)`).
-		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written, &st.Streaming)
+		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
+		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
+			AND wait_event IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval'))`).
+		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written, &st.Streaming, &st.WaitingForWAL)
 	_ = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&st.SynchronousStandbyNames)
 	if received != nil {
 		st.ReceivedLSN = *received

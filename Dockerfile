@@ -1,0 +1,17 @@
+# The one regent binary, static, on distroless (nonroot). The database pods'
+# init container copies it from /usr/local/bin/regent (names.ImageBinaryPath)
+# into the pod, so the path is part of the contract.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/regent-dev/regent/internal/version.Version=${VERSION}" \
+    -o /out/regent .
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/regent /usr/local/bin/regent
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/regent"]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make demo: the local cluster, the operator installed with Helm, and the
+# 3-pod sample cluster, ready. Safe to run again.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bin=$root/bin
+export KUBECONFIG=$root/.state/local/kubeconfig
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "Starting the local cluster (3 nodes, processes in network namespace regent-local)"
+"$bin/localcluster" up
+
+say "Installing the operator with Helm (image regent:dev is bin/regent)"
+"$bin/helm" upgrade --install regent charts/regent --namespace regent-system --create-namespace \
+	--set image.tag=dev --wait --timeout 5m
+
+say "Applying the 3-pod sample (config/samples/regent_v1alpha1_replicaset.yaml)"
+"$bin/kubectl" apply -f config/samples/regent_v1alpha1_replicaset.yaml
+if ! "$bin/kubectl" wait dbrs/pg --for=jsonpath='{.status.phase}'=Healthy --timeout=5m; then
+	"$bin/kubectl" describe dbrs/pg | tail -30
+	exit 1
+fi
+
+say "kubectl get dbrs"
+"$bin/kubectl" get dbrs
+say "kubectl get pods -L regent.dev/role,regent.dev/epoch"
+"$bin/kubectl" get pods -L regent.dev/role,regent.dev/epoch -o wide
+
+cat <<MSG
+
+The cluster is up. In this shell:
+  export KUBECONFIG=$KUBECONFIG
+  export PATH=$bin:\$PATH
+
+Connect with psql through the service proxy (it follows the leader):
+  localcluster proxy pg-leader --listen 127.0.0.1:15432 &
+  psql "\$(kubectl get secret pg-app -o jsonpath='{.data.uri}' | base64 -d | sed 's#@[^/]*/#@127.0.0.1:15432/#')"
+
+Watch a failover:
+  kubectl get dbrs -w &
+  localcluster fault kill default/pg-0 postgres    # or: kubectl delete pod pg-0
+  kubectl get pods -L regent.dev/role,regent.dev/epoch
+
+Switch over:  kubectl annotate dbrs/pg regent.dev/switchover-to=pg-1
+Clean up:     make local-down
+MSG

@@ -1,0 +1,171 @@
+// Package chart_test checks the Helm chart with the real helm: lint, the
+// schema's refusals, and what it renders (CRD kept on uninstall, the
+// operator's RBAC identical to the generated one, hardened pods).
+package chart_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/yaml"
+)
+
+func root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin := filepath.Join(root(), "bin", "helm")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("bin/helm is missing: run `make tools-local` (make test does)")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		err = errors.New(strings.TrimSpace(errb.String()))
+	}
+	return out.String(), err
+}
+
+func chartDir() string { return filepath.Join(root(), "charts", "regent") }
+
+// render returns the chart's objects by kind.
+func render(t *testing.T, sets ...string) map[string][][]byte {
+	t.Helper()
+	args := []string{"template", "r", chartDir(), "--namespace", "regent-system"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v", sets, err)
+	}
+	objs := map[string][][]byte{}
+	for _, doc := range strings.Split(out, "\n---") {
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil || meta.Kind == "" {
+			continue
+		}
+		objs[meta.Kind] = append(objs[meta.Kind], []byte(doc))
+	}
+	return objs
+}
+
+func TestChartLints(t *testing.T) {
+	if out, err := helm(t, "lint", "--strict", chartDir()); err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+}
+
+func TestSchemaRefusesBadValues(t *testing.T) {
+	for set, want := range map[string]string{
+		"replicaCount=3":         "replicaCount",
+		"logLevel=loud":          "logLevel",
+		"image.pullPolicy=Often": "pullPolicy",
+		"metrics.port=80":        "port",
+		"nosuchvalue=1":          "nosuchvalue",
+	} {
+		_, err := helm(t, "template", "r", chartDir(), "--set", set)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: got %v, want an error naming %s", set, err, want)
+		}
+	}
+}
+
+func TestCRDIsTheGeneratedOneAndKept(t *testing.T) {
+	objs := render(t)
+	if len(objs["CustomResourceDefinition"]) != 1 {
+		t.Fatalf("%d CRDs rendered", len(objs["CustomResourceDefinition"]))
+	}
+	var got, want apiextensionsv1.CustomResourceDefinition
+	if err := yaml.UnmarshalStrict(objs["CustomResourceDefinition"][0], &got); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root(), "config", "crd", "bases", "regent.dev_replicasets.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Error("the CRD is not kept on helm uninstall: deleting it would delete every cluster")
+	}
+	if !equality.Semantic.DeepEqual(got.Spec, want.Spec) {
+		t.Error("the chart's CRD differs from config/crd/bases: run make manifests")
+	}
+	if n := len(render(t, "crds.install=false")["CustomResourceDefinition"]); n != 0 {
+		t.Errorf("crds.install=false still renders %d CRDs", n)
+	}
+}
+
+func TestOperatorRBACIsTheGeneratedOne(t *testing.T) {
+	var got, want rbacv1.ClusterRole
+	objs := render(t)
+	if err := yaml.UnmarshalStrict(objs["ClusterRole"][0], &got); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(got.Rules, want.Rules) {
+		t.Errorf("the chart's ClusterRole rules differ from config/rbac/role.yaml")
+	}
+}
+
+func TestDeploymentIsHardenedAndConfigured(t *testing.T) {
+	for _, tt := range []struct {
+		sets         []string
+		replicas     int32
+		antiAffinity bool
+		image        string
+	}{
+		{nil, 1, false, "regent:dev"},
+		{[]string{"replicaCount=2", "image.tag=v1.2.3", "image.repository=example.org/regent"}, 2, true, "example.org/regent:v1.2.3"},
+	} {
+		var d appsv1.Deployment
+		if err := yaml.UnmarshalStrict(render(t, tt.sets...)["Deployment"][0], &d); err != nil {
+			t.Fatal(err)
+		}
+		if *d.Spec.Replicas != tt.replicas {
+			t.Errorf("%v: %d replicas, want %d", tt.sets, *d.Spec.Replicas, tt.replicas)
+		}
+		if (d.Spec.Template.Spec.Affinity != nil) != tt.antiAffinity {
+			t.Errorf("%v: anti-affinity %v, want %v", tt.sets, d.Spec.Template.Spec.Affinity != nil, tt.antiAffinity)
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		if c.Image != tt.image || !strings.Contains(strings.Join(c.Args, " "), "--regent-image="+tt.image) {
+			t.Errorf("%v: image %s, args %v; want %s for both", tt.sets, c.Image, c.Args, tt.image)
+		}
+		if !strings.Contains(strings.Join(c.Args, " "), "--leader-elect") {
+			t.Error("no leader election: two replicas would both act")
+		}
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil ||
+			!*sc.ReadOnlyRootFilesystem || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+			t.Errorf("container security context not hardened: %+v", sc)
+		}
+		if ps := d.Spec.Template.Spec.SecurityContext; ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot {
+			t.Error("the pod may run as root")
+		}
+	}
+}

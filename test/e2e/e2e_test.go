@@ -1,0 +1,479 @@
+// Package e2e_test lives the user story on the local cluster, through the
+// real helm and kubectl: install the operator with the chart, apply a
+// ReplicaSet, write through <rs>-leader while the leader is killed,
+// deleted, frozen and switched over, scale, and delete the ReplicaSet.
+// It needs root (the local cluster) and the tools `make test` builds.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/regent-dev/regent/internal/localcluster/cgroup"
+	"github.com/regent-dev/regent/internal/localcluster/cluster"
+	"github.com/regent-dev/regent/internal/localcluster/netns"
+	"github.com/regent-dev/regent/internal/localcluster/provisioner"
+	"github.com/regent-dev/regent/internal/localcluster/proxy"
+	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/waitfor"
+)
+
+var (
+	cfg  cluster.Config
+	cs   *kubernetes.Clientset
+	root string
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("SKIP: the end-to-end tests run the local cluster, which needs root")
+		return 0
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root = filepath.Join(filepath.Dir(file), "..", "..")
+	bin := filepath.Join(root, "bin")
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			fmt.Fprintf(os.Stderr, "%s missing in %s: run the tests with `make test` (or `make e2e`)\n", b, bin)
+			return 1
+		}
+	}
+	state, err := os.MkdirTemp("", "regent-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cfg = cluster.Config{StateDir: state, BinDir: bin, NetNS: fmt.Sprintf("regent-e2e-%d", os.Getpid()),
+		HostPort: port, Nodes: 3, ImageMap: filepath.Join(root, "hack", "local", "images.yaml")}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[cluster] "+f+"\n", a...) }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := cluster.Up(ctx, cfg, logf); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster up:", err)
+		_ = cluster.Down(cfg, logf)
+		return 1
+	}
+	code := 1
+	defer func() {
+		if err := cluster.Down(cfg, logf); err != nil {
+			fmt.Fprintln(os.Stderr, "cluster down:", err)
+		}
+		if code == 0 {
+			_ = os.RemoveAll(state)
+		} else {
+			fmt.Fprintln(os.Stderr, "logs kept in", state)
+		}
+	}()
+	kc, err := clientcmd.BuildConfigFromFlags("", cfg.AdminKubeconfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if cs, err = kubernetes.NewForConfig(kc); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := provisioner.EnsureStorageClass(ctx, cs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code = m.Run()
+	return code
+}
+
+// tool runs bin/<name> against the cluster and returns its output.
+func tool(t *testing.T, stdin string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(root, "bin", name), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+cfg.AdminKubeconfig(), "HELM_CACHE_HOME="+t.TempDir(),
+		"HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	cmd.Dir = root
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+func kubectl(t *testing.T, args ...string) string { return tool(t, "", "kubectl", args...) }
+
+const ns = "e2e"
+
+// field reads a jsonpath of the ReplicaSet.
+func field(t *testing.T, path string) string {
+	return strings.TrimSpace(kubectl(t, "-n", ns, "get", "dbrs/db", "-o", "jsonpath={"+path+"}"))
+}
+
+// dialPod connects to PostgreSQL on a pod's address, inside the cluster's
+// network namespace.
+func connectPod(ctx context.Context, ip, user, password string) (*pgx.Conn, error) {
+	c, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=app connect_timeout=3", ip, user, password))
+	if err != nil {
+		return nil, err
+	}
+	c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return netns.Dial(ctx, cfg.NetNS, network, addr)
+	}
+	return pgx.ConnectConfig(ctx, c)
+}
+
+// writer inserts rows through the leader Service (the service proxy, as a
+// user would) and keeps every acknowledgement with the database's clock.
+type writer struct {
+	dsn string
+	mu  sync.Mutex
+	ids []int
+	at  []time.Time // clock_timestamp() of each acknowledged row
+}
+
+func (w *writer) run(ctx context.Context) {
+	var conn *pgx.Conn
+	for ctx.Err() == nil {
+		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			conn, _ = pgx.Connect(cctx, w.dsn)
+			cancel()
+			if conn == nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+		}
+		var id int
+		var at time.Time
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := conn.QueryRow(qctx, "INSERT INTO t DEFAULT VALUES RETURNING id, at").Scan(&id, &at)
+		cancel()
+		if err != nil {
+			_ = conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		w.mu.Lock()
+		w.ids, w.at = append(w.ids, id), append(w.at, at)
+		w.mu.Unlock()
+	}
+	if conn != nil {
+		_ = conn.Close(context.Background())
+	}
+}
+
+// outage is the write outage around since, by the database's clock: the
+// gap between the last row written before it and the first written after
+// it (both acknowledged); ok is false while no row was written after.
+func (w *writer) outage(since time.Time) (time.Duration, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var before, after time.Time
+	for _, at := range w.at {
+		if at.Before(since) && at.After(before) {
+			before = at
+		}
+		if at.After(since) && (after.IsZero() || at.Before(after)) {
+			after = at
+		}
+	}
+	if before.IsZero() || after.IsZero() {
+		return 0, false
+	}
+	return after.Sub(before), true
+}
+
+func TestUserStory(t *testing.T) {
+	ctx := t.Context()
+	t.Log(tool(t, "", "helm", "install", "regent", "charts/regent", "--namespace", "regent-system", "--create-namespace",
+		"--set", "image.tag=dev", "--wait", "--timeout", "3m"))
+	kubectl(t, "create", "namespace", ns)
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: ReplicaSet
+metadata:
+  name: db
+spec:
+  replicas: 3
+  storage:
+    size: 1Gi
+  replication:
+    mode: Sync
+    syncReplicas: 1
+  failover:
+    leaseDurationSeconds: 6
+`, "kubectl", "-n", ns, "apply", "-f", "-")
+	kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs"))
+
+	// Exactly one leader, and the Services' endpoints follow the labels.
+	leader := field(t, ".status.leader")
+	waitfor.Condition(t, 30*time.Second, "Service endpoints", func() error {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		var leaders, followers []string
+		for _, p := range pods.Items {
+			switch p.Labels[names.LabelRole] {
+			case names.RoleLeader:
+				leaders = append(leaders, p.Name)
+			case names.RoleFollower:
+				followers = append(followers, p.Name)
+			}
+		}
+		if len(leaders) != 1 || leaders[0] != leader || len(followers) != 2 {
+			return fmt.Errorf("leaders %v, followers %v", leaders, followers)
+		}
+		for svc, want := range map[string][]string{"db-leader": leaders, "db-followers": followers} {
+			if got := endpoints(ctx, svc); !sameSet(got, want) {
+				return fmt.Errorf("%s endpoints %v, want %v", svc, got, want)
+			}
+		}
+		return nil
+	})
+
+	// The app Secret's uri connects, through the leader Service.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stopProxy := context.WithCancel(context.Background())
+	defer stopProxy()
+	p := &proxy.Proxy{Client: cs, Namespace: ns, Service: "db-leader", Log: logr.Discard(),
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, cfg.NetNS, "tcp", addr) }}
+	go func() { _ = p.Serve(pctx, l) }()
+	secret, err := cs.CoreV1().Secrets(ns).Get(ctx, "db-app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(string(secret.Data["uri"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = l.Addr().String()
+	dsn := u.String() + "?connect_timeout=2"
+	var conn *pgx.Conn
+	waitfor.Condition(t, 30*time.Second, "the app uri connects through db-leader", func() error {
+		var err error
+		conn, err = pgx.Connect(ctx, dsn)
+		return err
+	})
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+
+	w := &writer{dsn: dsn}
+	wctx, stopWriter := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(wctx) })
+	defer func() { stopWriter(); wg.Wait() }()
+
+	lease := 6 * time.Second
+	faults := []struct {
+		name  string
+		limit time.Duration
+		do    func(t *testing.T, leader string)
+		after func(t *testing.T, leader string)
+	}{
+		{"PostgreSQL killed", 5 * time.Second, func(t *testing.T, leader string) { podGroup(t, leader).sub("postgres").kill(t) }, nil},
+		{"pod deleted", 5 * time.Second, func(t *testing.T, leader string) { kubectl(t, "-n", ns, "delete", "pod", leader, "--wait=false") }, nil},
+		{"pod frozen", lease + 5*time.Second, func(t *testing.T, leader string) { podGroup(t, leader).freeze(t, true) },
+			func(t *testing.T, leader string) { podGroup(t, leader).freeze(t, false) }},
+		{"switchover", 3 * time.Second, func(t *testing.T, leader string) {
+			target := ""
+			for _, m := range []string{"db-0", "db-1", "db-2"} {
+				if m != leader && target == "" {
+					target = m
+				}
+			}
+			kubectl(t, "-n", ns, "annotate", "dbrs/db", names.AnnotationSwitchoverTo+"="+target)
+		}, nil},
+	}
+	var report []string
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			waitfor.Condition(t, 20*time.Second, "rows acknowledged", func() error {
+				if _, ok := w.outage(time.Now().Add(-time.Second)); !ok {
+					return fmt.Errorf("no row yet")
+				}
+				return nil
+			})
+			old, epoch := field(t, ".status.leader"), field(t, ".status.epoch")
+			at := time.Now()
+			f.do(t, old)
+			waitfor.Condition(t, lease+30*time.Second, "a new leader at a higher epoch", func() error {
+				if l, e := field(t, ".status.leader"), field(t, ".status.epoch"); l == old || e == epoch || l == "" {
+					return fmt.Errorf("leader %q at epoch %s", l, e)
+				}
+				return nil
+			})
+			var gap time.Duration
+			waitfor.Condition(t, 30*time.Second, "writes accepted again", func() error {
+				var ok bool
+				if gap, ok = w.outage(at); !ok {
+					return fmt.Errorf("no write since the fault")
+				}
+				return nil
+			})
+			if f.after != nil {
+				f.after(t, old)
+			}
+			line := fmt.Sprintf("%-18s %s → %s (epoch %s → %s): write outage %s (limit %s)", f.name, old,
+				field(t, ".status.leader"), epoch, field(t, ".status.epoch"), gap.Round(time.Millisecond), f.limit)
+			report = append(report, line)
+			t.Log(line)
+			// The old leader rejoins as a follower.
+			kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=3m")
+			t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs") + kubectl(t, "-n", ns, "get", "pods", "-L", "regent.dev/role,regent.dev/epoch"))
+			if gap > f.limit {
+				t.Errorf("write outage %s above %s", gap, f.limit)
+			}
+		})
+	}
+	stopWriter()
+	wg.Wait()
+	t.Logf("write outages per fault:\n%s", strings.Join(report, "\n"))
+
+	// Sync mode: every acknowledged row is on every member.
+	super, err := cs.CoreV1().Secrets(ns).Get(ctx, "db-superuser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxID := slices.Max(w.ids)
+	for _, pod := range pods.Items {
+		waitfor.Condition(t, 30*time.Second, pod.Name+" holds every acknowledged row", func() error {
+			c, err := connectPod(ctx, pod.Status.PodIP, "postgres", string(super.Data["password"]))
+			if err != nil {
+				return err
+			}
+			defer c.Close(ctx)
+			rows, err := c.Query(ctx, "SELECT id FROM t WHERE id <= $1", maxID)
+			if err != nil {
+				return err
+			}
+			have := map[int]bool{}
+			for rows.Next() {
+				var id int
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				have[id] = true
+			}
+			missing := 0
+			for _, id := range w.ids {
+				if !have[id] {
+					missing++
+				}
+			}
+			if missing > 0 {
+				return fmt.Errorf("%d of %d acknowledged rows missing", missing, len(w.ids))
+			}
+			return nil
+		})
+	}
+	t.Logf("%d rows acknowledged, none lost", len(w.ids))
+
+	// Scale 3 → 5 → 3.
+	for _, n := range []int{5, 3} {
+		kubectl(t, "-n", ns, "scale", "dbrs/db", "--replicas="+strconv.Itoa(n))
+		kubectl(t, "-n", ns, "wait", "dbrs/db", fmt.Sprintf("--for=jsonpath={.status.ready}=%d/%d", n, n), "--timeout=5m")
+		kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
+	}
+
+	// Deleting the ReplicaSet keeps the data volumes.
+	kubectl(t, "-n", ns, "delete", "dbrs/db", "--wait=true", "--timeout=2m")
+	waitfor.Condition(t, 2*time.Minute, "the pods gone", func() error {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err == nil && len(pods.Items) > 0 {
+			err = fmt.Errorf("%d pods left", len(pods.Items))
+		}
+		return err
+	})
+	claims, err := cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claims.Items) != 5 {
+		t.Errorf("%d claims left after deleting the ReplicaSet, want the 5 data volumes", len(claims.Items))
+	}
+}
+
+func endpoints(ctx context.Context, svc string) []string {
+	list, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range list.Items {
+		for _, e := range s.Endpoints {
+			if e.TargetRef != nil && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+				out = append(out, e.TargetRef.Name)
+			}
+		}
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// group is a pod's (or container's) cgroup on its node.
+type group cgroup.Group
+
+func podGroup(t *testing.T, name string) group {
+	t.Helper()
+	pod, err := cs.CoreV1().Pods(ns).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return group(cgroup.For(cfg.NetNS, pod.Spec.NodeName, string(pod.UID)))
+}
+
+func (g group) sub(container string) group { return group(filepath.Join(string(g), container)) }
+
+func (g group) kill(t *testing.T) {
+	if err := cgroup.Group(g).Kill(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (g group) freeze(t *testing.T, on bool) {
+	if err := cgroup.Group(g).Freeze(on); err != nil {
+		t.Fatal(err)
+	}
+}
