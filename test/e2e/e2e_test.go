@@ -266,7 +266,9 @@ spec:
 	pctx, stopProxy := context.WithCancel(context.Background())
 	defer stopProxy()
 	p := &proxy.Proxy{Client: cs, Namespace: ns, Service: "db-leader", Log: logr.Discard(),
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, cfg.NetNS, "tcp", addr) }}
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
+		}}
 	go func() { _ = p.Serve(pctx, l) }()
 	secret, err := cs.CoreV1().Secrets(ns).Get(ctx, "db-app", metav1.GetOptions{})
 	if err != nil {
