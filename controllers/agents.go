@@ -27,9 +27,10 @@ type HTTPAgentReader struct {
 	Client *http.Client
 }
 
-// NewHTTPAgentReader returns a reader with a one-second timeout.
+// NewHTTPAgentReader returns a reader with a 700 ms timeout: a pass during
+// a failover waits that long for a silent (frozen) agent.
 func NewHTTPAgentReader() *HTTPAgentReader {
-	return &HTTPAgentReader{Client: &http.Client{Timeout: time.Second}}
+	return &HTTPAgentReader{Client: &http.Client{Timeout: 700 * time.Millisecond}}
 }
 
 // Status implements AgentReader.

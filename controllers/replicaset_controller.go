@@ -200,6 +200,17 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	}
 	obs.lease = lease
 
+	// Leadership first: a failover must not wait behind the other
+	// children's applies (a pass runs every 250 ms while one is pending).
+	pods, err := r.listPods(ctx, rs)
+	if err != nil {
+		return "list pods", err
+	}
+	obs.pods = pods
+	if err := r.reconcileFailover(ctx, rs, obs); err != nil {
+		return "fail over", err
+	}
+
 	for _, svc := range renderServices(rs, obs.epoch()) {
 		if err := apply("apply Service "+*svc.Name, svc, &corev1.Service{}, *svc.Name); err != nil {
 			return "apply Services", err
@@ -230,17 +241,8 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		return "apply the PodDisruptionBudget", err
 	}
 
-	pods, err := r.listPods(ctx, rs)
-	if err != nil {
-		return "list pods", err
-	}
-	obs.pods = pods
-
 	if err := r.growVolumes(ctx, rs); err != nil {
 		return "grow the data volumes", err
-	}
-	if err := r.reconcileFailover(ctx, rs, obs); err != nil {
-		return "fail over", err
 	}
 	if err := r.reconcileLeadership(ctx, rs, obs); err != nil {
 		return "label pods with their roles", err

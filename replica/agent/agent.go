@@ -24,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 
 	"github.com/regent-dev/regent/internal/names"
@@ -390,7 +391,10 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 			return fmt.Errorf("stop for the handover to %s: %w", target, err)
 		}
 		return a.release(ctx, lsn, "switchover to "+target)
-	case !st.Running && st.LastExit != "" && st.Fenced == "" && !wasFenced && a.ledEpochIs(epoch):
+	case !st.Running && st.Fenced == "" && !wasFenced && a.ledEpochIs(epoch):
+		// (Also when instance itself restarted, its container killed:
+		// this agent ran PostgreSQL as the leader of this epoch, and it
+		// is gone.)
 		// PostgreSQL died under a leader: release the Lease at once so
 		// that the operator can fail over without waiting for it to
 		// expire. Nothing can be acknowledged any more: no postmaster.
@@ -681,18 +685,40 @@ func (a *Agent) shutdown() {
 // a release promises that nothing more is acknowledged under this epoch.
 func (a *Agent) release(ctx context.Context, lsn, why string) error {
 	a.mu.Lock()
-	lease := a.lease
+	lease, epoch := a.lease, a.epoch
 	a.mu.Unlock()
 	if lease == nil || ptrString(lease.Spec.HolderIdentity) != a.cfg.Pod {
 		return nil
 	}
-	l := lease.DeepCopy()
-	l.Spec.HolderIdentity = nil
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	l.Annotations[names.AnnotationReleasedLSN] = lsn
-	updated, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
+	// A renewal may have moved the Lease's version since it was read: read
+	// it again and release it if it is still ours at the same epoch.
+	var updated *coordinationv1.Lease
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l := lease.DeepCopy()
+		if updated != nil || l == nil {
+			fresh, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(ctx, a.leaseName(), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			l = fresh
+		}
+		if ptrString(l.Spec.HolderIdentity) != a.cfg.Pod || l.Spec.LeaseTransitions == nil || int64(*l.Spec.LeaseTransitions) != epoch {
+			updated = l
+			return nil // no longer ours: nothing to release
+		}
+		l.Spec.HolderIdentity = nil
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[names.AnnotationReleasedLSN] = lsn
+		u, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
+		if err != nil {
+			updated = l // read again on the next try
+			return err
+		}
+		updated = u
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("release the Lease: %w", err)
 	}
