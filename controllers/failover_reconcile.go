@@ -298,6 +298,15 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
 	}
 	obs.lease = l
+	// (3) Label the winner now: the Lease this pass just wrote is the
+	// API server's answer, and the winner's agent waits for the label.
+	for i := range obs.pods {
+		if pod := &obs.pods[i]; pod.Name == d.Target {
+			if err := r.patchRoleLabels(ctx, rs, pod, roleLabels{role: names.RoleLeader, epoch: strconv.Itoa(int(next))}, int64(next)); err != nil {
+				return err
+			}
+		}
+	}
 
 	kind := regentv1.FailoverKindFailover
 	if switchover {

@@ -386,6 +386,12 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		// The relays stay open while PostgreSQL stops: its walsenders ship
 		// the last WAL to the followers before it exits.
 		a.log.Info("Handing over: stopping PostgreSQL cleanly", "to", target, "epoch", epoch)
+		// A checkpoint while still serving makes the shutdown checkpoint,
+		// during which nothing is served, short.
+		if conn, err := a.localConn(ctx); err == nil {
+			_, _ = conn.Exec(ctx, "CHECKPOINT")
+			_ = conn.Close(ctx)
+		}
 		lsn, err := a.instance.Stop(ctx, instance.StopFast)
 		if err != nil {
 			return fmt.Errorf("stop for the handover to %s: %w", target, err)

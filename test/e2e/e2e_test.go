@@ -188,25 +188,38 @@ func (w *writer) run(ctx context.Context) {
 	}
 }
 
-// outage is the write outage around since, by the database's clock: the
-// gap between the last row written before it and the first written after
-// it (both acknowledged); ok is false while no row was written after.
-func (w *writer) outage(since time.Time) (time.Duration, bool) {
+// outage is the write outage of a fault at since, by the database's
+// clock: the longest gap between consecutive acknowledged rows written
+// from a second before since to now (rows are written back to back, a few
+// milliseconds apart, so the longest gap is the one the fault made). ok is
+// false while no row was written after resumed.
+func (w *writer) outage(since, resumed time.Time) (time.Duration, bool) {
+	w.mu.Lock()
+	at := slices.Clone(w.at)
+	w.mu.Unlock()
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	from := since.Add(-time.Second)
+	var gap time.Duration
+	var prev time.Time
+	after := false
+	for _, t := range at {
+		if t.Before(from) {
+			continue
+		}
+		if !prev.IsZero() {
+			gap = max(gap, t.Sub(prev))
+		}
+		prev = t
+		after = after || t.After(resumed)
+	}
+	return gap, after && gap > 0
+}
+
+// wroteAfter says whether a row was acknowledged that was written after t.
+func (w *writer) wroteAfter(t time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var before, after time.Time
-	for _, at := range w.at {
-		if at.Before(since) && at.After(before) {
-			before = at
-		}
-		if at.After(since) && (after.IsZero() || at.Before(after)) {
-			after = at
-		}
-	}
-	if before.IsZero() || after.IsZero() {
-		return 0, false
-	}
-	return after.Sub(before), true
+	return len(w.at) > 0 && w.at[len(w.at)-1].After(t)
 }
 
 func TestUserStory(t *testing.T) {
@@ -322,7 +335,7 @@ spec:
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			waitfor.Condition(t, 20*time.Second, "rows acknowledged", func() error {
-				if _, ok := w.outage(time.Now().Add(-time.Second)); !ok {
+				if now := time.Now(); !w.wroteAfter(now.Add(-500 * time.Millisecond)) {
 					return fmt.Errorf("no row yet")
 				}
 				return nil
@@ -336,10 +349,11 @@ spec:
 				}
 				return nil
 			})
+			elected := time.Now()
 			var gap time.Duration
-			waitfor.Condition(t, 30*time.Second, "writes accepted again", func() error {
+			waitfor.Condition(t, 30*time.Second, "writes accepted by the new leader", func() error {
 				var ok bool
-				if gap, ok = w.outage(at); !ok {
+				if gap, ok = w.outage(at, elected); !ok {
 					return fmt.Errorf("no write since the fault")
 				}
 				return nil
