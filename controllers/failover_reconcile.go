@@ -106,7 +106,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		// server: no event brings the operator back, so it polls, briefly
 		// while an election is pending.
 		if epochSealed(lease) {
-			obs.requeue(250 * time.Millisecond)
+			obs.requeue(100 * time.Millisecond)
 		} else {
 			obs.requeue(2 * time.Second)
 		}
@@ -304,6 +304,15 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		if pod := &obs.pods[i]; pod.Name == d.Target {
 			if err := r.patchRoleLabels(ctx, rs, pod, roleLabels{role: names.RoleLeader, epoch: strconv.Itoa(int(next))}, int64(next)); err != nil {
 				return err
+			}
+		}
+	}
+	// (4) Point the leader Service at the new epoch (the pass applies
+	// every Service again right after; this one cannot wait).
+	for _, svc := range renderServices(rs, int64(next)) {
+		if *svc.Name == names.LeaderService(rs.Name) {
+			if err := r.Apply(ctx, svc, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+				return fmt.Errorf("point %s at epoch %d: %w", *svc.Name, next, err)
 			}
 		}
 	}
