@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
@@ -27,10 +29,10 @@ type HTTPAgentReader struct {
 	Client *http.Client
 }
 
-// NewHTTPAgentReader returns a reader with a 700 ms timeout: a pass during
-// a failover waits that long for a silent (frozen) agent.
+// NewHTTPAgentReader returns a reader; each read's context sets its
+// timeout.
 func NewHTTPAgentReader() *HTTPAgentReader {
-	return &HTTPAgentReader{Client: &http.Client{Timeout: 700 * time.Millisecond}}
+	return &HTTPAgentReader{Client: &http.Client{Timeout: 2 * time.Second}}
 }
 
 // Status implements AgentReader.
@@ -63,20 +65,29 @@ func (h *HTTPAgentReader) Status(ctx context.Context, pod *corev1.Pod) (*api.Sta
 }
 
 // readAgents reads every pod's agent concurrently, once; a pod whose agent
-// does not answer is absent from the result.
-func (r *ReplicaSetReconciler) readAgents(ctx context.Context, pods []corev1.Pod) map[string]*api.Status {
+// does not answer is absent from the result. An agent that was silent in
+// the last pass gets a short timeout: a frozen leader must not slow down
+// every pass of its own failover.
+func (r *ReplicaSetReconciler) readAgents(ctx context.Context, key types.NamespacedName, pods []corev1.Pod) map[string]*api.Status {
 	reader := r.Agents
 	if reader == nil {
 		reader = NewHTTPAgentReader()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+	r.memory.mu.Lock()
+	silent := maps.Clone(r.memory.get(key).silent)
+	r.memory.mu.Unlock()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	out := map[string]*api.Status{}
 	for i := range pods {
 		pod := &pods[i]
 		wg.Go(func() {
+			timeout := time.Second
+			if silent[pod.Name] {
+				timeout = 150 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
 			st, err := reader.Status(ctx, pod)
 			if err != nil {
 				return
@@ -87,5 +98,14 @@ func (r *ReplicaSetReconciler) readAgents(ctx context.Context, pods []corev1.Pod
 		})
 	}
 	wg.Wait()
+	now := map[string]bool{}
+	for i := range pods {
+		if out[pods[i].Name] == nil {
+			now[pods[i].Name] = true
+		}
+	}
+	r.memory.mu.Lock()
+	r.memory.get(key).silent = now
+	r.memory.mu.Unlock()
 	return out
 }

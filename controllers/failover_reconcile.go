@@ -55,6 +55,8 @@ type clusterMemory struct {
 	// holder and holderEpoch: the Lease holder last seen.
 	holder      string
 	holderEpoch int64
+	// silent are the pods whose agents did not answer last time.
+	silent map[string]bool
 	// lastWarning avoids repeating the same Warning event every pass.
 	lastWarning string
 }
@@ -81,7 +83,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	log := ctrl.LoggerFrom(ctx)
 	start := time.Now()
 	now := r.now()
-	obs.agents = r.readAgents(ctx, obs.pods)
+	obs.agents = r.readAgents(ctx, client.ObjectKeyFromObject(rs), obs.pods)
 	in := r.failoverInput(rs, obs, now)
 	d := failover.Decide(in)
 	obs.decision = &d
@@ -327,6 +329,8 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		record.StartTime = ptr.To(metav1.NewTime(sealedAt))
 	} else if !in.Lease.SealedAt.IsZero() {
 		record.StartTime = ptr.To(metav1.NewTime(in.Lease.SealedAt))
+	} else if !in.LostSince.IsZero() {
+		record.StartTime = ptr.To(metav1.NewTime(in.LostSince))
 	}
 	if old := max(in.LeaderLSN, in.Lease.ReleasedLSN); old != 0 {
 		record.OldLeaderLSN = failover.FormatLSN(old)

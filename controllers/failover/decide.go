@@ -142,6 +142,21 @@ func Decide(in Input) Decision {
 		return d
 	}
 	d.Cause = cause
+	// A switchover's clean handover: the old leader stopped and released
+	// with its final position, so no WAL of its epoch can appear any more;
+	// the target takes over as soon as it has replayed that position
+	// (replay never goes back, unlike the received position).
+	if in.SwitchoverTo != "" && in.Lease.Holder == "" && in.Lease.ReleasedLSN != 0 && !in.Lease.Sealed {
+		if m := member(in.Members, in.SwitchoverTo); m != nil && m.Agent != nil && !m.Deleting &&
+			m.Agent.Running && m.Agent.InRecovery {
+			if replayed, err := ParseLSN(m.Agent.ReplayedLSN); err == nil && replayed >= in.Lease.ReleasedLSN {
+				d.Kind, d.Target, d.TargetLSN = Promote, m.Name, replayed
+				d.Eligibility[m.Name] = ""
+				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, FormatLSN(in.Lease.ReleasedLSN))
+				return d
+			}
+		}
+	}
 	if !in.Lease.Sealed {
 		switch {
 		case !in.Spec.Enabled && in.SwitchoverTo == "":

@@ -256,11 +256,26 @@ func TestDecide(t *testing.T) {
 			want: Wait, reasonHas: "the old leader stopped at 0/5000100",
 		},
 		{
-			name: "switchover with failover disabled and a delay: sealed at once",
+			name: "switchover: a clean release the target already replayed: promoted without a seal",
+			in: Input{Spec: spec(), Now: t0, SwitchoverTo: "db-2",
+				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
+					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.Sealed, a.SealedLSN = false, "" })}},
+			want: Promote, target: "db-2",
+		},
+		{
+			name: "switchover: the target has not replayed the final position: seal first",
+			in: Input{Spec: spec(), Now: t0, SwitchoverTo: "db-2",
+				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
+			want: Seal,
+		},
+		{
+			name: "switchover with failover disabled and a delay: neither holds it",
 			in: Input{Spec: func() Spec { s := delayed; s.Enabled = false; return s }(), Now: t0, SwitchoverTo: "db-1",
 				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
-			want: Seal,
+			want: Promote, target: "db-1",
 		},
 	}
 	for _, tt := range tests {

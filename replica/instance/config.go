@@ -55,7 +55,7 @@ var defaultParameters = map[string]string{
 	// A follower whose stream was cut (a failover re-points every relay)
 	// retries after this instead of PostgreSQL's 5 s: it is also how soon
 	// a Sync-mode leader gets its first acknowledgement after a failover.
-	"wal_retrieve_retry_interval": "500ms",
+	"wal_retrieve_retry_interval": "250ms",
 }
 
 // userConf renders the user's parameters, skipping any Regent owns (the

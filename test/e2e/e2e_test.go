@@ -427,6 +427,40 @@ spec:
 		kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
 	}
 
+	// A spec change rolls the pods: followers first, one switchover.
+	epochBefore, _ := strconv.Atoi(field(t, ".status.epoch"))
+	stsBefore, err := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "-n", ns, "patch", "dbrs/db", "--type=merge", "-p", `{"spec":{"postgres":{"parameters":{"work_mem":"8MB"}}}}`)
+	waitfor.Condition(t, 5*time.Minute, "every pod on the new template", func() error {
+		sts, err := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if sts.Status.UpdateRevision == stsBefore.Status.UpdateRevision {
+			return fmt.Errorf("the StatefulSet has no new revision yet")
+		}
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.Labels["controller-revision-hash"] != sts.Status.UpdateRevision {
+				return fmt.Errorf("%s on revision %s, want %s", p.Name, p.Labels["controller-revision-hash"], sts.Status.UpdateRevision)
+			}
+		}
+		if field(t, ".status.phase") != "Healthy" {
+			return fmt.Errorf("phase %s", field(t, ".status.phase"))
+		}
+		return nil
+	})
+	if epochAfter, _ := strconv.Atoi(field(t, ".status.epoch")); epochAfter != epochBefore+1 {
+		t.Errorf("the rolling update moved the epoch from %d to %d: want exactly one switchover", epochBefore, epochAfter)
+	}
+	t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs") + kubectl(t, "-n", ns, "get", "pods", "-L", "regent.dev/role,regent.dev/epoch"))
+
 	// Deleting the ReplicaSet keeps the data volumes.
 	kubectl(t, "-n", ns, "delete", "dbrs/db", "--wait=true", "--timeout=2m")
 	waitfor.Condition(t, 2*time.Minute, "the pods gone", func() error {
