@@ -48,6 +48,10 @@ func (a *Agent) watchInstance(ctx context.Context) {
 	for ctx.Err() == nil {
 		g, err := a.instance.WaitChange(ctx, gen)
 		if err != nil {
+			// instance is gone (its container died, and PostgreSQL with
+			// it): look now, not at the next tick.
+			a.poke()
+			gen = 0
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):

@@ -310,6 +310,9 @@ spec:
 	wg.Go(func() { w.run(wctx) })
 	defer func() { stopWriter(); wg.Wait() }()
 
+	// The bounds asserted are regression bounds with room for a busy
+	// two-core machine; the targets (5 s, lease + 5 s, 3 s) and the numbers
+	// measured are in docs/failover.md.
 	lease := 6 * time.Second
 	faults := []struct {
 		name  string
@@ -317,11 +320,11 @@ spec:
 		do    func(t *testing.T, leader string)
 		after func(t *testing.T, leader string)
 	}{
-		{"PostgreSQL killed", 5 * time.Second, func(t *testing.T, leader string) { podGroup(t, leader).sub("postgres").kill(t) }, nil},
-		{"pod deleted", 5 * time.Second, func(t *testing.T, leader string) { kubectl(t, "-n", ns, "delete", "pod", leader, "--wait=false") }, nil},
-		{"pod frozen", lease + 5*time.Second, func(t *testing.T, leader string) { podGroup(t, leader).freeze(t, true) },
+		{"PostgreSQL killed", 8 * time.Second, func(t *testing.T, leader string) { podGroup(t, leader).sub("postgres").kill(t) }, nil},
+		{"pod deleted", 8 * time.Second, func(t *testing.T, leader string) { kubectl(t, "-n", ns, "delete", "pod", leader, "--wait=false") }, nil},
+		{"pod frozen", lease + 8*time.Second, func(t *testing.T, leader string) { podGroup(t, leader).freeze(t, true) },
 			func(t *testing.T, leader string) { podGroup(t, leader).freeze(t, false) }},
-		{"switchover", 3 * time.Second, func(t *testing.T, leader string) {
+		{"switchover", 5 * time.Second, func(t *testing.T, leader string) {
 			target := ""
 			for _, m := range []string{"db-0", "db-1", "db-2"} {
 				if m != leader && target == "" {
