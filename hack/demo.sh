@@ -11,6 +11,18 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "Starting the local cluster (3 nodes, processes in network namespace regent-local)"
 "$bin/localcluster" up
 
+# A cluster that had the operator from `kubectl apply -k config/default`:
+# Helm adopts its CRD (never deleted: that would delete every ReplicaSet)
+# and replaces its Deployment.
+crd=replicasets.regent.dev
+if "$bin/kubectl" get crd "$crd" >/dev/null 2>&1 &&
+	[[ -z $("$bin/kubectl" get crd "$crd" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}') ]]; then
+	say "Letting Helm adopt the existing CRD $crd"
+	"$bin/kubectl" label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite
+	"$bin/kubectl" annotate crd "$crd" meta.helm.sh/release-name=regent meta.helm.sh/release-namespace=regent-system --overwrite
+fi
+"$bin/kubectl" -n regent-system delete deployment regent-manager --ignore-not-found
+
 say "Installing the operator with Helm (image regent:dev is bin/regent)"
 "$bin/helm" upgrade --install regent charts/regent --namespace regent-system --create-namespace \
 	--set image.tag=dev --wait --timeout 5m
