@@ -266,7 +266,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "switchover: the target has not replayed the final position: seal first",
 			in: Input{Spec: spec(), Now: t0, SwitchoverTo: "db-2",
-				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
+				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
 				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
 			want: Seal,
 		},
