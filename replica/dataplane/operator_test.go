@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -494,4 +495,155 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 		return nil
 	})
 	waitfor.Condition(t, 120*time.Second, "db-0 follows db-2", c.pods[0].ready)
+}
+
+// freeze stops (or resumes) every process of the pod at once: its
+// instance, its agent and its PostgreSQL (which runs in its own process
+// group), as a paused VM or a frozen cgroup would.
+func (p *pod) freeze(t *testing.T, on bool) {
+	t.Helper()
+	sig, flag := syscall.SIGSTOP, "-STOP"
+	if !on {
+		sig, flag = syscall.SIGCONT, "-CONT"
+	}
+	for _, cmd := range p.procs {
+		_ = syscall.Kill(-cmd.Process.Pid, sig)
+	}
+	_ = exec.Command("pkill", flag, "-f", "postgres -D "+filepath.Join(p.logDir, "data", "pgdata")).Run()
+}
+
+// pinnedWriter inserts rows into one pod only, as a client that keeps its
+// connection (or reconnects to the same address) would, and records when
+// each acknowledgement arrived.
+func pinnedWriter(ctx context.Context, p *pod, acked chan<- time.Time) {
+	var conn *pgx.Conn
+	for ctx.Err() == nil {
+		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			conn, _ = pgx.Connect(cctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1", p.ip, p.password))
+			cancel()
+			if conn == nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+		}
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := conn.Exec(qctx, "INSERT INTO t (v) VALUES ('pinned')")
+		cancel()
+		if err != nil {
+			_ = conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		acked <- time.Now()
+	}
+	if conn != nil {
+		_ = conn.Close(context.Background())
+	}
+}
+
+// A Sync-mode leader frozen as a whole (instance, agent, PostgreSQL) past
+// its lease is replaced by the operator; thawed, it must not acknowledge a
+// single commit, neither on the connection its clients kept nor on new
+// ones, and no acknowledged row is lost.
+func TestFrozenSyncLeaderAcknowledgesNothingOnceThawed(t *testing.T) {
+	c := operatedCluster(t, "127.0.41", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
+	})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	ctx := t.Context()
+	old := c.pods[0]
+	waitfor.Condition(t, 30*time.Second, "the leader runs with synchronous standbys", func() error {
+		cn, err := old.conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer cn.Close(ctx)
+		var v string
+		if err := cn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
+			return err
+		}
+		if v == "" {
+			return fmt.Errorf("no synchronous standbys yet")
+		}
+		_, err = cn.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())")
+		return err
+	})
+
+	// Clients of the old leader: two that keep their connection and one
+	// that reconnects to its address after every error.
+	acked := make(chan time.Time, 1<<16)
+	pctx, stopPinned := context.WithCancel(ctx)
+	var pinned sync.WaitGroup
+	for range 3 {
+		pinned.Go(func() { pinnedWriter(pctx, old, acked) })
+	}
+	defer func() { stopPinned(); pinned.Wait() }()
+	waitfor.Condition(t, 20*time.Second, "the old leader acknowledges commits", func() error {
+		if len(acked) == 0 {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+
+	old.freeze(t, true)
+	frozen := time.Now()
+	thawed := false
+	defer func() {
+		if !thawed {
+			old.freeze(t, false)
+		}
+	}()
+	var winner string
+	waitfor.Condition(t, 60*time.Second, "a new leader at epoch 2", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h != "" && h != old.name && ptr.Deref(lease.Spec.LeaseTransitions, 0) == 2 {
+			winner = h
+			return nil
+		}
+		return fmt.Errorf("not yet")
+	})
+	var newLeader *pod
+	for _, p := range c.pods {
+		if p.name == winner {
+			newLeader = p
+		}
+	}
+	waitfor.Condition(t, 30*time.Second, winner+" accepts a write", func() error {
+		return exec1(ctx, newLeader, "INSERT INTO t (v) VALUES ('new leader')")
+	})
+	firstNew := time.Now()
+	t.Logf("old leader frozen → %s writes: %s", winner, firstNew.Sub(frozen).Round(time.Millisecond))
+	// Drain what the old leader acknowledged before it froze.
+	for len(acked) > 0 {
+		<-acked
+	}
+	old.freeze(t, false)
+	thawed = true
+	// Its clients keep trying for a while: nothing may be acknowledged.
+	deadline := time.After(8 * time.Second)
+	late := 0
+	for done := false; !done; {
+		select {
+		case at := <-acked:
+			if at.After(firstNew) {
+				late++
+			}
+		case <-deadline:
+			done = true
+		}
+	}
+	stopPinned()
+	pinned.Wait()
+	if late > 0 {
+		t.Fatalf("the thawed old leader acknowledged %d commits after %s's first commit", late, winner)
+	}
+	t.Logf("thawed old leader: 0 commits acknowledged in 8 s of trying with 3 clients")
+	waitfor.Condition(t, 120*time.Second, old.name+" rejoins as a follower", old.ready)
 }
