@@ -121,18 +121,15 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		obs.requeue(healthyPeriod)
 		return nil
 	case failover.Seal:
-		l := lease.DeepCopy()
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
-		l.Annotations[names.AnnotationSealedEpoch] = strconv.FormatInt(epoch, 10)
-		l.Annotations[names.AnnotationSealedAt] = now.UTC().Format(time.RFC3339Nano)
 		// Against the exact version judged: a renewal in between fails
 		// this, and the next pass looks again.
-		if err := r.Update(ctx, l); err != nil {
+		if err := r.annotateLease(ctx, obs, map[string]string{
+			names.AnnotationSealedEpoch: strconv.FormatInt(epoch, 10),
+			names.AnnotationSealedAt:    now.UTC().Format(time.RFC3339Nano),
+		}); err != nil {
 			return fmt.Errorf("seal epoch %d: %w", epoch, err)
 		}
-		obs.lease = l
+		l := obs.lease
 		log.Info("Sealed the epoch of a lost leader", "epoch", epoch, "cause", d.Cause)
 		r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventFailoverStarted, "Seal",
 			"Leader %s of epoch %d lost (%s): epoch sealed, waiting for the followers' positions", obs.holder(), epoch, d.Cause)
@@ -172,7 +169,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 			holderTerminated = true
 		}
 		if a := m.Agent; a != nil && pod.Name == holder && a.Mode == api.ModeLeader && a.Epoch == epoch {
-			if lsn, err := failover.ParseLSN(a.WriteLSN); err == nil {
+			if lsn, err := api.ParseLSN(a.WriteLSN); err == nil {
 				if mem.leaderEpoch != epoch || lsn > mem.leaderLSN {
 					mem.leaderEpoch, mem.leaderLSN = epoch, lsn
 				}
@@ -216,7 +213,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		}
 		l.SealedAt = mem.sealSeen
 	}
-	if lsn, err := failover.ParseLSN(lease.Annotations[names.AnnotationReleasedLSN]); err == nil {
+	if lsn, err := api.ParseLSN(lease.Annotations[names.AnnotationReleasedLSN]); err == nil {
 		l.ReleasedLSN = lsn
 	}
 	in := failover.Input{
@@ -333,7 +330,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		record.StartTime = ptr.To(metav1.NewTime(in.LostSince))
 	}
 	if old := max(in.LeaderLSN, in.Lease.ReleasedLSN); old != 0 {
-		record.OldLeaderLSN = failover.FormatLSN(old)
+		record.OldLeaderLSN = api.FormatLSN(old)
 		lost := int64(0)
 		if old > d.TargetLSN {
 			lost = int64(old - d.TargetLSN)
@@ -341,7 +338,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		record.EstimatedLostBytes = &lost
 	}
 	if d.TargetLSN != 0 {
-		record.NewLeaderLSN = failover.FormatLSN(d.TargetLSN)
+		record.NewLeaderLSN = api.FormatLSN(d.TargetLSN)
 	}
 	// The record is not derived from anything a later pass sees: write it
 	// now, on its own (the pass's status patch may lose an optimistic-lock
@@ -382,15 +379,9 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 	if obs.lease.Annotations[names.AnnotationSyncStandbys] == want {
 		return nil
 	}
-	l := obs.lease.DeepCopy()
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, want)
-	if err := r.Update(ctx, l); err != nil {
+	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbys: want}); err != nil {
 		return fmt.Errorf("set the synchronous standbys: %w", err)
 	}
-	obs.lease = l
 	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want)
 	return nil
 }
@@ -426,19 +417,31 @@ func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, r
 		r.warnOnce(rs, key, regentv1.EventSwitchoverRefused, "Switchover", obs.switchoverRefused, true)
 		return nil
 	}
+	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSwitchoverTo: target}); err != nil {
+		return fmt.Errorf("ask the leader to hand over: %w", err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Asked the leader to hand over", "leader", obs.holder(), "to", target)
+	r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, regentv1.EventSwitchoverRequested, "Switchover",
+		"Asked %s to stop cleanly and hand leadership of epoch %d to %s", obs.holder(), obs.epoch(), target)
+	obs.requeue(500 * time.Millisecond)
+	return nil
+}
+
+// annotateLease sets (or, for "", removes) annotations on the Lease this
+// pass observed, with optimistic concurrency against that version, and
+// keeps the result as the pass's Lease.
+func (r *ReplicaSetReconciler) annotateLease(ctx context.Context, obs *observation, set map[string]string) error {
 	l := obs.lease.DeepCopy()
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations[names.AnnotationSwitchoverTo] = target
+	for k, v := range set {
+		setOrDelete(l.Annotations, k, v)
+	}
 	if err := r.Update(ctx, l); err != nil {
-		return fmt.Errorf("ask the leader to hand over: %w", err)
+		return err
 	}
 	obs.lease = l
-	ctrl.LoggerFrom(ctx).Info("Asked the leader to hand over", "leader", obs.holder(), "to", target)
-	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventSwitchoverRequested, "Switchover",
-		"Asked %s to stop cleanly and hand leadership of epoch %d to %s", obs.holder(), obs.epoch(), target)
-	obs.requeue(500 * time.Millisecond)
 	return nil
 }
 
@@ -461,7 +464,7 @@ func (r *ReplicaSetReconciler) switchoverRefusal(rs *regentv1.ReplicaSet, obs *o
 	case !a.Running || !a.InRecovery || !a.Streaming:
 		return target + " is not streaming from the leader"
 	}
-	received, err := failover.ParseLSN(a.ReceivedLSN)
+	received, err := api.ParseLSN(a.ReceivedLSN)
 	if err != nil {
 		return target + " reports no position"
 	}

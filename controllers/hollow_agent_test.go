@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -136,7 +135,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 		}
 		l.Annotations[names.AnnotationReleasedLSN] = ""
 		if !crashed {
-			l.Annotations[names.AnnotationReleasedLSN] = failover.FormatLSN(lsn)
+			l.Annotations[names.AnnotationReleasedLSN] = api.FormatLSN(lsn)
 		}
 		_ = k8s.Update(ctx, l)
 		st.Mode, st.Running = api.ModeFollower, false
@@ -145,14 +144,14 @@ func (a *hollowAgent) pass(ctx context.Context) {
 		renewed := metav1.NewMicroTime(now)
 		l.Spec.RenewTime = &renewed
 		_ = k8s.Update(ctx, l)
-		st.Mode, st.WriteLSN = api.ModeLeader, failover.FormatLSN(lsn)
+		st.Mode, st.WriteLSN = api.ModeLeader, api.FormatLSN(lsn)
 	case crashed:
 		st.Mode, st.Running = api.ModeFollower, false
 	default:
 		st.Mode, st.InRecovery, st.Streaming = api.ModeFollower, true, !sealed && holder != ""
-		st.ReceivedLSN, st.ReplayedLSN = failover.FormatLSN(lsn), failover.FormatLSN(lsn)
+		st.ReceivedLSN, st.ReplayedLSN = api.FormatLSN(lsn), api.FormatLSN(lsn)
 		if sealed {
-			st.Sealed, st.SealedLSN = true, failover.FormatLSN(lsn)
+			st.Sealed, st.SealedLSN = true, api.FormatLSN(lsn)
 		}
 	}
 	a.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
 )
 
 // EventRollingUpdate reasons: the operator restarts a pod for a new pod
@@ -88,7 +89,7 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		if pod.Name == holder || a == nil {
 			continue
 		}
-		if lsn, err := failover.ParseLSN(a.ReceivedLSN); err == nil && (target == "" || lsn > best) {
+		if lsn, err := api.ParseLSN(a.ReceivedLSN); err == nil && (target == "" || lsn > best) {
 			target, best = pod.Name, lsn
 		}
 	}
@@ -99,17 +100,11 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		log.Info("Rolling update waits to switch over", "to", target, "reason", why)
 		return nil
 	}
-	l := obs.lease.DeepCopy()
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	l.Annotations[names.AnnotationSwitchoverTo] = target
-	if err := r.Update(ctx, l); err != nil {
+	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSwitchoverTo: target}); err != nil {
 		return fmt.Errorf("switch over for the rolling update: %w", err)
 	}
-	obs.lease = l
 	log.Info("Switching over for the rolling update", "from", holder, "to", target)
-	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, eventRollingUpdate, "Switchover",
+	r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, eventRollingUpdate, "Switchover",
 		"Every follower runs revision %s: asked %s to hand leadership of epoch %d to %s before it restarts",
 		revision, holder, obs.epoch(), target)
 	return nil

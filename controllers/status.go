@@ -167,7 +167,7 @@ func members(cluster string, obs *observation) []regentv1.MemberStatus {
 			if a.Mode == api.ModeLeader && a.WriteLSN != "" {
 				m.ReceivedLSN = a.WriteLSN
 			}
-			if received, err := failover.ParseLSN(a.ReceivedLSN); err == nil && obs.leaderLSN != 0 && pod.Name != obs.holder() {
+			if received, err := api.ParseLSN(a.ReceivedLSN); err == nil && obs.leaderLSN != 0 && pod.Name != obs.holder() {
 				lag := max(int64(obs.leaderLSN)-int64(received), 0)
 				m.LagBytes = &lag
 			}

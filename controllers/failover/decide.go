@@ -149,10 +149,10 @@ func Decide(in Input) Decision {
 	if in.SwitchoverTo != "" && in.Lease.Holder == "" && in.Lease.ReleasedLSN != 0 && !in.Lease.Sealed {
 		if m := member(in.Members, in.SwitchoverTo); m != nil && m.Agent != nil && !m.Deleting &&
 			m.Agent.Running && m.Agent.InRecovery {
-			if replayed, err := ParseLSN(m.Agent.ReplayedLSN); err == nil && replayed >= in.Lease.ReleasedLSN {
+			if replayed, err := api.ParseLSN(m.Agent.ReplayedLSN); err == nil && replayed >= in.Lease.ReleasedLSN {
 				d.Kind, d.Target, d.TargetLSN = Promote, m.Name, replayed
 				d.Eligibility[m.Name] = ""
-				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, FormatLSN(in.Lease.ReleasedLSN))
+				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, api.FormatLSN(in.Lease.ReleasedLSN))
 				return d
 			}
 		}
@@ -199,7 +199,7 @@ func leaderLost(in Input) (lost bool, cause string, since, expiry time.Time) {
 	if l.Holder == "" {
 		cause = "the leader released the Lease"
 		if l.ReleasedLSN != 0 {
-			cause += " at " + FormatLSN(l.ReleasedLSN)
+			cause += " at " + api.FormatLSN(l.ReleasedLSN)
 		}
 		return true, cause, lostSince, time.Time{}
 	}
@@ -236,11 +236,11 @@ func elect(in Input, d Decision) Decision {
 		if a == nil || !a.Sealed || a.Epoch != epoch {
 			continue
 		}
-		received, err := ParseLSN(a.SealedLSN)
+		received, err := api.ParseLSN(a.SealedLSN)
 		if err != nil {
 			continue
 		}
-		replayed, _ := ParseLSN(a.ReplayedLSN)
+		replayed, _ := api.ParseLSN(a.ReplayedLSN)
 		reported = append(reported, candidate{Member: m, received: received, replayed: replayed})
 		maxTimeline = max(maxTimeline, a.Timeline)
 	}
@@ -289,10 +289,10 @@ func elect(in Input, d Decision) Decision {
 				d.Reason = fmt.Sprintf("switchover: %s cannot be promoted: %s", c.Name, why)
 			case c.received < leaderLSN:
 				d.Reason = fmt.Sprintf("switchover: %s has %s, the old leader stopped at %s", c.Name,
-					FormatLSN(c.received), FormatLSN(leaderLSN))
+					api.FormatLSN(c.received), api.FormatLSN(leaderLSN))
 			default:
 				d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
-				d.Reason = fmt.Sprintf("switchover: %s holds the old leader's final position (%s)", c.Name, FormatLSN(leaderLSN))
+				d.Reason = fmt.Sprintf("switchover: %s holds the old leader's final position (%s)", c.Name, api.FormatLSN(leaderLSN))
 				return d
 			}
 		}
@@ -320,7 +320,7 @@ func elect(in Input, d Decision) Decision {
 		best := reported[0]
 		if why := d.Eligibility[best.Name]; why != "" {
 			return fallback(in, d, fmt.Sprintf("Sync mode: %s holds the highest reported position (%s) but %s",
-				best.Name, FormatLSN(best.received), why))
+				best.Name, api.FormatLSN(best.received), why))
 		}
 		return promote(in, d, best)
 	}
@@ -334,7 +334,7 @@ func elect(in Input, d Decision) Decision {
 
 func promote(_ Input, d Decision, c candidate) Decision {
 	d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
-	d.Reason = fmt.Sprintf("%s holds the most WAL among the sealed followers (%s)", c.Name, FormatLSN(c.received))
+	d.Reason = fmt.Sprintf("%s holds the most WAL among the sealed followers (%s)", c.Name, api.FormatLSN(c.received))
 	return d
 }
 
@@ -363,15 +363,3 @@ func member(ms []Member, name string) *Member {
 	}
 	return nil
 }
-
-// ParseLSN reads PostgreSQL's X/Y notation.
-func ParseLSN(s string) (uint64, error) {
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
-		return 0, fmt.Errorf("LSN %q: %w", s, err)
-	}
-	return uint64(hi)<<32 | uint64(lo), nil
-}
-
-// FormatLSN writes PostgreSQL's X/Y notation.
-func FormatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

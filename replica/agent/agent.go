@@ -296,8 +296,8 @@ func (a *Agent) seal(ctx context.Context, epoch int64) {
 
 // maxLSN returns the larger of two LSNs in PostgreSQL's X/Y notation.
 func maxLSN(x, y string) string {
-	px, errx := parseLSN(x)
-	py, erry := parseLSN(y)
+	px, errx := api.ParseLSN(x)
+	py, erry := api.ParseLSN(y)
 	switch {
 	case errx != nil:
 		return y
@@ -305,14 +305,6 @@ func maxLSN(x, y string) string {
 		return x
 	}
 	return y
-}
-
-func parseLSN(s string) (uint64, error) {
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
-		return 0, err
-	}
-	return uint64(hi)<<32 | uint64(lo), nil
 }
 
 // renewDeadline is how long after a renewal's start the leader may write:

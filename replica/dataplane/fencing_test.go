@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -210,7 +210,7 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 }
 
 func lsn(s string) uint64 {
-	n, _ := failover.ParseLSN(s)
+	n, _ := api.ParseLSN(s)
 	return n
 }
 

@@ -174,6 +174,29 @@ func (c *cluster) reportReadiness(ctx context.Context) {
 	}
 }
 
+// syncLeaderWithTable waits until the leader runs with the synchronous
+// standbys the operator put on the Lease, and creates the test table.
+func syncLeaderWithTable(t *testing.T, leader *pod, want string) {
+	t.Helper()
+	ctx := t.Context()
+	waitfor.Condition(t, 30*time.Second, "the leader runs with the operator's synchronous standbys", func() error {
+		cn, err := leader.conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer cn.Close(ctx)
+		var v string
+		if err := cn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
+			return err
+		}
+		if v != want {
+			return fmt.Errorf("synchronous_standby_names = %q, want %q", v, want)
+		}
+		_, err = cn.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())")
+		return err
+	})
+}
+
 // writer inserts rows, one at a time, through whichever pod holds the
 // Lease, and remembers every row PostgreSQL acknowledged and when and
 // where the first row after a given moment was accepted.
@@ -257,22 +280,7 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 	}
 	ctx := t.Context()
 	old := c.pods[0]
-	waitfor.Condition(t, 30*time.Second, "the leader runs with the operator's synchronous standbys", func() error {
-		cn, err := old.conn(ctx)
-		if err != nil {
-			return err
-		}
-		defer cn.Close(ctx)
-		var v string
-		if err := cn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
-			return err
-		}
-		if v != `ANY 1 ("db_1", "db_2")` {
-			return fmt.Errorf("synchronous_standby_names = %q", v)
-		}
-		_, err = cn.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())")
-		return err
-	})
+	syncLeaderWithTable(t, old, `ANY 1 ("db_1", "db_2")`)
 
 	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
 	wctx, stop := context.WithCancel(ctx)
@@ -556,22 +564,7 @@ func TestFrozenSyncLeaderAcknowledgesNothingOnceThawed(t *testing.T) {
 	}
 	ctx := t.Context()
 	old := c.pods[0]
-	waitfor.Condition(t, 30*time.Second, "the leader runs with synchronous standbys", func() error {
-		cn, err := old.conn(ctx)
-		if err != nil {
-			return err
-		}
-		defer cn.Close(ctx)
-		var v string
-		if err := cn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
-			return err
-		}
-		if v == "" {
-			return fmt.Errorf("no synchronous standbys yet")
-		}
-		_, err = cn.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())")
-		return err
-	})
+	syncLeaderWithTable(t, old, `ANY 1 ("db_1", "db_2")`)
 
 	// Clients of the old leader: two that keep their connection and one
 	// that reconnects to its address after every error.
