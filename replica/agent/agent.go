@@ -58,6 +58,9 @@ type Agent struct {
 	relays   *relaySet
 	// wake asks the run loop for a pass now (see watch.go).
 	wake chan struct{}
+	// runCtx ends when the agent stops: long operations (initdb, base
+	// backup, rewind) run under it, not under a pass's short timeout.
+	runCtx context.Context
 
 	mu sync.Mutex
 	// What the agent last saw and decided.
@@ -108,10 +111,31 @@ func New(cfg Config) *Agent {
 
 func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }
 
+// longOperation is the context for a step that may take far longer than a
+// pass (initdb, a base backup, a rewind): cancelling one half-way leaves
+// work to redo, so it ends only with the agent or after limit.
+func (a *Agent) longOperation(limit time.Duration) (context.Context, context.CancelFunc) {
+	parent := a.runCtx
+	if parent == nil {
+		parent = context.Background()
+	}
+	return context.WithTimeout(parent, limit)
+}
+
+// currentDeadline is the leader's write deadline from the latest renewal:
+// keepLease renews during a long step, so a deadline read before it is
+// stale by the time PostgreSQL starts.
+func (a *Agent) currentDeadline() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.deadline
+}
+
 // Run drives the pod until ctx ends: a pass every second (more often while
 // something is changing), each observing the Lease and the pod through the
 // API server, deciding, and acting.
 func (a *Agent) Run(ctx context.Context) error {
+	a.runCtx = ctx
 	errs := make(chan error, 4)
 	go a.keepLease(ctx)
 	a.watchObjects(ctx)
@@ -362,9 +386,15 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 			return errors.New("leader with an empty data directory past the first epoch: refusing to initdb over a cluster that has data elsewhere")
 		}
 		a.log.Info("Bootstrapping the first leader: initdb")
-		if err := a.instance.Initdb(ctx); err != nil {
+		ictx, cancel := a.longOperation(10 * time.Minute)
+		err := a.instance.Initdb(ictx)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("initdb: %w", err)
 		}
+		// initdb takes seconds on a busy machine: start with the deadline
+		// of the renewals made meanwhile.
+		leaderStart.Deadline = a.currentDeadline()
 		if err := a.instance.Start(ctx, leaderStart); err != nil {
 			return fmt.Errorf("start leader: %w", err)
 		}
@@ -412,7 +442,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 			}
 		}
 		a.log.Info("Promoting", "epoch", epoch)
-		if err := a.instance.Promote(ctx, deadline); err != nil {
+		if err := a.instance.Promote(ctx, a.currentDeadline()); err != nil {
 			return fmt.Errorf("promote: %w", err)
 		}
 		a.setLedEpoch(epoch)
@@ -558,7 +588,10 @@ func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch i
 		if err != nil {
 			return err
 		}
-		if err := a.instance.BaseBackup(ctx, replication); err != nil {
+		bctx, cancel := a.longOperation(24 * time.Hour)
+		err = a.instance.BaseBackup(bctx, replication)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("base backup from %s: %w", holder, err)
 		}
 		return a.startFollower(ctx)
@@ -571,7 +604,10 @@ func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch i
 		}
 		a.log.Info("Rewinding a former leader's data to the leader", "leader", holder, "state", st.ClusterState)
 		start := a.clock.Now()
-		if err := a.instance.Rewind(ctx, conninfo); err != nil {
+		rctx, cancel := a.longOperation(2 * time.Hour)
+		err := a.instance.Rewind(rctx, conninfo)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("rewind to %s: %w; a fresh clone is needed (the data stays until a person removes it)", holder, err)
 		}
 		a.log.Info("Rewound", "leader", holder, "took", a.clock.Since(start).Round(time.Millisecond).String())

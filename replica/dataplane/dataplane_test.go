@@ -112,7 +112,15 @@ type cluster struct {
 	t    *testing.T
 	ns   string
 	pods []*pod
+	// pgBinDir replaces `pg_config --bindir` for the instances when set.
+	pgBinDir string
 }
+
+// clusterOption changes how newCluster starts the pods.
+type clusterOption func(*cluster)
+
+// withPGBinDir runs the PostgreSQL tools from dir.
+func withPGBinDir(dir string) clusterOption { return func(c *cluster) { c.pgBinDir = dir } }
 
 func postgresUser(t *testing.T) (int, int) {
 	u, err := user.Lookup("postgres")
@@ -127,7 +135,7 @@ func postgresUser(t *testing.T) (int, int) {
 // newCluster creates the pods' objects, the Lease (held by db-0 at epoch 1,
 // db-0 labelled leader, as the operator does for a new cluster) and starts
 // every process.
-func newCluster(t *testing.T, n int, ipBase string) *cluster {
+func newCluster(t *testing.T, n int, ipBase string, opts ...clusterOption) *cluster {
 	t.Helper()
 	ns, err := cs.CoreV1().Namespaces().Create(t.Context(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "dp-"}}, metav1.CreateOptions{})
@@ -135,6 +143,9 @@ func newCluster(t *testing.T, n int, ipBase string) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, ns: ns.Name}
+	for _, o := range opts {
+		o(c)
+	}
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: names.Lease("db"), Labels: names.Labels("db")},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-0"), LeaseTransitions: ptr.To[int32](1),
@@ -196,10 +207,22 @@ func (c *cluster) launch(t *testing.T, p *pod, passwords map[string]string) {
 	}
 	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
 		"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
-	bindir, _ := exec.Command("pg_config", "--bindir").Output()
+	bindir := c.pgBinDir
+	if bindir == "" {
+		bindir = pgBinDir(t)
+	}
 	p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+filepath.Join(secrets, "superuser-password"),
-		"--pg-bindir="+strings.TrimSpace(string(bindir)))
+		"--pg-bindir="+bindir)
 	p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
+}
+
+// pgBinDir is where the host's PostgreSQL tools are.
+func pgBinDir(t *testing.T) string {
+	out, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		t.Fatalf("pg_config --bindir: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func (p *pod) start(t *testing.T, envv []string, args ...string) {

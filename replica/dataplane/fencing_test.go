@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -30,9 +31,9 @@ func writable(t *testing.T, p *pod) error {
 	return exec1(t.Context(), p, "INSERT INTO t (v) VALUES ('probe')")
 }
 
-func startLeaderOnly(t *testing.T, ipBase string) *cluster {
+func startLeaderOnly(t *testing.T, ipBase string, opts ...clusterOption) *cluster {
 	t.Helper()
-	c := newCluster(t, 1, ipBase)
+	c := newCluster(t, 1, ipBase, opts...)
 	waitfor.Condition(t, 90*time.Second, "leader ready", c.pods[0].ready)
 	if err := exec1(t.Context(), c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
@@ -275,5 +276,62 @@ func TestSyncStandbyNamesFromTheLease(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the commit was not acknowledged after the standby came back")
+	}
+}
+
+// A first leader whose initdb outlasts the renew deadline and a pass (a
+// loaded node, a slow disk) comes up in one go: initdb is not cut short,
+// the agent keeps renewing meanwhile, and PostgreSQL starts with the
+// deadline of the latest renewal, not one that is about to pass (the
+// watchdog would stop it at once, and the agent would give the Lease up).
+func TestFirstLeaderComesUpAfterASlowInitdb(t *testing.T) {
+	// Outside t.TempDir(), whose parent only root may enter: the tools
+	// run as postgres.
+	slow, err := os.MkdirTemp("", "regent-slow-initdb-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(slow) })
+	_ = os.Chmod(slow, 0o755)
+	real := pgBinDir(t)
+	entries, err := os.ReadDir(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "initdb" {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(real, e.Name()), filepath.Join(slow, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Longer than the renew deadline (4s of a 6s lease) and than a pass.
+	script := "#!/bin/sh\nsleep 7\nexec " + filepath.Join(real, "initdb") + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(slow, "initdb"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := startLeaderOnly(t, "127.0.42", withPGBinDir(slow))
+	leader := c.pods[0]
+	if err := writable(t, leader); err != nil {
+		t.Fatalf("the first leader does not accept writes: %v", err)
+	}
+	lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h != "db-0" || *lease.Spec.LeaseTransitions != 1 {
+		t.Errorf("Lease after the bootstrap: holder %q epoch %d, want db-0 at epoch 1", h, *lease.Spec.LeaseTransitions)
+	}
+	agentLog, _ := os.ReadFile(filepath.Join(leader.logDir, "agent.log"))
+	instanceLog, _ := os.ReadFile(filepath.Join(leader.logDir, "instance.log"))
+	if n := strings.Count(string(instanceLog), `"msg":"Running","tool":"initdb"`); n != 1 {
+		t.Errorf("initdb ran %d times, want once", n)
+	}
+	if n := strings.Count(string(instanceLog), `"msg":"Started PostgreSQL"`); n != 1 {
+		t.Errorf("PostgreSQL started %d times, want once (the watchdog stopped it?)", n)
+	}
+	if strings.Contains(string(agentLog), "initdb") && strings.Contains(string(agentLog), `"error":"initdb`) {
+		t.Errorf("a bootstrap pass failed on initdb: see the agent's log")
 	}
 }

@@ -193,6 +193,11 @@ func (in *Instance) Initdb(ctx context.Context) error {
 		"--pgdata="+in.cfg.PGData, "--username=postgres", "--pwfile="+in.cfg.SuperuserPasswordFile,
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--data-checksums",
 		"--encoding=UTF8", "--locale=C.UTF-8")
+	if err != nil {
+		// What initdb left half-written is ours (the directory was empty):
+		// clear it so that a retry can start over.
+		in.clearPartial()
+	}
 	return err
 }
 
