@@ -387,11 +387,12 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 }
 
 // syncStandbyNames is synchronous_standby_names for leader in rs's mode:
-// empty in Async mode, else ANY k over every other pod the spec asks for
+// the leader's own commit gate in Async mode (it acknowledges only while
+// the lease is valid), else ANY k over every other pod the spec asks for
 // (by slot name, which is also its application_name).
 func syncStandbyNames(rs *regentv1.ReplicaSet, _ []corev1.Pod, leader string) string {
 	if rs.Spec.Replication.Mode != regentv1.ReplicationSync {
-		return ""
+		return names.CommitGateStandbys
 	}
 	var standbys []string
 	for i := range int(rs.DesiredReplicas()) {

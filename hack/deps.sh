@@ -2,14 +2,17 @@
 # Installs the Debian packages the local cluster and the data-plane tests
 # need, when they are missing: PostgreSQL 15 (the local cluster's
 # postgres:15 image and the data plane's tests), iproute2 (network
-# namespaces) and util-linux (nsenter). Everything else is built from Go
-# modules by hack/build-tools.sh.
+# namespaces), util-linux (nsenter), and spin with gcc (the protocol's model
+# check, hack/modelcheck.sh). Everything else is built from Go modules by
+# hack/build-tools.sh.
 set -euo pipefail
 
 missing=()
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || missing+=(postgresql-15 postgresql-client-15)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nsenter >/dev/null || missing+=(util-linux)
+command -v spin >/dev/null || missing+=(spin)
+command -v gcc >/dev/null || missing+=(gcc)
 if [[ ${#missing[@]} -eq 0 ]]; then
 	exit 0
 fi

@@ -126,6 +126,16 @@ const (
 	ReplicationUser = "regent_replication"
 )
 
+// CommitGate is the application_name of the leader's agent as a
+// replication client of its own PostgreSQL: in Async mode the leader's one
+// synchronous standby, which acknowledges only while the lease is valid
+// (DESIGN.md §4). No pod's slot can take the name (pods end in an ordinal).
+const CommitGate = "regent_gate"
+
+// CommitGateStandbys is synchronous_standby_names in Async mode.
+const CommitGateStandbys = "FIRST 1 (" + CommitGate + ")"
+
+
 // Labels returns the labels every object of cluster carries.
 func Labels(cluster string) map[string]string {
 	return map[string]string{

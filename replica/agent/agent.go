@@ -81,6 +81,8 @@ type Agent struct {
 	// application roles and database exist.
 	rolesDone bool
 	pgStatus  instance.Status
+	// gate is the commit gate's state (gate.go).
+	gate gateState
 	// ledEpoch is the epoch in which this agent last ran PostgreSQL as
 	// the leader: a PostgreSQL that died then releases the Lease; one that
 	// died in an earlier epoch (a leader elected again) is started.
@@ -138,6 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runCtx = ctx
 	errs := make(chan error, 4)
 	go a.keepLease(ctx)
+	go a.runGate(ctx)
 	a.watchObjects(ctx)
 	go a.watchInstance(ctx)
 	go func() { errs <- a.serveRelay(ctx) }()

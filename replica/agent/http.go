@@ -24,7 +24,7 @@ func (a *Agent) Status() api.Status {
 		Pod: a.cfg.Pod, Mode: a.mode, Epoch: a.epoch, Fenced: a.fenced, Reason: a.reason,
 		Running: a.pgStatus.Running, InRecovery: a.pgStatus.InRecovery, Timeline: a.pgStatus.Timeline,
 		WriteLSN: a.pgStatus.WriteLSN, ReceivedLSN: a.pgStatus.ReceivedLSN, ReplayedLSN: a.pgStatus.ReplayedLSN,
-		Streaming: a.pgStatus.Streaming,
+		Streaming: a.pgStatus.Streaming, CommitGate: string(a.gate),
 	}
 	if a.lease != nil {
 		st.Leader = ptrString(a.lease.Spec.HolderIdentity)

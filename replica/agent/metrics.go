@@ -33,6 +33,9 @@ func (a *Agent) metricsHandler() http.Handler {
 		return boolean(s.Fenced)
 	})
 	gauge("sealed", "1 while this follower has sealed the current epoch.", func(s api.Status) float64 { return boolean(s.Sealed) })
+	gauge("commit_gate_open", "1 while the commit gate acknowledges the leader's WAL (Async mode, valid lease).", func(s api.Status) float64 {
+		return boolean(s.CommitGate == string(gateOpen))
+	})
 	gauge("postgres_running", "1 while PostgreSQL runs.", func(s api.Status) float64 { return boolean(s.Running) })
 	gauge("streaming", "1 while a follower's WAL receiver streams.", func(s api.Status) float64 { return boolean(s.Streaming) })
 	gauge("timeline", "PostgreSQL's timeline.", func(s api.Status) float64 { return float64(s.Timeline) })

@@ -46,6 +46,10 @@ type Status struct {
 	// SealedLSN is the last position it received.
 	Sealed    bool   `json:"sealed"`
 	SealedLSN string `json:"sealedLSN,omitempty"`
+	// CommitGate is, on an Async-mode leader, "open" while the commit gate
+	// acknowledges the leader's WAL (its lease is valid) and "held" while
+	// it acknowledges nothing; empty when no gate runs.
+	CommitGate string `json:"commitGate,omitempty"`
 	// Fenced says the agent stopped its leader from acknowledging writes.
 	Fenced bool `json:"fenced"`
 	// Reason explains the current state in a few words.
