@@ -135,7 +135,6 @@ const CommitGate = "regent_gate"
 // CommitGateStandbys is synchronous_standby_names in Async mode.
 const CommitGateStandbys = "FIRST 1 (" + CommitGate + ")"
 
-
 // Labels returns the labels every object of cluster carries.
 func Labels(cluster string) map[string]string {
 	return map[string]string{
