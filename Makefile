@@ -81,8 +81,16 @@ local-status: ## Show which processes of the local cluster run.
 
 ##@ Test
 
+.PHONY: model
+model: ## Check the protocol model with spin (model/leadership.pml: the protocol as built, then each weakened variant).
+	hack/modelcheck.sh
+
+.PHONY: bench
+bench: build tools-envtest ## Run the benchmarks and print their numbers (the commit gate's cost with pgbench; needs root).
+	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 20m $$(go list ./... | grep -v /test/e2e)
+
 .PHONY: test
-test: build tools-envtest tools-local ## Run every test: unit, envtest, data plane, local cluster, chart, then end to end (needs root).
+test: model build tools-envtest tools-local ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, then end to end (needs root).
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
 	@# Alone, so that its timings are not those of a machine busy with other suites.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e

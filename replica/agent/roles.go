@@ -21,6 +21,9 @@ func (a *Agent) localConn(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(names.PortPostgres), "postgres", "postgres", pw
+	// The agent's own writes (roles at bootstrap) must not wait for the
+	// commit gate: it connects as the replication role they create.
+	cfg.RuntimeParams["synchronous_commit"] = "local"
 	return pgx.ConnectConfig(ctx, cfg)
 }
 

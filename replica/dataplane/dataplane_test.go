@@ -109,7 +109,7 @@ type pod struct {
 }
 
 type cluster struct {
-	t    *testing.T
+	t    testing.TB
 	ns   string
 	pods []*pod
 	// pgBinDir replaces `pg_config --bindir` for the instances when set.
@@ -122,7 +122,7 @@ type clusterOption func(*cluster)
 // withPGBinDir runs the PostgreSQL tools from dir.
 func withPGBinDir(dir string) clusterOption { return func(c *cluster) { c.pgBinDir = dir } }
 
-func postgresUser(t *testing.T) (int, int) {
+func postgresUser(t testing.TB) (int, int) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func postgresUser(t *testing.T) (int, int) {
 // newCluster creates the pods' objects, the Lease (held by db-0 at epoch 1,
 // db-0 labelled leader, as the operator does for a new cluster) and starts
 // every process.
-func newCluster(t *testing.T, n int, ipBase string, opts ...clusterOption) *cluster {
+func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *cluster {
 	t.Helper()
 	ns, err := cs.CoreV1().Namespaces().Create(t.Context(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "dp-"}}, metav1.CreateOptions{})
@@ -181,7 +181,7 @@ func newCluster(t *testing.T, n int, ipBase string, opts ...clusterOption) *clus
 
 // launch gives pod p a run directory, a data directory and its secrets,
 // and starts its instance and agent processes.
-func (c *cluster) launch(t *testing.T, p *pod, passwords map[string]string) {
+func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	t.Helper()
 	uid, gid := postgresUser(t)
 	base, err := os.MkdirTemp("", "regent-pod-"+p.name+"-")
@@ -217,7 +217,7 @@ func (c *cluster) launch(t *testing.T, p *pod, passwords map[string]string) {
 }
 
 // pgBinDir is where the host's PostgreSQL tools are.
-func pgBinDir(t *testing.T) string {
+func pgBinDir(t testing.TB) string {
 	out, err := exec.Command("pg_config", "--bindir").Output()
 	if err != nil {
 		t.Fatalf("pg_config --bindir: %v", err)
@@ -225,7 +225,7 @@ func pgBinDir(t *testing.T) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (p *pod) start(t *testing.T, envv []string, args ...string) {
+func (p *pod) start(t testing.TB, envv []string, args ...string) {
 	t.Helper()
 	log, err := os.OpenFile(filepath.Join(p.logDir, args[0]+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -253,7 +253,7 @@ func (p *pod) kill() {
 }
 
 // restart starts the pod's processes again, as its containers restarting.
-func (p *pod) restart(t *testing.T) {
+func (p *pod) restart(t testing.TB) {
 	t.Helper()
 	starts := p.starts
 	p.procs, p.starts = nil, nil
@@ -332,7 +332,7 @@ func countRows(ctx context.Context, p *pod) (int, error) {
 
 // updateLease changes the Lease as the operator does: with optimistic
 // concurrency, reading it again when an agent's renewal got in between.
-func (c *cluster) updateLease(t *testing.T, mutate func(*coordinationv1.Lease)) {
+func (c *cluster) updateLease(t testing.TB, mutate func(*coordinationv1.Lease)) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
