@@ -87,7 +87,8 @@ model: ## Check the protocol model with spin (model/leadership.pml: the protocol
 
 .PHONY: bench
 bench: build tools-envtest ## Run the benchmarks and print their numbers (the commit gate's cost with pgbench; needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 20m $$(go list ./... | grep -v /test/e2e)
+	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 20m -v \
+		$$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
 
 .PHONY: test
 test: model build tools-envtest tools-local ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, then end to end (needs root).

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -217,7 +218,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		l.ReleasedLSN = lsn
 	}
 	in := failover.Input{
-		Spec:    failoverSpec(rs),
+		Spec:    failoverSpec(rs, lease),
 		Lease:   l,
 		Members: members,
 		Now:     now,
@@ -233,8 +234,16 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	return in
 }
 
-func failoverSpec(rs *regentv1.ReplicaSet) failover.Spec {
+func failoverSpec(rs *regentv1.ReplicaSet, lease *coordinationv1.Lease) failover.Spec {
 	f := rs.Spec.Failover
+	// The leader's agent fences at 2/3 of the duration written on the
+	// Lease (at its creation or the last promotion), not of the spec's: a
+	// lease shortened in the spec must not make the operator expire a
+	// leader that may still write. The longer of the two is safe.
+	leaseSeconds := rs.LeaseDurationSeconds()
+	if lease != nil && lease.Spec.LeaseDurationSeconds != nil {
+		leaseSeconds = max(leaseSeconds, *lease.Spec.LeaseDurationSeconds)
+	}
 	return failover.Spec{
 		Enabled:       ptr.Deref(f.Enabled, true),
 		Sync:          rs.Spec.Replication.Mode == regentv1.ReplicationSync,
@@ -242,7 +251,7 @@ func failoverSpec(rs *regentv1.ReplicaSet) failover.Spec {
 		Followers:     int(rs.DesiredReplicas()) - 1,
 		MaxLagBytes:   ptr.Deref(f.MaxLagBytes, 1<<20),
 		Delay:         time.Duration(ptr.Deref(f.DelaySeconds, 0)) * time.Second,
-		LeaseDuration: time.Duration(rs.LeaseDurationSeconds()) * time.Second,
+		LeaseDuration: time.Duration(leaseSeconds) * time.Second,
 		SealWait:      sealWait,
 	}
 }

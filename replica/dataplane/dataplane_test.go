@@ -488,4 +488,40 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		}
 		return err
 	})
+	// Every member reports the new leader's timeline, long before a
+	// restartpoint moves the followers' checkpoints to it: the operator
+	// refuses candidates behind the newest timeline reported, so a stale
+	// report would block the next failover.
+	waitfor.Condition(t, 20*time.Second, "every member on timeline 2", func() error {
+		for _, p := range c.pods {
+			st, err := p.status()
+			if err != nil {
+				return err
+			}
+			if st.Timeline != 2 {
+				return fmt.Errorf("%s reports timeline %d", p.name, st.Timeline)
+			}
+		}
+		return nil
+	})
+	// The same once the stream is cut (a sealed follower reports with no
+	// WAL receiver).
+	c.updateLease(t, func(l *coordinationv1.Lease) {
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[names.AnnotationSealedEpoch] = "2"
+	})
+	waitfor.Condition(t, 20*time.Second, "sealed followers on timeline 2", func() error {
+		for _, p := range []*pod{leader, f2} {
+			st, err := p.status()
+			if err != nil {
+				return err
+			}
+			if !st.Sealed || st.Timeline != 2 {
+				return fmt.Errorf("%s: sealed %v, timeline %d", p.name, st.Sealed, st.Timeline)
+			}
+		}
+		return nil
+	})
 }

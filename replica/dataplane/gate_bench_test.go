@@ -62,7 +62,17 @@ func BenchmarkCommitGate(b *testing.B) {
 		b.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
 
-	const rounds, seconds, clients = 3, 10, 8
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchGate(b, run, clients)
+		})
+	}
+}
+
+// benchGate runs pgbench alternately without and with the gate and reports
+// throughput and latency percentiles for both.
+func benchGate(b *testing.B, run func(args []string, syncCommit string) (string, error), clients int) {
+	const rounds, seconds = 3, 8
 	type result struct {
 		tps       []float64
 		latencies []float64 // milliseconds, every transaction
@@ -72,7 +82,7 @@ func BenchmarkCommitGate(b *testing.B) {
 	for round := range rounds {
 		for _, mode := range []string{"local", "on"} {
 			prefix := filepath.Join(logDir, fmt.Sprintf("%s-%d", mode, round))
-			out, err := run([]string{"-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(seconds),
+			out, err := run([]string{"-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(seconds),
 				"-l", "--log-prefix=" + prefix}, mode)
 			if err != nil {
 				b.Fatalf("pgbench (synchronous_commit=%s): %v\n%s", mode, err, out)

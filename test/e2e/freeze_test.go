@@ -1,0 +1,247 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/regent-dev/regent/internal/localcluster/cgroup"
+	"github.com/regent-dev/regent/internal/waitfor"
+)
+
+// ack is one commit a client of the old leader saw acknowledged: the
+// row's id, when the acknowledgement arrived, and when the server executed
+// the INSERT (clock_timestamp(), the same host clock).
+type ack struct {
+	id         int
+	at, execAt time.Time
+}
+
+// frozenLeader is a leader pod frozen by the test, with clients of its own
+// that write to its address, on kept connections and on new ones.
+type frozenLeader struct {
+	namespace, pod string
+	frozenAt       time.Time
+	acks           chan ack
+	acked          []ack
+	stop           context.CancelFunc
+	writers        sync.WaitGroup
+	thawed         bool
+}
+
+// freezeLeader starts three clients writing to pod directly (as clients
+// that kept its address would), waits until they are acknowledged, and
+// freezes the pod's containers through their cgroups.
+func freezeLeader(t *testing.T, namespace, pod, password string) *frozenLeader {
+	t.Helper()
+	p, err := cs.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &frozenLeader{namespace: namespace, pod: pod, acks: make(chan ack, 1<<16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.stop = cancel
+	for range 3 {
+		f.writers.Go(func() { pinnedWriter(ctx, p.Status.PodIP, password, f.acks) })
+	}
+	waitfor.Condition(t, 20*time.Second, "the leader's own clients acknowledged", func() error {
+		if len(f.acks) < 10 {
+			return fmt.Errorf("%d so far", len(f.acks))
+		}
+		return nil
+	})
+	for _, c := range []string{"postgres", "agent"} {
+		podGroupIn(t, namespace, pod).sub(c).freeze(t, true)
+	}
+	f.frozenAt = time.Now()
+	// A test that fails before the thaw must not leave the pod frozen for
+	// the next one.
+	t.Cleanup(func() {
+		if !f.thawed {
+			for _, c := range []string{"postgres", "agent"} {
+				_ = cgroup.Group(podGroupIn(t, namespace, pod).sub(c)).Freeze(false)
+			}
+			f.stop()
+			f.writers.Wait()
+		}
+	})
+	return f
+}
+
+// thawAndCheck thaws the pod in the order least favourable to Regent
+// (PostgreSQL first, the agent 300 ms later, as a loaded node might
+// schedule them), lets its clients try for 8 s more, and fails the test if
+// any commit executed after the freeze was acknowledged. Commits the gate
+// or a follower acknowledged just before the freeze, whose acknowledgement
+// the frozen walsender had not read yet, reach their clients after the
+// thaw: decided before the freeze, they are counted, not failed.
+func (f *frozenLeader) thawAndCheck(t *testing.T) {
+	t.Helper()
+	podGroupIn(t, f.namespace, f.pod).sub("postgres").freeze(t, false)
+	time.Sleep(300 * time.Millisecond)
+	podGroupIn(t, f.namespace, f.pod).sub("agent").freeze(t, false)
+	f.thawed = true
+	thawed := time.Now()
+	time.Sleep(8 * time.Second)
+	f.stop()
+	f.writers.Wait()
+	close(f.acks)
+	late, inFlight := 0, 0
+	for a := range f.acks {
+		f.acked = append(f.acked, a)
+		switch {
+		case !a.execAt.Before(f.frozenAt):
+			late++
+		case a.at.After(thawed):
+			inFlight++
+		}
+	}
+	t.Logf("thawed old leader %s: %d commits executed after the freeze acknowledged in 8 s of trying with 3 clients; "+
+		"%d acknowledgements decided before the freeze delivered after the thaw", f.pod, late, inFlight)
+	if late > 0 {
+		t.Errorf("the thawed old leader %s acknowledged %d commits executed after the freeze", f.pod, late)
+	}
+}
+
+// pinnedWriter inserts rows into the pod at ip only, keeping its
+// connection or reconnecting to the same address after an error.
+func pinnedWriter(ctx context.Context, ip, password string, acks chan<- ack) {
+	var conn *pgx.Conn
+	for ctx.Err() == nil {
+		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			conn, _ = connectPod(cctx, ip, "postgres", password)
+			cancel()
+			if conn == nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+		}
+		var a ack
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := conn.QueryRow(qctx, "INSERT INTO t DEFAULT VALUES RETURNING id, at").Scan(&a.id, &a.execAt)
+		cancel()
+		if err != nil {
+			_ = conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		a.at = time.Now()
+		acks <- a
+	}
+	if conn != nil {
+		_ = conn.Close(context.Background())
+	}
+}
+
+// An Async-mode leader frozen past its lease and thawed after a new leader
+// wrote acknowledges nothing (the commit gate), and the only rows lost are
+// those committed before the freeze that no follower had received,
+// counted and printed.
+func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
+	ctx := t.Context()
+	installOperator(t)
+	const ans = "e2e-async"
+	kubectl(t, "create", "namespace", ans)
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: ReplicaSet
+metadata:
+  name: db
+spec:
+  replicas: 3
+  storage:
+    size: 1Gi
+  replication:
+    mode: Async
+  failover:
+    leaseDurationSeconds: 6
+`, "kubectl", "-n", ans, "apply", "-f", "-")
+	kubectl(t, "-n", ans, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	super, err := cs.CoreV1().Secrets(ans).Get(ctx, "db-superuser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	password := string(super.Data["password"])
+	podIP := func(name string) string {
+		p, err := cs.CoreV1().Pods(ans).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Status.PodIP
+	}
+	old, epoch := fieldIn(t, ans, ".status.leader"), fieldIn(t, ans, ".status.epoch")
+	waitfor.Condition(t, 30*time.Second, "the table on the leader", func() error {
+		c, err := connectPod(ctx, podIP(old), "postgres", password)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+		return err
+	})
+
+	frozen := freezeLeader(t, ans, old, password)
+	var leader string
+	waitfor.Condition(t, 60*time.Second, "a new leader at a higher epoch", func() error {
+		if l, e := fieldIn(t, ans, ".status.leader"), fieldIn(t, ans, ".status.epoch"); l == old || e == epoch || l == "" {
+			return fmt.Errorf("leader %q at epoch %s", l, e)
+		}
+		leader = fieldIn(t, ans, ".status.leader")
+		return nil
+	})
+	waitfor.Condition(t, 30*time.Second, leader+" accepts a write", func() error {
+		c, err := connectPod(ctx, podIP(leader), "postgres", password)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "INSERT INTO t DEFAULT VALUES")
+		return err
+	})
+	t.Logf("Async: %s frozen → %s writes: %s", old, leader, time.Since(frozen.frozenAt).Round(time.Millisecond))
+	frozen.thawAndCheck(t)
+	kubectl(t, "-n", ans, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=3m")
+	t.Log("\n" + kubectl(t, "-n", ans, "get", "dbrs") + kubectl(t, "-n", ans, "get", "pods", "-L", "regent.dev/role,regent.dev/epoch"))
+
+	// What the new leader has of what the old one acknowledged.
+	have := map[int]bool{}
+	waitfor.Condition(t, 30*time.Second, "the rows on the new leader", func() error {
+		c, err := connectPod(ctx, podIP(leader), "postgres", password)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		rows, err := c.Query(ctx, "SELECT id FROM t")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id int
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			have[id] = true
+		}
+		return rows.Err()
+	})
+	lost, lostAfterFreeze := 0, 0
+	for _, a := range frozen.acked {
+		if !have[a.id] {
+			lost++
+			if !a.execAt.Before(frozen.frozenAt) {
+				lostAfterFreeze++
+			}
+		}
+	}
+	t.Logf("Async: %d of %d rows the old leader acknowledged are lost (committed before the freeze, not yet on the new leader)",
+		lost, len(frozen.acked))
+	if lostAfterFreeze > 0 {
+		t.Errorf("%d lost rows were executed after the freeze", lostAfterFreeze)
+	}
+	kubectl(t, "delete", "namespace", ans, "--wait=true", "--timeout=2m")
+}
