@@ -148,8 +148,11 @@ func pgbenchTPS(out string) (float64, error) {
 // thread; the third field is the latency in microseconds).
 func pgbenchLatencies(prefix string) ([]float64, error) {
 	files, err := filepath.Glob(prefix + ".*")
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no pgbench logs under %s: %v", prefix, err)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no pgbench logs under %s", prefix)
 	}
 	var lat []float64
 	for _, f := range files {

@@ -140,8 +140,9 @@ func fieldIn(t *testing.T, namespace, path string) string {
 
 // dialPod connects to PostgreSQL on a pod's address, inside the cluster's
 // network namespace.
-func connectPod(ctx context.Context, ip, user, password string) (*pgx.Conn, error) {
-	c, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=app connect_timeout=3", ip, user, password))
+// connectPod logs in to the pod at ip as postgres.
+func connectPod(ctx context.Context, ip, password string) (*pgx.Conn, error) {
+	c, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", ip, password))
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +421,7 @@ spec:
 	maxID := slices.Max(w.ids)
 	for _, pod := range pods.Items {
 		waitfor.Condition(t, 30*time.Second, pod.Name+" holds every acknowledged row", func() error {
-			c, err := connectPod(ctx, pod.Status.PodIP, "postgres", string(super.Data["password"]))
+			c, err := connectPod(ctx, pod.Status.PodIP, string(super.Data["password"]))
 			if err != nil {
 				return err
 			}

@@ -115,7 +115,7 @@ func pinnedWriter(ctx context.Context, ip, password string, acks chan<- ack) {
 	for ctx.Err() == nil {
 		if conn == nil {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			conn, _ = connectPod(cctx, ip, "postgres", password)
+			conn, _ = connectPod(cctx, ip, password)
 			cancel()
 			if conn == nil {
 				time.Sleep(50 * time.Millisecond)
@@ -176,7 +176,7 @@ spec:
 	}
 	old, epoch := fieldIn(t, ans, ".status.leader"), fieldIn(t, ans, ".status.epoch")
 	waitfor.Condition(t, 30*time.Second, "the table on the leader", func() error {
-		c, err := connectPod(ctx, podIP(old), "postgres", password)
+		c, err := connectPod(ctx, podIP(old), password)
 		if err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ spec:
 		return nil
 	})
 	waitfor.Condition(t, 30*time.Second, leader+" accepts a write", func() error {
-		c, err := connectPod(ctx, podIP(leader), "postgres", password)
+		c, err := connectPod(ctx, podIP(leader), password)
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ spec:
 	// What the new leader has of what the old one acknowledged.
 	have := map[int]bool{}
 	waitfor.Condition(t, 30*time.Second, "the rows on the new leader", func() error {
-		c, err := connectPod(ctx, podIP(leader), "postgres", password)
+		c, err := connectPod(ctx, podIP(leader), password)
 		if err != nil {
 			return err
 		}
