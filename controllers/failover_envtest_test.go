@@ -153,7 +153,7 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
 		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
-		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(ContainSubstring("1 of 2 followers reported sealed positions, 2 needed"))
+		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(ContainSubstring("1 of the 2 followers of ANY 1 (db-1, db-2) reported sealed positions, 2 needed"))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	NewWithT(t).Consistently(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
@@ -166,6 +166,71 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_0", "db_1")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// Scaling a Sync cluster down from 3 to 2 drops db-2 from the synchronous
+// standbys, but commits acknowledged by db-2 alone before the leader ran
+// the new setting may be on no other follower yet: until db-1 has received
+// the leader's position of that moment, the election still needs db-2's
+// report, and a failover waits rather than elect db-1.
+func TestSyncScaleDownHonoursThePreviousStandbysUntilSettled(t *testing.T) {
+	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
+	}, 0x3000100, 0x3000000, 0x3000100)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	NewWithT(t).Expect(update(t, &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}},
+		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbysPrevious, `ANY 1 ("db_1", "db_2")`))
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbysPreviousUntil, "0/3000100"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	// db-1 has not received 0/3000100: the previous standbys still matter.
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKey(names.AnnotationSyncStandbysPrevious))
+	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
+
+	// The leader and db-2 (on its way out) go silent.
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
+		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(
+			ContainSubstring("1 of the 2 followers of ANY 1 (db-1, db-2) reported sealed positions, 2 needed"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
+	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
+}
+
+// Once the remaining standbys hold the leader's position of the moment it
+// ran the new setting, the previous one is forgotten.
+func TestSyncScaleDownSettles(t *testing.T) {
+	ns, _ := liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
+	}, 0x3000100, 0x3000100, 0x3000100)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	NewWithT(t).Expect(update(t, &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}},
+		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPrevious))
+		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPreviousUntil))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 

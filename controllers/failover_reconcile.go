@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,6 +232,14 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	}
 	// A switchover under way: the leader was asked through the Lease.
 	in.SwitchoverTo = lease.Annotations[names.AnnotationSwitchoverTo]
+	// The acknowledgement rules the leader ran with in this epoch.
+	settings := append([]string{lease.Annotations[names.AnnotationSyncStandbys]},
+		strings.Split(lease.Annotations[names.AnnotationSyncStandbysPrevious], ";")...)
+	for _, s := range settings {
+		if q, ok := parseQuorum(s); ok {
+			in.Quorums = append(in.Quorums, q)
+		}
+	}
 	return in
 }
 
@@ -301,6 +310,8 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	delete(l.Annotations, names.AnnotationReleasedLSN)
 	delete(l.Annotations, names.AnnotationSealedAt)
 	delete(l.Annotations, names.AnnotationSwitchoverTo)
+	delete(l.Annotations, names.AnnotationSyncStandbysPrevious)
+	delete(l.Annotations, names.AnnotationSyncStandbysPreviousUntil)
 	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, syncStandbyNames(rs, obs.pods, d.Target))
 	if err := r.Update(ctx, l); err != nil {
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
@@ -384,16 +395,93 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 	if holder == "" {
 		return nil
 	}
+	ann := obs.lease.Annotations
+	cur, prev := ann[names.AnnotationSyncStandbys], ann[names.AnnotationSyncStandbysPrevious]
 	want := syncStandbyNames(rs, obs.pods, holder)
-	if obs.lease.Annotations[names.AnnotationSyncStandbys] == want {
-		return nil
+	if cur == want {
+		if prev == "" {
+			return nil
+		}
+		obs.requeue(time.Second)
+		return r.settleSyncStandbys(ctx, obs, holder, cur)
 	}
-	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbys: want}); err != nil {
+	set := map[string]string{names.AnnotationSyncStandbys: want,
+		// The leader is to be seen running want before anything settles.
+		names.AnnotationSyncStandbysPreviousUntil: ""}
+	if _, ok := parseQuorum(cur); ok {
+		// Commits acknowledged under cur may be on standbys want does
+		// not name, or on fewer of them than want's quorum reaches: the
+		// election honours cur (and any earlier value not settled yet)
+		// until they are on every standby want names.
+		set[names.AnnotationSyncStandbysPrevious] = strings.Trim(cur+";"+prev, ";")
+	}
+	if err := r.annotateLease(ctx, obs, set); err != nil {
 		return fmt.Errorf("set the synchronous standbys: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want)
+	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want, "previous", cur)
 	return nil
 }
+
+// settleSyncStandbys forgets the previous synchronous standbys (each value
+// replaced in this epoch, ';'-separated) once they no longer matter: the leader runs the current ones (from then on, commits
+// are acknowledged under them), and every standby the current ones name has
+// received the WAL the leader had written by then (so each holds every
+// commit acknowledged under the previous ones).
+func (r *ReplicaSetReconciler) settleSyncStandbys(ctx context.Context, obs *observation, holder, cur string) error {
+	leader := obs.agents[holder]
+	until := obs.lease.Annotations[names.AnnotationSyncStandbysPreviousUntil]
+	if until == "" {
+		if leader == nil || leader.SynchronousStandbyNames != cur || leader.WriteLSN == "" {
+			return nil
+		}
+		return r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbysPreviousUntil: leader.WriteLSN})
+	}
+	pos, err := api.ParseLSN(until)
+	if err != nil {
+		return r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbysPreviousUntil: ""})
+	}
+	if q, ok := parseQuorum(cur); ok {
+		for _, m := range q.Members {
+			a := obs.agents[m]
+			if a == nil {
+				return nil
+			}
+			if received, err := api.ParseLSN(a.ReceivedLSN); err != nil || received < pos {
+				return nil
+			}
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("The previous synchronous standbys no longer matter", "previous",
+		obs.lease.Annotations[names.AnnotationSyncStandbysPrevious], "current", cur, "settledAt", until)
+	return r.annotateLease(ctx, obs, map[string]string{
+		names.AnnotationSyncStandbysPrevious: "", names.AnnotationSyncStandbysPreviousUntil: ""})
+}
+
+// parseQuorum reads synchronous_standby_names as the operator writes it in
+// Sync mode, ANY k ("pod_1", …), into pod names; ok is false for anything
+// else (Async's commit gate, none).
+func parseQuorum(s string) (failover.Quorum, bool) {
+	m := quorumSyntax.FindStringSubmatch(s)
+	if m == nil {
+		return failover.Quorum{}, false
+	}
+	k, err := strconv.Atoi(m[1])
+	if err != nil {
+		return failover.Quorum{}, false
+	}
+	q := failover.Quorum{K: k}
+	for _, f := range strings.Split(m[2], ",") {
+		name, err := strconv.Unquote(strings.TrimSpace(f))
+		if err != nil || name == "" {
+			return failover.Quorum{}, false
+		}
+		// Slot names are pod names with '-' as '_' (pod names have no '_').
+		q.Members = append(q.Members, strings.ReplaceAll(name, "_", "-"))
+	}
+	return q, true
+}
+
+var quorumSyntax = regexp.MustCompile(`^ANY (\d+) \((.+)\)$`)
 
 // syncStandbyNames is synchronous_standby_names for leader in rs's mode:
 // the leader's own commit gate in Async mode (it acknowledges only while

@@ -145,6 +145,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 		l.Spec.RenewTime = &renewed
 		_ = k8s.Update(ctx, l)
 		st.Mode, st.WriteLSN = api.ModeLeader, api.FormatLSN(lsn)
+		st.SynchronousStandbyNames = lease.Annotations[names.AnnotationSyncStandbys]
 	case crashed:
 		st.Mode, st.Running = api.ModeFollower, false
 	default:

@@ -94,6 +94,13 @@ type Member struct {
 	Agent *api.Status
 }
 
+// Quorum is a Sync-mode acknowledgement rule the leader may have run with
+// in the epoch: ANY K of Members (pod names).
+type Quorum struct {
+	K       int
+	Members []string
+}
+
 // Input is everything the decision depends on.
 type Input struct {
 	Spec    Spec
@@ -107,6 +114,10 @@ type Input struct {
 	LeaderLSN uint64
 	// SwitchoverTo names the pod a person asked to hand leadership to.
 	SwitchoverTo string
+	// Quorums are the Sync-mode rules in force during the epoch (the
+	// current one, and the one it replaced while that may still matter).
+	// Empty: ANY SyncReplicas of all Followers, from the spec.
+	Quorums []Quorum
 }
 
 // Decision is the action, with what a user needs to know about it.
@@ -312,10 +323,8 @@ func elect(in Input, d Decision) Decision {
 	}
 
 	if in.Spec.Sync {
-		need := in.Spec.Followers - in.Spec.SyncReplicas + 1
-		if len(reported) < need {
-			return fallback(in, d, fmt.Sprintf("Sync mode: %d of %d followers reported sealed positions, %d needed to be sure "+
-				"the winner holds every acknowledged commit", len(reported), in.Spec.Followers, need))
+		if why := quorumsUnmet(in, reported); why != "" {
+			return fallback(in, d, why)
 		}
 		best := reported[0]
 		if why := d.Eligibility[best.Name]; why != "" {
@@ -330,6 +339,40 @@ func elect(in Input, d Decision) Decision {
 		}
 	}
 	return fallback(in, d, "no follower can be promoted")
+}
+
+// quorumsUnmet says why the reported followers may miss an acknowledged
+// commit ("" when they cannot): for each rule ANY k of m followers that was
+// in force, at least m - k + 1 of those m must have reported, so that the
+// reported set meets every k of them that acknowledged a commit.
+func quorumsUnmet(in Input, reported []candidate) string {
+	quorums := in.Quorums
+	if len(quorums) == 0 {
+		var all []string
+		for _, m := range in.Members {
+			if m.Name != in.Lease.FormerHolder {
+				all = append(all, m.Name)
+			}
+		}
+		// Pods the spec counts that do not exist cannot report.
+		for len(all) < in.Spec.Followers {
+			all = append(all, fmt.Sprintf("(missing follower %d)", len(all)+1))
+		}
+		quorums = []Quorum{{K: in.Spec.SyncReplicas, Members: all}}
+	}
+	for _, q := range quorums {
+		got := 0
+		for _, c := range reported {
+			if slices.Contains(q.Members, c.Name) {
+				got++
+			}
+		}
+		if need := len(q.Members) - min(q.K, len(q.Members)) + 1; got < need {
+			return fmt.Sprintf("Sync mode: %d of the %d followers of ANY %d (%s) reported sealed positions, %d needed to be sure "+
+				"the winner holds every acknowledged commit", got, len(q.Members), q.K, strings.Join(q.Members, ", "), need)
+		}
+	}
+	return ""
 }
 
 func promote(_ Input, d Decision, c candidate) Decision {

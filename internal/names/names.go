@@ -40,6 +40,14 @@ const (
 	// the leader must run with (written by the operator; absent means
 	// none).
 	AnnotationSyncStandbys = "regent.dev/synchronous-standby-names"
+	// AnnotationSyncStandbysPrevious on the Lease: the value the operator
+	// replaced in this epoch, while commits it acknowledged may not yet be
+	// on every standby the new value names; the election honours both.
+	// AnnotationSyncStandbysPreviousUntil: the leader's WAL position when it
+	// was seen running the new value; once every standby named by the new
+	// value has received it, the previous value is forgotten.
+	AnnotationSyncStandbysPrevious      = "regent.dev/previous-synchronous-standby-names"
+	AnnotationSyncStandbysPreviousUntil = "regent.dev/previous-synchronous-standby-names-until"
 	// AnnotationReleasedLSN on a released Lease: the old leader's final WAL
 	// position after a clean stop (empty after a crash).
 	AnnotationReleasedLSN = "regent.dev/released-lsn"

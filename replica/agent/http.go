@@ -25,6 +25,7 @@ func (a *Agent) Status() api.Status {
 		Running: a.pgStatus.Running, InRecovery: a.pgStatus.InRecovery, Timeline: a.pgStatus.Timeline,
 		WriteLSN: a.pgStatus.WriteLSN, ReceivedLSN: a.pgStatus.ReceivedLSN, ReplayedLSN: a.pgStatus.ReplayedLSN,
 		Streaming: a.pgStatus.Streaming, CommitGate: string(a.gate),
+		SynchronousStandbyNames: a.pgStatus.SynchronousStandbyNames,
 	}
 	if a.lease != nil {
 		st.Leader = ptrString(a.lease.Spec.HolderIdentity)

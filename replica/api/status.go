@@ -46,6 +46,9 @@ type Status struct {
 	// SealedLSN is the last position it received.
 	Sealed    bool   `json:"sealed"`
 	SealedLSN string `json:"sealedLSN,omitempty"`
+	// SynchronousStandbyNames is the setting the leader's PostgreSQL runs
+	// with.
+	SynchronousStandbyNames string `json:"synchronousStandbyNames,omitempty"`
 	// CommitGate is, on an Async-mode leader, "open" while the commit gate
 	// acknowledges the leader's WAL (its lease is valid) and "held" while
 	// it acknowledges nothing; empty when no gate runs.
