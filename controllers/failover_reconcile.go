@@ -3,8 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
