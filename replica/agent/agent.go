@@ -382,7 +382,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	// accepted: at start, and before a promotion (a follower ignores the
 	// setting until it leads).
 	syncNames := lease.Annotations[names.AnnotationSyncStandbys]
-	leaderStart := instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline, SynchronousStandbyNames: syncNames}
+	leaderStart := instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline, SynchronousStandbyNames: syncNames, Epoch: epoch}
 	switch {
 	case st.Data == string(instance.DataEmpty):
 		if epoch != 1 {
@@ -445,7 +445,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 			}
 		}
 		a.log.Info("Promoting", "epoch", epoch)
-		if err := a.instance.Promote(ctx, a.currentDeadline()); err != nil {
+		if err := a.instance.Promote(ctx, a.currentDeadline(), epoch); err != nil {
 			return fmt.Errorf("promote: %w", err)
 		}
 		a.setLedEpoch(epoch)

@@ -188,7 +188,12 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	t.Cleanup(func() {
+		// REGENT_KEEP_PODS=1 keeps every pod's logs and data for a look.
+		if os.Getenv("REGENT_KEEP_PODS") == "" {
+			_ = os.RemoveAll(base)
+		}
+	})
 	_ = os.Chmod(base, 0o755)
 	p.runDir, p.logDir = filepath.Join(base, "run"), base
 	secrets := filepath.Join(base, "secrets")
@@ -455,14 +460,16 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	c.moveLeadership(t, "db-0", "db-1", 2)
+	// Epoch 3, as if epoch 2 had gone to a pod that died at once: the
+	// promotion takes timeline 3, a timeline of its own.
+	c.moveLeadership(t, "db-0", "db-1", 3)
 	waitfor.Condition(t, 30*time.Second, "a write accepted on db-1", func() error {
 		return exec1(ctx, f1, "INSERT INTO t (v) VALUES ('two')")
 	})
 	took := time.Since(start)
 	t.Logf("promotion: %s from the Lease move to the first write accepted on the new leader", took.Round(time.Millisecond))
 	st, err := f1.status()
-	if err != nil || st.Mode != api.ModeLeader || st.Epoch != 2 {
+	if err != nil || st.Mode != api.ModeLeader || st.Epoch != 3 {
 		t.Errorf("new leader's status %+v, %v", st, err)
 	}
 	// db-2 follows the new leader without a restart.
@@ -492,13 +499,13 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	// restartpoint moves the followers' checkpoints to it: the operator
 	// refuses candidates behind the newest timeline reported, so a stale
 	// report would block the next failover.
-	waitfor.Condition(t, 20*time.Second, "every member on timeline 2", func() error {
+	waitfor.Condition(t, 20*time.Second, "every member on timeline 3", func() error {
 		for _, p := range c.pods {
 			st, err := p.status()
 			if err != nil {
 				return err
 			}
-			if st.Timeline != 2 {
+			if st.Timeline != 3 {
 				return fmt.Errorf("%s reports timeline %d", p.name, st.Timeline)
 			}
 		}
@@ -510,15 +517,15 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 		if l.Annotations == nil {
 			l.Annotations = map[string]string{}
 		}
-		l.Annotations[names.AnnotationSealedEpoch] = "2"
+		l.Annotations[names.AnnotationSealedEpoch] = "3"
 	})
-	waitfor.Condition(t, 20*time.Second, "sealed followers on timeline 2", func() error {
+	waitfor.Condition(t, 20*time.Second, "sealed followers on timeline 3", func() error {
 		for _, p := range []*pod{leader, f2} {
 			st, err := p.status()
 			if err != nil {
 				return err
 			}
-			if !st.Sealed || st.Timeline != 2 {
+			if !st.Sealed || st.Timeline != 3 {
 				return fmt.Errorf("%s: sealed %v, timeline %d", p.name, st.Sealed, st.Timeline)
 			}
 		}

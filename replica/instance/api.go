@@ -38,6 +38,13 @@ type (
 	DeadlineRequest struct {
 		Deadline time.Time `json:"deadline"`
 	}
+	// PromoteRequest promotes with a watchdog deadline; Epoch is the
+	// leadership epoch the promotion starts, which becomes the new
+	// timeline's ID (see reserveTimelines).
+	PromoteRequest struct {
+		Deadline time.Time `json:"deadline"`
+		Epoch    int64     `json:"epoch"`
+	}
 	// ConfigureRequest changes settings of the running PostgreSQL.
 	ConfigureRequest struct {
 		SynchronousStandbyNames string `json:"synchronousStandbyNames"`
@@ -94,9 +101,9 @@ func (in *Instance) Handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /promote", func(w http.ResponseWriter, r *http.Request) {
-		var req DeadlineRequest
+		var req PromoteRequest
 		if decode(w, r, &req) {
-			reply(w, nil, in.Promote(r.Context(), req.Deadline))
+			reply(w, nil, in.Promote(r.Context(), req.Deadline, req.Epoch))
 		}
 	})
 	mux.HandleFunc("POST /configure", func(w http.ResponseWriter, r *http.Request) {
@@ -280,8 +287,8 @@ func (c *Client) Stop(ctx context.Context, mode StopMode) (string, error) {
 }
 
 // Promote promotes a follower.
-func (c *Client) Promote(ctx context.Context, deadline time.Time) error {
-	return c.call(ctx, http.MethodPost, "/promote", DeadlineRequest{Deadline: deadline}, nil)
+func (c *Client) Promote(ctx context.Context, deadline time.Time, epoch int64) error {
+	return c.call(ctx, http.MethodPost, "/promote", PromoteRequest{Deadline: deadline, Epoch: epoch}, nil)
 }
 
 // Configure changes synchronous_standby_names of the running PostgreSQL.

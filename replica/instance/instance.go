@@ -244,6 +244,9 @@ type StartOptions struct {
 	PrimaryConninfo         string    `json:"primaryConninfo,omitempty"`
 	PrimarySlotName         string    `json:"primarySlotName,omitempty"`
 	SynchronousStandbyNames string    `json:"synchronousStandbyNames,omitempty"`
+	// Epoch is the leadership epoch a leader starts: a follower's data
+	// started as a leader is promoted onto timeline Epoch.
+	Epoch int64 `json:"epoch,omitempty"`
 }
 
 // Start writes the configuration and starts PostgreSQL, waiting until it
@@ -332,7 +335,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		return err
 	}
 	if promoteAfterStart {
-		return in.promote(ctx, opts.Deadline)
+		return in.promote(ctx, opts.Deadline, opts.Epoch)
 	}
 	return nil
 }
@@ -480,8 +483,9 @@ func (in *Instance) controlData(ctx context.Context) (map[string]string, error) 
 	return m, nil
 }
 
-// Promote turns a running follower into a leader with a watchdog deadline.
-func (in *Instance) Promote(ctx context.Context, deadline time.Time) error {
+// Promote turns a running follower into a leader with a watchdog deadline,
+// on timeline epoch.
+func (in *Instance) Promote(ctx context.Context, deadline time.Time, epoch int64) error {
 	in.ops.Lock()
 	defer in.ops.Unlock()
 	if !in.running() {
@@ -490,11 +494,11 @@ func (in *Instance) Promote(ctx context.Context, deadline time.Time) error {
 	if !deadline.After(in.clock.Now()) {
 		return errors.New("promote: a leader needs a watchdog deadline in the future")
 	}
-	return in.promote(ctx, deadline)
+	return in.promote(ctx, deadline, epoch)
 }
 
 // promote runs pg_promote; the caller holds the operation lock.
-func (in *Instance) promote(ctx context.Context, deadline time.Time) error {
+func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64) error {
 	// Arm the watchdog before the first write can be accepted; the agent
 	// keeps refreshing it while the promotion runs.
 	in.mu.Lock()
@@ -506,6 +510,9 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time) error {
 		return err
 	}
 	defer conn.Close(ctx)
+	if err := in.reserveTimelines(ctx, conn, epoch); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
 	var ok bool
 	if err := conn.QueryRow(ctx, "SELECT pg_promote(wait => true, wait_seconds => 60)").Scan(&ok); err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -530,6 +537,48 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time) error {
 			in.log.Error(err, "Checkpoint after promotion")
 		}
 	}()
+	return nil
+}
+
+// reserveTimelines makes PostgreSQL promote onto timeline epoch: it picks
+// one more than the newest timeline whose history file it finds, so the
+// IDs between the current timeline and epoch get placeholder history files
+// (comments only; nothing reads a timeline's history but that timeline's
+// followers, and no one follows these). Without it, two followers promoted
+// in turn (the first dying before anyone streamed from it) would both pick
+// the same next ID, and pg_rewind would take the first one's diverged data
+// for the second one's timeline: "no rewind required". Epochs are unique
+// (the Lease moves with optimistic concurrency) and grow with every
+// promotion, so timelines stay unique and below the epoch.
+func (in *Instance) reserveTimelines(ctx context.Context, conn *pgx.Conn, epoch int64) error {
+	var current int64
+	if err := conn.QueryRow(ctx, `SELECT GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),
+		COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
+		COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::bigint) FROM pg_ls_waldir()
+			WHERE name ~ '^[0-9A-F]{8}\.history$'), 0))`).Scan(&current); err != nil {
+		return fmt.Errorf("read the timeline: %w", err)
+	}
+	for tli := current + 1; tli < epoch; tli++ {
+		path := filepath.Join(in.cfg.PGData, "pg_wal", fmt.Sprintf("%08X.history", tli))
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reserve timeline %d: %w", tli, err)
+		}
+		_, err = fmt.Fprintf(f, "# Timeline %d was never used: Regent reserved it so that the promotion of epoch %d gets timeline %d.\n",
+			tli, epoch, epoch)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("reserve timeline %d: %w", tli, err)
+		}
+		if c := in.cfg.Credential; c != nil {
+			_ = os.Chown(path, int(c.Uid), int(c.Gid))
+		}
+	}
 	return nil
 }
 

@@ -22,17 +22,23 @@ import (
 // These tests run real PostgreSQL 15 processes. As root (CI), PostgreSQL
 // runs as the machine's postgres user.
 
+// pgConfigBinDir and pgConfigErr are read once, before any test starts
+// the instance's zombie reaper: once it runs, it reaps every child this
+// process did not register with it, pg_config included.
+var pgConfigBinDir, pgConfigErr = func() (string, error) {
+	out, err := exec.Command("pg_config", "--bindir").Output()
+	return strings.TrimSpace(string(out)), err
+}()
+
 func pgBinDir(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("pg_config", "--bindir").Output()
-	if err != nil {
-		t.Fatalf("pg_config --bindir: %v (install PostgreSQL 15: hack/deps.sh)", err)
+	if pgConfigErr != nil {
+		t.Fatalf("pg_config --bindir: %v (install PostgreSQL 15: hack/deps.sh)", pgConfigErr)
 	}
-	dir := strings.TrimSpace(string(out))
-	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
-		t.Fatalf("no postgres in %s: %v", dir, err)
+	if _, err := os.Stat(filepath.Join(pgConfigBinDir, "postgres")); err != nil {
+		t.Fatalf("no postgres in %s: %v", pgConfigBinDir, err)
 	}
-	return dir
+	return pgConfigBinDir
 }
 
 // credential runs PostgreSQL as the postgres user when the tests run as
@@ -175,15 +181,17 @@ func TestLeaderFollowerAndPromotion(t *testing.T) {
 	if err != nil || final == "" {
 		t.Fatalf("stop: %q, %v", final, err)
 	}
+	// Promoted for epoch 4 (epochs 2 and 3 went elsewhere, say), it takes
+	// timeline 4: a timeline of its own, whatever others promoted.
 	start := time.Now()
-	if err := follower.Promote(t.Context(), time.Now().Add(time.Hour)); err != nil {
+	if err := follower.Promote(t.Context(), time.Now().Add(time.Hour), 4); err != nil {
 		t.Fatal(err)
 	}
 	sql(t, follower, "INSERT INTO t (v) VALUES ('on the new leader')")
 	t.Logf("promotion to first write: %s", time.Since(start).Round(time.Millisecond))
 	st = follower.Status(t.Context())
-	if st.InRecovery || st.Timeline != 2 || st.Role != RoleLeader {
-		t.Errorf("promoted status %+v", st)
+	if st.InRecovery || st.Timeline != 4 || st.Role != RoleLeader {
+		t.Errorf("promoted status %+v, want timeline 4", st)
 	}
 }
 
