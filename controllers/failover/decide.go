@@ -166,6 +166,14 @@ func Decide(in Input) Decision {
 				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, api.FormatLSN(in.Lease.ReleasedLSN))
 				return d
 			}
+			// It streamed the old leader's last WAL as it stopped and
+			// replays it in moments: a seal round would cost more.
+			if lostAt := lostSince(in); in.Now.Before(lostAt.Add(SwitchoverGrace)) {
+				d.Kind, d.Until = Wait, in.Now.Add(50*time.Millisecond)
+				d.Reason = fmt.Sprintf("switchover: waiting for %s to replay the old leader's final position (%s)",
+					m.Name, api.FormatLSN(in.Lease.ReleasedLSN))
+				return d
+			}
 		}
 	}
 	if !in.Lease.Sealed {
@@ -197,6 +205,18 @@ func claimants(members []Member) []string {
 		}
 	}
 	return out
+}
+
+// SwitchoverGrace is how long after a switchover's release the operator
+// waits for the target to replay the old leader's final position before it
+// falls back to sealing the epoch.
+const SwitchoverGrace = 2 * time.Second
+
+func lostSince(in Input) time.Time {
+	if in.LostSince.IsZero() {
+		return in.Now
+	}
+	return in.LostSince
 }
 
 // leaderLost says whether the leader is lost, why, since when, and

@@ -285,8 +285,15 @@ func TestDecide(t *testing.T) {
 			want: Promote, target: "db-2",
 		},
 		{
-			name: "switchover: the target has not replayed the final position: seal first",
-			in: Input{Spec: spec(), Now: t0, SwitchoverTo: "db-2",
+			name: "switchover: the target is still replaying the final position just after the release: wait for it, no seal",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), LostSince: t0, SwitchoverTo: "db-2",
+				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
+			want: Wait, reasonHas: "waiting for db-2 to replay the old leader's final position",
+		},
+		{
+			name: "switchover: the target has not replayed the final position within the grace: seal",
+			in: Input{Spec: spec(), Now: t0.Add(SwitchoverGrace), LostSince: t0, SwitchoverTo: "db-2",
 				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
 				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
 			want: Seal,

@@ -439,13 +439,10 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		return nil
 	case st.InRecovery:
 		start := a.clock.Now()
-		if syncNames != st.SynchronousStandbyNames {
-			if err := a.instance.Configure(ctx, syncNames); err != nil {
-				return fmt.Errorf("synchronous standbys before promotion: %w", err)
-			}
-		}
+		// The synchronous standbys are in force before pg_promote (one
+		// reload with the promotion's own changes).
 		a.log.Info("Promoting", "epoch", epoch)
-		if err := a.instance.Promote(ctx, a.currentDeadline(), epoch); err != nil {
+		if err := a.instance.Promote(ctx, a.currentDeadline(), epoch, syncNames); err != nil {
 			return fmt.Errorf("promote: %w", err)
 		}
 		a.setLedEpoch(epoch)

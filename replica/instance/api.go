@@ -44,6 +44,8 @@ type (
 	PromoteRequest struct {
 		Deadline time.Time `json:"deadline"`
 		Epoch    int64     `json:"epoch"`
+		// SynchronousStandbyNames are in force before the promotion.
+		SynchronousStandbyNames string `json:"synchronousStandbyNames"`
 	}
 	// ConfigureRequest changes settings of the running PostgreSQL.
 	ConfigureRequest struct {
@@ -103,7 +105,7 @@ func (in *Instance) Handler() http.Handler {
 	mux.HandleFunc("POST /promote", func(w http.ResponseWriter, r *http.Request) {
 		var req PromoteRequest
 		if decode(w, r, &req) {
-			reply(w, nil, in.Promote(r.Context(), req.Deadline, req.Epoch))
+			reply(w, nil, in.Promote(r.Context(), req.Deadline, req.Epoch, req.SynchronousStandbyNames))
 		}
 	})
 	mux.HandleFunc("POST /configure", func(w http.ResponseWriter, r *http.Request) {
@@ -287,8 +289,9 @@ func (c *Client) Stop(ctx context.Context, mode StopMode) (string, error) {
 }
 
 // Promote promotes a follower.
-func (c *Client) Promote(ctx context.Context, deadline time.Time, epoch int64) error {
-	return c.call(ctx, http.MethodPost, "/promote", PromoteRequest{Deadline: deadline, Epoch: epoch}, nil)
+func (c *Client) Promote(ctx context.Context, deadline time.Time, epoch int64, synchronousStandbyNames string) error {
+	return c.call(ctx, http.MethodPost, "/promote", PromoteRequest{Deadline: deadline, Epoch: epoch,
+		SynchronousStandbyNames: synchronousStandbyNames}, nil)
 }
 
 // Configure changes synchronous_standby_names of the running PostgreSQL.

@@ -335,7 +335,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		return err
 	}
 	if promoteAfterStart {
-		return in.promote(ctx, opts.Deadline, opts.Epoch)
+		return in.promote(ctx, opts.Deadline, opts.Epoch, opts.SynchronousStandbyNames)
 	}
 	return nil
 }
@@ -484,8 +484,8 @@ func (in *Instance) controlData(ctx context.Context) (map[string]string, error) 
 }
 
 // Promote turns a running follower into a leader with a watchdog deadline,
-// on timeline epoch.
-func (in *Instance) Promote(ctx context.Context, deadline time.Time, epoch int64) error {
+// on timeline epoch, with the synchronous standbys given.
+func (in *Instance) Promote(ctx context.Context, deadline time.Time, epoch int64, synchronousStandbyNames string) error {
 	in.ops.Lock()
 	defer in.ops.Unlock()
 	if !in.running() {
@@ -494,11 +494,11 @@ func (in *Instance) Promote(ctx context.Context, deadline time.Time, epoch int64
 	if !deadline.After(in.clock.Now()) {
 		return errors.New("promote: a leader needs a watchdog deadline in the future")
 	}
-	return in.promote(ctx, deadline, epoch)
+	return in.promote(ctx, deadline, epoch, synchronousStandbyNames)
 }
 
 // promote runs pg_promote; the caller holds the operation lock.
-func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64) error {
+func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64, synchronousStandbyNames string) error {
 	// Arm the watchdog before the first write can be accepted; the agent
 	// keeps refreshing it while the promotion runs.
 	in.mu.Lock()
@@ -510,6 +510,9 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64
 		return err
 	}
 	defer conn.Close(ctx)
+	if err := in.configureForPromotion(ctx, conn, synchronousStandbyNames); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
 	if err := in.reserveTimelines(ctx, conn, epoch); err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
@@ -538,6 +541,48 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64
 		}
 	}()
 	return nil
+}
+
+// configureForPromotion puts the leader's synchronous standbys in force
+// (a standby ignores them until it leads: they are in place before the
+// first commit) and clears restore_command, in one reload. Promoting,
+// PostgreSQL asks restore_command for every timeline history file it
+// probes, each time a process started and a round trip through the agents
+// (0.1–0.3 s on a busy node), and gains nothing: the timeline is reserved
+// (see reserveTimelines), and the operator promotes a follower only once
+// it holds what it must. A leader never restores; a start as a follower
+// writes the command again.
+func (in *Instance) configureForPromotion(ctx context.Context, conn *pgx.Conn, synchronousStandbyNames string) error {
+	in.mu.Lock()
+	pg, s := in.pg, in.settings
+	in.mu.Unlock()
+	if pg == nil || (s.RestoreCommand == "" && s.SynchronousStandbyNames == synchronousStandbyNames) {
+		return nil
+	}
+	s.RestoreCommand, s.SynchronousStandbyNames = "", synchronousStandbyNames
+	if err := in.writeConfig(s); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.settings = s
+	in.mu.Unlock()
+	if err := pg.Process.Signal(syscall.SIGHUP); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		var restore, standbys string
+		if err := conn.QueryRow(ctx, "SELECT current_setting('restore_command'), current_setting('synchronous_standby_names')").
+			Scan(&restore, &standbys); err == nil && restore == "" && standbys == synchronousStandbyNames {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("PostgreSQL did not take the leader's settings")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // reserveTimelines makes PostgreSQL promote onto timeline epoch: it picks

@@ -184,7 +184,7 @@ func TestLeaderFollowerAndPromotion(t *testing.T) {
 	// Promoted for epoch 4 (epochs 2 and 3 went elsewhere, say), it takes
 	// timeline 4: a timeline of its own, whatever others promoted.
 	start := time.Now()
-	if err := follower.Promote(t.Context(), time.Now().Add(time.Hour), 4); err != nil {
+	if err := follower.Promote(t.Context(), time.Now().Add(time.Hour), 4, ""); err != nil {
 		t.Fatal(err)
 	}
 	sql(t, follower, "INSERT INTO t (v) VALUES ('on the new leader')")
