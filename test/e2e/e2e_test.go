@@ -27,12 +27,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
+	"github.com/regent-dev/regent/internal/localcluster/clustertest"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
-	"github.com/regent-dev/regent/internal/localcluster/provisioner"
 	"github.com/regent-dev/regent/internal/localcluster/proxy"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
@@ -44,70 +43,13 @@ var (
 	root string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Println("SKIP: the end-to-end tests run the local cluster, which needs root")
-		return 0
-	}
+func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	root = filepath.Join(filepath.Dir(file), "..", "..")
-	bin := filepath.Join(root, "bin")
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			fmt.Fprintf(os.Stderr, "%s missing in %s: run the tests with `make test` (or `make e2e`)\n", b, bin)
-			return 1
-		}
-	}
-	state, err := os.MkdirTemp("", "regent-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	cfg = cluster.Config{StateDir: state, BinDir: bin, NetNS: fmt.Sprintf("regent-e2e-%d", os.Getpid()),
-		HostPort: port, Nodes: 3, ImageMap: filepath.Join(root, "hack", "local", "images.yaml")}
-	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[cluster] "+f+"\n", a...) }
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := cluster.Up(ctx, cfg, logf); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster up:", err)
-		_ = cluster.Down(cfg, logf)
-		return 1
-	}
-	code := 1
-	defer func() {
-		if err := cluster.Down(cfg, logf); err != nil {
-			fmt.Fprintln(os.Stderr, "cluster down:", err)
-		}
-		if code == 0 {
-			_ = os.RemoveAll(state)
-		} else {
-			fmt.Fprintln(os.Stderr, "logs kept in", state)
-		}
-	}()
-	kc, err := clientcmd.BuildConfigFromFlags("", cfg.AdminKubeconfig())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if cs, err = kubernetes.NewForConfig(kc); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := provisioner.EnsureStorageClass(ctx, cs); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code = m.Run()
-	return code
+	os.Exit(clustertest.Main(m, clustertest.Options{
+		Root: root, Name: "e2e",
+		Tools: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl"},
+	}, func(c cluster.Config, clientset *kubernetes.Clientset) { cfg, cs = c, clientset }))
 }
 
 // tool runs bin/<name> against the cluster and returns its output.

@@ -29,13 +29,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
+	"github.com/regent-dev/regent/internal/localcluster/clustertest"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
-	"github.com/regent-dev/regent/internal/localcluster/provisioner"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -51,83 +50,28 @@ func repoRoot() string {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Println("SKIP: the local cluster needs root (network namespaces, cgroups, mounts)")
-		return 0
-	}
-	root := repoRoot()
-	bin := filepath.Join(root, "bin")
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "localcluster"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			fmt.Fprintf(os.Stderr, "%s missing in %s: run the tests with `make test`\n", b, bin)
-			return 1
-		}
-	}
-	state, err := os.MkdirTemp("", "regent-localcluster-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	cfg = cluster.Config{
-		StateDir: state, BinDir: bin, NetNS: fmt.Sprintf("regent-test-%d", os.Getpid()),
-		HostPort: freePort(), Nodes: 3, ImageMap: filepath.Join(root, "hack", "local", "images.yaml"),
-	}
-	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[cluster] "+f+"\n", a...) }
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := cluster.Up(ctx, cfg, logf); err != nil {
-		fmt.Fprintln(os.Stderr, "cluster up:", err)
-		_ = cluster.Down(cfg, logf)
-		return 1
-	}
-	// The state directory goes only if everything went well: its logs
-	// explain a failure.
-	code := 1
-	defer func() {
+	os.Exit(clustertest.Main(m, clustertest.Options{
+		Root: repoRoot(), Name: "localcluster-test",
+		Tools: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "localcluster"},
 		// `down` must leave nothing: no process in the cluster's network
 		// namespace or its cgroups, and neither of those.
-		nsInode := inode(netns.Path(cfg.NetNS))
-		if err := cluster.Down(cfg, logf); err != nil {
-			fmt.Fprintln(os.Stderr, "cluster down:", err)
-			code = 1
-		}
-		if left := processesInNetNS(nsInode); len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "FAIL: processes survived down: %v\n", left)
-			code = 1
-		}
-		if netns.Exists(cfg.NetNS) {
-			fmt.Fprintln(os.Stderr, "FAIL: the network namespace survived down")
-			code = 1
-		}
-		if _, err := os.Stat(string(cgroup.For(cfg.NetNS))); err == nil {
-			fmt.Fprintln(os.Stderr, "FAIL: the cluster's cgroup survived down")
-			code = 1
-		}
-		if code == 0 {
-			_ = os.RemoveAll(state)
-		} else {
-			fmt.Fprintln(os.Stderr, "logs kept in", filepath.Join(state, "logs"), "and", filepath.Join(state, "nodes"))
-		}
-	}()
-	kc, err := clientcmd.BuildConfigFromFlags("", cfg.AdminKubeconfig())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if cs, err = kubernetes.NewForConfig(kc); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := provisioner.EnsureStorageClass(ctx, cs); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code = m.Run()
-	return code
+		BeforeDown: func(c cluster.Config) func() []string {
+			nsInode := inode(netns.Path(c.NetNS))
+			return func() []string {
+				var failures []string
+				if left := processesInNetNS(nsInode); len(left) > 0 {
+					failures = append(failures, fmt.Sprintf("processes survived down: %v", left))
+				}
+				if netns.Exists(c.NetNS) {
+					failures = append(failures, "the network namespace survived down")
+				}
+				if _, err := os.Stat(string(cgroup.For(c.NetNS))); err == nil {
+					failures = append(failures, "the cluster's cgroup survived down")
+				}
+				return failures
+			}
+		},
+	}, func(c cluster.Config, clientset *kubernetes.Clientset) { cfg, cs = c, clientset }))
 }
 
 // inode identifies a namespace file.
@@ -159,15 +103,6 @@ func processesInNetNS(ino uint64) []string {
 		}
 	}
 	return out
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func newNamespace(t *testing.T) string {
