@@ -137,15 +137,23 @@ func TestSilentLeaderIsReplacedOnlyAfterItsLeaseExpires(t *testing.T) {
 // In Sync mode (ANY 1 of 2) a commit may be acknowledged by db-2 alone;
 // while db-2 is silent the operator must not elect db-1, even long after
 // the seal; once db-2 reports, it wins.
-func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
+// liveSyncCluster is liveCluster in Sync mode with ANY 1 of the two
+// followers, once the operator has put that on the Lease.
+func liveSyncCluster(t *testing.T, lsns ...uint64) (string, []*hollowAgent) {
+	t.Helper()
 	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
 		rs.Spec.Replication.Mode = regentv1.ReplicationSync
 		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
-	}, 0x3000100, 0x3000000, 0x3000100)
+	}, lsns...)
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	return ns, agents
+}
+
+func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
+	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
 
 	// The leader and db-2 freeze (a zone lost, say).
 	agents[2].set(func(a *hollowAgent) { a.frozen = true })
@@ -175,14 +183,7 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 // the leader's position of that moment, the election still needs db-2's
 // report, and a failover waits rather than elect db-1.
 func TestSyncScaleDownHonoursThePreviousStandbysUntilSettled(t *testing.T) {
-	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
-		rs.Spec.Replication.Mode = regentv1.ReplicationSync
-		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
-	}, 0x3000100, 0x3000000, 0x3000100)
-	NewWithT(t).Eventually(func(g Gomega) {
-		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
-	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
 
 	NewWithT(t).Expect(update(t, &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}},
 		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
@@ -216,14 +217,7 @@ func TestSyncScaleDownHonoursThePreviousStandbysUntilSettled(t *testing.T) {
 // Once the remaining standbys hold the leader's position of the moment it
 // ran the new setting, the previous one is forgotten.
 func TestSyncScaleDownSettles(t *testing.T) {
-	ns, _ := liveCluster(t, func(rs *regentv1.ReplicaSet) {
-		rs.Spec.Replication.Mode = regentv1.ReplicationSync
-		rs.Spec.Replication.SyncReplicas = ptr.To[int32](1)
-	}, 0x3000100, 0x3000100, 0x3000100)
-	NewWithT(t).Eventually(func(g Gomega) {
-		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
-	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	ns, _ := liveSyncCluster(t, 0x3000100, 0x3000100, 0x3000100)
 	NewWithT(t).Expect(update(t, &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}},
 		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
 	NewWithT(t).Eventually(func(g Gomega) {

@@ -347,23 +347,7 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 			newLeader = p
 		}
 	}
-	cn, err := newLeader.conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cn.Close(ctx)
-	rows, err := cn.Query(ctx, "SELECT id FROM t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[int]bool{}
-	for rows.Next() {
-		var id int
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		have[id] = true
-	}
+	have := rowIDs(t, newLeader)
 	lost := 0
 	for _, id := range w.acked {
 		if !have[id] {
@@ -541,6 +525,29 @@ func (p *pod) freeze(t *testing.T, on bool) {
 	}
 }
 
+// rowIDs is the set of ids in table t on pod p.
+func rowIDs(t *testing.T, p *pod) map[int]bool {
+	t.Helper()
+	cn, err := p.conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close(t.Context())
+	rows, err := cn.Query(t.Context(), "SELECT id FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[int]bool{}
+	for _, id := range ids {
+		have[id] = true
+	}
+	return have
+}
+
 // ack is one commit a client saw acknowledged: the row's id, when the
 // acknowledgement arrived, and when the server executed the INSERT (its
 // clock_timestamp(), the same host clock).
@@ -697,26 +704,7 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 	waitfor.Condition(t, 120*time.Second, old.name+" rejoins as a follower", old.ready)
 
 	// Which acknowledged rows the new leader has.
-	cn, err := newLeader.conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cn.Close(ctx)
-	rows, err := cn.Query(ctx, "SELECT id FROM t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[int]bool{}
-	for rows.Next() {
-		var id int
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		have[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	have := rowIDs(t, newLeader)
 	lost, lostAfterFreeze := 0, 0
 	for _, a := range acked {
 		if !have[a.id] {

@@ -373,12 +373,29 @@ func (in *Instance) Configure(ctx context.Context, synchronousStandbyNames strin
 	in.ops.Lock()
 	defer in.ops.Unlock()
 	in.mu.Lock()
-	pg, s := in.pg, in.settings
+	s := in.settings
+	in.mu.Unlock()
+	s.SynchronousStandbyNames = synchronousStandbyNames
+	err := in.reload(ctx, s, 10*time.Second, func(ctx context.Context) bool {
+		got, err := in.showSyncNames(ctx)
+		return err == nil && got == synchronousStandbyNames
+	})
+	if err != nil {
+		return fmt.Errorf("configure: %w", err)
+	}
+	in.log.Info("Configured", "synchronousStandbyNames", synchronousStandbyNames)
+	return nil
+}
+
+// reload writes s as the running PostgreSQL's configuration, signals it,
+// and waits (up to limit) until taken says the new values are in force.
+func (in *Instance) reload(ctx context.Context, s Settings, limit time.Duration, taken func(context.Context) bool) error {
+	in.mu.Lock()
+	pg := in.pg
 	in.mu.Unlock()
 	if pg == nil {
-		return errors.New("configure: PostgreSQL is not running")
+		return errors.New("PostgreSQL is not running")
 	}
-	s.SynchronousStandbyNames = synchronousStandbyNames
 	if err := in.writeConfig(s); err != nil {
 		return err
 	}
@@ -386,21 +403,18 @@ func (in *Instance) Configure(ctx context.Context, synchronousStandbyNames strin
 	in.settings = s
 	in.mu.Unlock()
 	if err := pg.Process.Signal(syscall.SIGHUP); err != nil {
-		return fmt.Errorf("configure: reload: %w", err)
+		return fmt.Errorf("reload: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	for {
-		if got, err := in.showSyncNames(ctx); err == nil && got == synchronousStandbyNames {
-			in.log.Info("Configured", "synchronousStandbyNames", synchronousStandbyNames)
-			return nil
-		}
+	for !taken(ctx) {
 		select {
 		case <-ctx.Done():
-			return errors.New("configure: PostgreSQL did not take the new synchronous_standby_names")
-		case <-time.After(50 * time.Millisecond):
+			return errors.New("PostgreSQL did not take the new settings")
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	return nil
 }
 
 func (in *Instance) showSyncNames(ctx context.Context) (string, error) {
@@ -554,35 +568,18 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64
 // writes the command again.
 func (in *Instance) configureForPromotion(ctx context.Context, conn *pgx.Conn, synchronousStandbyNames string) error {
 	in.mu.Lock()
-	pg, s := in.pg, in.settings
+	s := in.settings
 	in.mu.Unlock()
-	if pg == nil || (s.RestoreCommand == "" && s.SynchronousStandbyNames == synchronousStandbyNames) {
+	if s.RestoreCommand == "" && s.SynchronousStandbyNames == synchronousStandbyNames {
 		return nil
 	}
 	s.RestoreCommand, s.SynchronousStandbyNames = "", synchronousStandbyNames
-	if err := in.writeConfig(s); err != nil {
-		return err
-	}
-	in.mu.Lock()
-	in.settings = s
-	in.mu.Unlock()
-	if err := pg.Process.Signal(syscall.SIGHUP); err != nil {
-		return fmt.Errorf("reload: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for {
+	return in.reload(ctx, s, 5*time.Second, func(ctx context.Context) bool {
 		var restore, standbys string
-		if err := conn.QueryRow(ctx, "SELECT current_setting('restore_command'), current_setting('synchronous_standby_names')").
-			Scan(&restore, &standbys); err == nil && restore == "" && standbys == synchronousStandbyNames {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("PostgreSQL did not take the leader's settings")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		err := conn.QueryRow(ctx, "SELECT current_setting('restore_command'), current_setting('synchronous_standby_names')").
+			Scan(&restore, &standbys)
+		return err == nil && restore == "" && standbys == synchronousStandbyNames
+	})
 }
 
 // reserveTimelines makes PostgreSQL promote onto timeline epoch: it picks
@@ -597,10 +594,7 @@ func (in *Instance) configureForPromotion(ctx context.Context, conn *pgx.Conn, s
 // promotion, so timelines stay unique and below the epoch.
 func (in *Instance) reserveTimelines(ctx context.Context, conn *pgx.Conn, epoch int64) error {
 	var current int64
-	if err := conn.QueryRow(ctx, `SELECT GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),
-		COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
-		COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::bigint) FROM pg_ls_waldir()
-			WHERE name ~ '^[0-9A-F]{8}\.history$'), 0))`).Scan(&current); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT "+followerTimelineSQL).Scan(&current); err != nil {
 		return fmt.Errorf("read the timeline: %w", err)
 	}
 	for tli := current + 1; tli < epoch; tli++ {

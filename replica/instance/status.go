@@ -85,15 +85,9 @@ func (in *Instance) Status(ctx context.Context) Status {
 	}
 	defer conn.Close(ctx)
 	var received, replayed, written *string
-	// A follower's timeline: the last restartpoint's lags behind (for
-	// minutes after a rewind or a failover), so also the timeline it
-	// streams and the newest history file it holds (fetched when it learnt
-	// of the timeline, which recovery_target_timeline=latest then follows).
+	// The timeline: see followerTimelineSQL.
 	_ = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
-		GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),
-			COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
-			COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::bigint) FROM pg_ls_waldir()
-				WHERE name ~ '^[0-9A-F]{8}\.history$'), 0)),
+		`+followerTimelineSQL+`,
 		pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
 		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
@@ -120,3 +114,13 @@ func (in *Instance) Status(ctx context.Context) Status {
 	}
 	return st
 }
+
+// followerTimelineSQL is the newest timeline a follower knows: the last
+// restartpoint's lags behind (for minutes after a rewind or a failover), so
+// also the timeline it streams and the newest history file it holds
+// (fetched when it learnt of the timeline, which
+// recovery_target_timeline=latest then follows).
+const followerTimelineSQL = `GREATEST((SELECT timeline_id FROM pg_control_checkpoint()),
+	COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
+	COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::bigint) FROM pg_ls_waldir()
+		WHERE name ~ '^[0-9A-F]{8}\.history$'), 0))`

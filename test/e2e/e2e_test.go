@@ -181,10 +181,13 @@ func installOperator(t *testing.T) {
 	installed = true
 }
 
-func TestUserStory(t *testing.T) {
-	ctx := t.Context()
+// createHealthyCluster installs the operator if needed, applies a 3-pod
+// ReplicaSet db with a 6 s lease and the given replication settings in a
+// new namespace with kubectl, and waits until it is Healthy.
+func createHealthyCluster(t *testing.T, namespace, replication string) {
+	t.Helper()
 	installOperator(t)
-	kubectl(t, "create", "namespace", ns)
+	kubectl(t, "create", "namespace", namespace)
 	tool(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
 metadata:
@@ -194,12 +197,16 @@ spec:
   storage:
     size: 1Gi
   replication:
-    mode: Sync
-    syncReplicas: 1
+    `+replication+`
   failover:
     leaseDurationSeconds: 6
-`, "kubectl", "-n", ns, "apply", "-f", "-")
-	kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+`, "kubectl", "-n", namespace, "apply", "-f", "-")
+	kubectl(t, "-n", namespace, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+}
+
+func TestUserStory(t *testing.T) {
+	ctx := t.Context()
+	createHealthyCluster(t, ns, "mode: Sync\n    syncReplicas: 1")
 	t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs"))
 
 	// Exactly one leader, and the Services' endpoints follow the labels.

@@ -145,23 +145,8 @@ func pinnedWriter(ctx context.Context, ip, password string, acks chan<- ack) {
 // counted and printed.
 func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 	ctx := t.Context()
-	installOperator(t)
 	const ans = "e2e-async"
-	kubectl(t, "create", "namespace", ans)
-	tool(t, `apiVersion: regent.dev/v1alpha1
-kind: ReplicaSet
-metadata:
-  name: db
-spec:
-  replicas: 3
-  storage:
-    size: 1Gi
-  replication:
-    mode: Async
-  failover:
-    leaseDurationSeconds: 6
-`, "kubectl", "-n", ans, "apply", "-f", "-")
-	kubectl(t, "-n", ans, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	createHealthyCluster(t, ans, "mode: Async")
 	super, err := cs.CoreV1().Secrets(ans).Get(ctx, "db-superuser", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
