@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,8 +296,13 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	in.settings = s
 	in.mu.Unlock()
 	cmd := in.tools.command(context.Background(), "postgres", "-D", in.cfg.PGData)
-	logFile, err := os.OpenFile(filepath.Join(in.cfg.PGData, "..", "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logPath := filepath.Join(in.cfg.PGData, "..", "postgres.log")
+	var logStart int64
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err == nil {
+		if fi, err := logFile.Stat(); err == nil {
+			logStart = fi.Size()
+		}
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		defer logFile.Close()
 		if in.cfg.Credential != nil {
@@ -332,6 +338,9 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		in.log.Info("PostgreSQL exited", "result", in.lastExit)
 	}()
 	if err := in.waitReady(ctx, exited); err != nil {
+		if why := lastFatal(logPath, logStart); why != "" {
+			return fmt.Errorf("%w: %s", err, why)
+		}
 		return err
 	}
 	if promoteAfterStart {
@@ -358,6 +367,41 @@ func (in *Instance) waitReady(ctx context.Context, exited <-chan struct{}) error
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// lastFatal returns the last FATAL or PANIC message PostgreSQL wrote to
+// its log after offset from, with its DETAIL and HINT: why a start failed,
+// in the error the agent logs and reports, so that nobody has to find the
+// log file to learn it.
+func lastFatal(path string, from int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return ""
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return ""
+	}
+	var last []string
+	inFatal := false
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.Contains(line, "FATAL:") || strings.Contains(line, "PANIC:"):
+			_, msg, _ := strings.Cut(line, "] ")
+			last, inFatal = []string{strings.Join(strings.Fields(msg), " ")}, true
+		case inFatal && (strings.Contains(line, "DETAIL:") || strings.Contains(line, "HINT:")):
+			_, msg, _ := strings.Cut(line, "] ")
+			last = append(last, strings.Join(strings.Fields(msg), " "))
+		default:
+			inFatal = false
+		}
+	}
+	return strings.Join(last, "; ")
 }
 
 func (in *Instance) lastExitText() string {

@@ -1,6 +1,7 @@
 package instance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -276,6 +277,35 @@ func TestForeignDataIsRefusedAndKept(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A data directory whose control file is damaged fails to start with
+// PostgreSQL's own reason in the error, and nothing in it is touched.
+func TestCorruptControlFileFailsClearlyAndIsKept(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.12")
+	if err := in.Initdb(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	control := filepath.Join(in.cfg.PGData, "global", "pg_control")
+	garbage, err := os.ReadFile(control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage[40] ^= 0xff // a bit flip past the version fields: the checksum no longer matches
+	if err := os.WriteFile(control, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = in.Start(t.Context(), StartOptions{Role: RoleFollower})
+	if err == nil || !strings.Contains(err.Error(), "control file") {
+		t.Fatalf("start on a corrupt control file: %v; want PostgreSQL's reason, naming the control file", err)
+	}
+	t.Logf("the error: %v", err)
+	if b, err := os.ReadFile(control); err != nil || !bytes.Equal(b, garbage) {
+		t.Errorf("the control file was changed or removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(in.cfg.PGData, "PG_VERSION")); err != nil {
+		t.Errorf("the data directory lost files: %v", err)
 	}
 }
 

@@ -86,18 +86,23 @@ func TestServiceProxyFollowsTheSelector(t *testing.T) {
 	})
 
 	// A connection held open to pod a must be cut when a leaves.
+	waitfor.Condition(t, 5*time.Second, "earlier connections closed", func() error {
+		if n := p.Connections(); n != 0 {
+			return fmt.Errorf("%d connections piped", n)
+		}
+		return nil
+	})
 	held, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	waitfor.Condition(t, 5*time.Second, "held connection routed", func() error {
-		if p.Current() == "" {
-			return fmt.Errorf("no endpoint")
+	waitfor.Condition(t, 5*time.Second, "held connection piped to pod a", func() error {
+		if n := p.Connections(); n != 1 {
+			return fmt.Errorf("%d connections piped", n)
 		}
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond) // let the proxy dial the backend for it
 
 	svc, err = cs.CoreV1().Services(ns).Get(t.Context(), "web", metav1.GetOptions{})
 	if err != nil {

@@ -53,6 +53,18 @@ func (p *Proxy) Current() string {
 	return p.current
 }
 
+// Connections returns how many client connections are piped to an
+// endpoint now.
+func (p *Proxy) Connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, conns := range p.conns {
+		n += len(conns)
+	}
+	return n
+}
+
 func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	target := p.Current()
 	if target == "" {
