@@ -228,6 +228,54 @@ func TestSyncScaleDownSettles(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// With dataDurability Preferred, a follower lost for longer than the
+// lease duration leaves the quorum, so writes go on with the followers
+// left (an event says so); the election honours the old quorum until the
+// remaining follower holds what it acknowledged; the follower's return
+// restores the spec's quorum.
+func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
+	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
+		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
+	}, 0x3000100, 0x3000100, 0x3000100)
+	full := `ANY 2 ("db_1", "db_2")`
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	// db-2 goes silent and unready: for the lease duration (3 s) the
+	// quorum stays, then it drops db-2.
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	lost := time.Now()
+	setPodReady(t, NewWithT(t), ns, "db-2", false)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	// Condition times are kept to the second: the lease duration counts
+	// from up to a second before the test's clock.
+	if waited := time.Since(lost); waited < 2*time.Second {
+		t.Errorf("the quorum was lowered %s after db-2 went unready, before the lease duration (3 s)", waited)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		hasEvent(t, g, ns, regentv1.EventSyncQuorumLowered, `commits now wait for ANY 1 ("db_1") instead of ANY 2`)
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPrevious),
+			"db-1 holds the leader's position: the old quorum no longer matters")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	// db-2 comes back: the spec's quorum again.
+	agents[2].set(func(a *hollowAgent) { a.frozen = false })
+	setPodReady(t, NewWithT(t), ns, "db-2", true)
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+		hasEvent(t, g, ns, regentv1.EventSyncQuorumRestored, "commits wait for "+full+" again")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
 func TestFailoverDisabledIsRefused(t *testing.T) {
 	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) { rs.Spec.Failover.Enabled = ptr.To(false) },
 		0x3000000, 0x3000000, 0x3000000)

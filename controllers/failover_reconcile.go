@@ -312,7 +312,8 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	delete(l.Annotations, names.AnnotationSwitchoverTo)
 	delete(l.Annotations, names.AnnotationSyncStandbysPrevious)
 	delete(l.Annotations, names.AnnotationSyncStandbysPreviousUntil)
-	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, syncStandbyNames(rs, obs.pods, d.Target))
+	standbys, _ := syncStandbyNames(rs, obs, d.Target, now)
+	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, standbys)
 	if err := r.Update(ctx, l); err != nil {
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
 	}
@@ -388,8 +389,9 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 }
 
 // reconcileSyncStandbys keeps the Lease's synchronous-standby-names
-// annotation, which the leader's agent applies, in step with the spec:
-// in Sync mode ANY k of the other pods' slot names.
+// annotation, which the leader's agent applies, in step with the spec and,
+// with dataDurability Preferred, with the followers standing (see
+// syncStandbyNames).
 func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	holder := obs.holder()
 	if holder == "" {
@@ -397,9 +399,18 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 	}
 	ann := obs.lease.Annotations
 	cur, prev := ann[names.AnnotationSyncStandbys], ann[names.AnnotationSyncStandbysPrevious]
-	want := syncStandbyNames(rs, obs.pods, holder)
+	want, recheck := syncStandbyNames(rs, obs, holder, r.now())
+	if recheck > 0 {
+		obs.requeue(recheck)
+	}
 	if cur == want {
 		if prev == "" {
+			return nil
+		}
+		if _, quorum := parseQuorum(cur); !quorum && rs.Spec.Replication.Mode == regentv1.ReplicationSync {
+			// A Preferred leader left with no follower: no standby can
+			// come to hold what the previous quorums acknowledged, so
+			// the election keeps honouring them.
 			return nil
 		}
 		obs.requeue(time.Second)
@@ -413,13 +424,38 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 		// not name, or on fewer of them than want's quorum reaches: the
 		// election honours cur (and any earlier value not settled yet)
 		// until they are on every standby want names.
-		set[names.AnnotationSyncStandbysPrevious] = strings.Trim(cur+";"+prev, ";")
+		previous := []string{cur}
+		for _, p := range strings.Split(prev, ";") {
+			if p != "" && !slices.Contains(previous, p) {
+				previous = append(previous, p)
+			}
+		}
+		set[names.AnnotationSyncStandbysPrevious] = strings.Join(previous, ";")
 	}
 	if err := r.annotateLease(ctx, obs, set); err != nil {
 		return fmt.Errorf("set the synchronous standbys: %w", err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want, "previous", cur)
+	if rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred {
+		switch {
+		case quorumLowered(rs, want):
+			r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeWarning, regentv1.EventSyncQuorumLowered, "SetSynchronousStandbys",
+				"dataDurability Preferred: followers unready for more than %ds; commits now wait for %s instead of ANY %d",
+				rs.LeaseDurationSeconds(), want, ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
+		case cur != "" && quorumLowered(rs, cur):
+			r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, regentv1.EventSyncQuorumRestored, "SetSynchronousStandbys",
+				"commits wait for %s again", want)
+		}
+	}
 	return nil
+}
+
+// quorumLowered says whether value, as syncStandbyNames writes it, asks
+// fewer followers to confirm each commit than rs's syncReplicas.
+func quorumLowered(rs *regentv1.ReplicaSet, value string) bool {
+	k := min(int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1)), int(rs.DesiredReplicas())-1)
+	q, ok := parseQuorum(value)
+	return !ok || q.K < k
 }
 
 // settleSyncStandbys forgets the previous synchronous standbys (each value
@@ -486,19 +522,83 @@ var quorumSyntax = regexp.MustCompile(`^ANY (\d+) \((.+)\)$`)
 // syncStandbyNames is synchronous_standby_names for leader in rs's mode:
 // the leader's own commit gate in Async mode (it acknowledges only while
 // the lease is valid), else ANY k over every other pod the spec asks for
-// (by slot name, which is also its application_name).
-func syncStandbyNames(rs *regentv1.ReplicaSet, _ []corev1.Pod, leader string) string {
+// (by slot name, which is also its application_name). With dataDurability
+// Preferred, fewer than k followers left standing lower the quorum to
+// them, and none at all leave the commit gate; recheck, when not zero, is
+// when a follower's grace ends and the value may change.
+func syncStandbyNames(rs *regentv1.ReplicaSet, obs *observation, leader string, now time.Time) (value string, recheck time.Duration) {
 	if rs.Spec.Replication.Mode != regentv1.ReplicationSync {
-		return names.CommitGateStandbys
+		return names.CommitGateStandbys, 0
 	}
-	var standbys []string
+	var followers []string
 	for i := range int(rs.DesiredReplicas()) {
 		if pod := names.Pod(rs.Name, i); pod != leader {
-			standbys = append(standbys, strconv.Quote(strings.ReplaceAll(pod, "-", "_")))
+			followers = append(followers, pod)
 		}
 	}
 	k := int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
-	return fmt.Sprintf("ANY %d (%s)", min(k, len(standbys)), strings.Join(standbys, ", "))
+	if rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred {
+		grace := time.Duration(rs.LeaseDurationSeconds()) * time.Second
+		var standing []string
+		for _, f := range followers {
+			lost, until := followerLost(obs, f, now, grace)
+			if !lost {
+				standing = append(standing, f)
+			}
+			if until > 0 && (recheck == 0 || until < recheck) {
+				recheck = until
+			}
+		}
+		switch {
+		case len(standing) == 0:
+			return names.CommitGateStandbys, recheck
+		case len(standing) < k:
+			return anyOf(len(standing), standing), recheck
+		}
+	}
+	return anyOf(min(k, len(followers)), followers), recheck
+}
+
+func anyOf(k int, pods []string) string {
+	slots := make([]string, len(pods))
+	for i, pod := range pods {
+		slots[i] = strconv.Quote(strings.ReplaceAll(pod, "-", "_"))
+	}
+	return fmt.Sprintf("ANY %d (%s)", k, strings.Join(slots, ", "))
+}
+
+// followerLost says whether a follower has been unable to confirm commits
+// for longer than grace, so that a Preferred quorum may leave it out: its
+// pod is gone, or has not been ready for grace and its agent does not
+// report it streaming in this epoch. A follower not ready for less than
+// grace is not lost yet, and until says when it would be: a restart or a
+// failover's reconnection does not lower the quorum.
+func followerLost(obs *observation, pod string, now time.Time, grace time.Duration) (lost bool, until time.Duration) {
+	if a := obs.agents[pod]; a != nil && a.Mode == api.ModeFollower && a.Streaming && a.Epoch == obs.epoch() {
+		return false, 0
+	}
+	var p *corev1.Pod
+	for i := range obs.pods {
+		if obs.pods[i].Name == pod {
+			p = &obs.pods[i]
+		}
+	}
+	if p == nil {
+		return true, 0
+	}
+	if podReady(p) {
+		return false, 0
+	}
+	since := p.CreationTimestamp.Time
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
+			since = c.LastTransitionTime.Time
+		}
+	}
+	if left := since.Add(grace).Sub(now); left > 0 {
+		return false, left
+	}
+	return true, 0
 }
 
 // reconcileSwitchoverRequest checks a switchover a person asked for with

@@ -99,4 +99,12 @@ const (
 	EventSwitchoverRequested = "SwitchoverRequested"
 	// EventSwitchoverRefused: a requested switchover was not executed.
 	EventSwitchoverRefused = "SwitchoverRefused"
+	// EventSyncQuorumLowered: with dataDurability Preferred, commits wait
+	// for fewer followers than syncReplicas (or for none, only the commit
+	// gate) because followers have been unready for longer than the lease
+	// duration (a Warning).
+	EventSyncQuorumLowered = "SyncQuorumLowered"
+	// EventSyncQuorumRestored: commits wait for syncReplicas followers
+	// again.
+	EventSyncQuorumRestored = "SyncQuorumRestored"
 )

@@ -176,8 +176,9 @@ const (
 	// DataDurabilityRequired blocks commits until syncReplicas followers
 	// confirm them, even when that many are not available.
 	DataDurabilityRequired DataDurability = "Required"
-	// DataDurabilityPreferred lowers the quorum to the followers that are
-	// available, so writes go on with fewer copies.
+	// DataDurabilityPreferred lowers the quorum to the followers left once
+	// others have been unready for longer than the lease duration, so
+	// writes go on with fewer copies.
 	DataDurabilityPreferred DataDurability = "Preferred"
 )
 
@@ -203,8 +204,10 @@ type ReplicationSpec struct {
 	SyncReplicas *int32 `json:"syncReplicas,omitempty"`
 
 	// dataDurability, in Sync mode only: Required (the default there) blocks
-	// writes while fewer than syncReplicas followers are up; Preferred lets
-	// writes go on with the followers that are up.
+	// writes while fewer than syncReplicas followers are up; Preferred
+	// lowers the quorum to the followers left once others have been unready
+	// for longer than failover.leaseDurationSeconds, so writes go on with
+	// fewer copies (none but the leader's when no follower is left).
 	// +optional
 	DataDurability DataDurability `json:"dataDurability,omitempty"`
 }
