@@ -71,6 +71,9 @@ type Agent struct {
 	deadline    time.Time // a leader's: writes stop at it
 	lastRenew   time.Time
 	lastContact time.Time
+	// passBusy: a pass is running (maybe a long step: a base backup, a
+	// rewind), so keepContact reads the Lease in its place.
+	passBusy bool
 	fenced      bool
 	reason      string
 	// sealedEpoch and sealedLSN: the epoch this follower sealed, and the
@@ -140,6 +143,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runCtx = ctx
 	errs := make(chan error, 4)
 	go a.keepLease(ctx)
+	go a.keepContact(ctx)
 	go a.runGate(ctx)
 	a.watchObjects(ctx)
 	go a.watchInstance(ctx)
@@ -171,6 +175,14 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) pass(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	a.mu.Lock()
+	a.passBusy = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.passBusy = false
+		a.mu.Unlock()
+	}()
 	start := a.clock.Now()
 	lease, pod, err := a.observe(ctx)
 	if err == nil {
@@ -520,6 +532,50 @@ func (a *Agent) keepLease(ctx context.Context) {
 	}
 }
 
+// keepContact reads the Lease while a pass is busy with a long step (a base
+// backup or a rewind through the relay can take minutes): the relay
+// forwards only while the agent has heard from the API server within the
+// renew deadline and the Lease it last read still names the relay's epoch
+// unsealed (mayFollow), and without this the long step's own connection
+// would be cut mid-copy once the pass's last read grew old, leaving a
+// half-rewound data directory. The pass alone decides and acts; this only
+// keeps what the relay checks fresh, so that a Lease moved or sealed
+// meanwhile cuts the copy, and a lost API server too.
+func (a *Agent) keepContact(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		busy, last := a.passBusy, a.lastContact
+		a.mu.Unlock()
+		if !busy || a.clock.Since(last) < time.Second {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := a.clock.Now()
+		lease, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Get(rctx, a.leaseName(), metav1.GetOptions{})
+		cancel()
+		if err != nil {
+			continue
+		}
+		a.mu.Lock()
+		if start.After(a.lastContact) {
+			a.lastContact = start
+			// A leader's renewals write a.lease themselves (newer than
+			// this read, maybe); a follower's relay checks this one.
+			if a.mode != api.ModeLeader {
+				a.lease = lease
+			}
+		}
+		a.mu.Unlock()
+	}
+}
+
 // renew renews the Lease with optimistic concurrency: a Lease moved or
 // sealed in between makes the update fail, and the agent looks again.
 func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start time.Time) error {
@@ -745,6 +801,7 @@ func (a *Agent) release(ctx context.Context, lsn, why string) error {
 			l.Annotations = map[string]string{}
 		}
 		l.Annotations[names.AnnotationReleasedLSN] = lsn
+		l.Annotations[names.AnnotationReleasedBy] = a.cfg.Pod
 		u, err := a.cfg.Client.CoordinationV1().Leases(a.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
 		if err != nil {
 			updated = l // read again on the next try

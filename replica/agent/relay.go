@@ -201,12 +201,14 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 }
 
 // mayFollow reports whether this agent may still take WAL of epoch: it
-// follows that epoch, unsealed, and heard from the API server within the
-// renew deadline.
+// follows that epoch, the Lease it last read is still at that epoch and
+// unsealed, and it heard from the API server within the renew deadline
+// (keepContact keeps reading during a long pass).
 func (a *Agent) mayFollow(epoch int64) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.epoch == epoch && a.lease != nil && sealedEpoch(a.lease) < epoch &&
+	return a.epoch == epoch && a.lease != nil && a.lease.Spec.LeaseTransitions != nil &&
+		int64(*a.lease.Spec.LeaseTransitions) == epoch && sealedEpoch(a.lease) < epoch &&
 		a.clock.Since(a.lastContact) <= renewDeadline(a.lease)
 }
 

@@ -285,32 +285,8 @@ func TestSyncStandbyNamesFromTheLease(t *testing.T) {
 // deadline of the latest renewal, not one that is about to pass (the
 // watchdog would stop it at once, and the agent would give the Lease up).
 func TestFirstLeaderComesUpAfterASlowInitdb(t *testing.T) {
-	// Outside t.TempDir(), whose parent only root may enter: the tools
-	// run as postgres.
-	slow, err := os.MkdirTemp("", "regent-slow-initdb-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(slow) })
-	_ = os.Chmod(slow, 0o755)
-	real := pgBinDir(t)
-	entries, err := os.ReadDir(real)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() == "initdb" {
-			continue
-		}
-		if err := os.Symlink(filepath.Join(real, e.Name()), filepath.Join(slow, e.Name())); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Longer than the renew deadline (4s of a 6s lease) and than a pass.
-	script := "#!/bin/sh\nsleep 7\nexec " + filepath.Join(real, "initdb") + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(slow, "initdb"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	slow := wrappedPGBinDir(t, "initdb", "sleep 7\nexec {real} \"$@\"")
 	c := startLeaderOnly(t, "127.0.42", withPGBinDir(slow))
 	leader := c.pods[0]
 	if err := writable(t, leader); err != nil {
@@ -333,5 +309,76 @@ func TestFirstLeaderComesUpAfterASlowInitdb(t *testing.T) {
 	}
 	if strings.Contains(string(agentLog), "initdb") && strings.Contains(string(agentLog), `"error":"initdb`) {
 		t.Errorf("a bootstrap pass failed on initdb: see the agent's log")
+	}
+}
+
+// wrappedPGBinDir is a directory of the host's PostgreSQL tools in which
+// tool runs script instead ({real} in it is the real tool's path).
+func wrappedPGBinDir(t *testing.T, tool, script string) string {
+	t.Helper()
+	// Outside t.TempDir(), whose parent only root may enter: the tools
+	// run as postgres.
+	dir, err := os.MkdirTemp("", "regent-wrapped-"+tool+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	_ = os.Chmod(dir, 0o755)
+	real := pgBinDir(t)
+	entries, err := os.ReadDir(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == tool {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(real, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := "#!/bin/sh\n" + strings.ReplaceAll(script, "{real}", filepath.Join(real, tool)) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, tool), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A follower's clone that takes longer than the renew deadline (4 s of a
+// 6 s lease) is not cut by its own relay: the relay forwards only while
+// the agent has recently read the Lease, and the agent keeps reading it
+// while the long step holds its pass. (Cut, the clone starts over on every
+// pass and never ends; a rewind cut half-way leaves a data directory that
+// needs a fresh clone.)
+func TestSlowCloneIsNotCutByTheRelay(t *testing.T) {
+	// The leader sends the backup at 4 MB/s: the ~40 MB of a new cluster
+	// take about ten seconds.
+	slow := wrappedPGBinDir(t, "pg_basebackup", "exec {real} --max-rate=4M \"$@\"")
+	c := newCluster(t, 2, "127.0.45", withPGBinDir(slow))
+	waitfor.Condition(t, 90*time.Second, "leader ready", c.pods[0].ready)
+	waitfor.Condition(t, 2*time.Minute, "follower cloned and streaming", c.pods[1].ready)
+	instanceLog, _ := os.ReadFile(filepath.Join(c.pods[1].logDir, "instance.log"))
+	// Attempts before the leader created the replication role fail at
+	// once; one cut by the relay fails after copying for a while.
+	var took string
+	cut := 0
+	for line := range strings.Lines(string(instanceLog)) {
+		if !strings.Contains(line, `"tool":"pg_basebackup"`) || !strings.Contains(line, `"msg":"Ran"`) {
+			continue
+		}
+		_, after, _ := strings.Cut(line, `"duration":"`)
+		d, _, _ := strings.Cut(after, `"`)
+		if strings.Contains(line, `"ok":true`) {
+			took = d
+		} else if dd, err := time.ParseDuration(d); err == nil && dd > time.Second {
+			cut++
+		}
+	}
+	t.Logf("the clone took %s; %d attempt(s) cut after more than a second", took, cut)
+	if cut != 0 {
+		t.Errorf("%d clone(s) cut mid-copy", cut)
+	}
+	if d, err := time.ParseDuration(took); err != nil || d < 4*time.Second {
+		t.Errorf("the clone took %q: not longer than the renew deadline, so this test shows nothing", took)
 	}
 }
