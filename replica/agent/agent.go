@@ -74,8 +74,8 @@ type Agent struct {
 	// passBusy: a pass is running (maybe a long step: a base backup, a
 	// rewind), so keepContact reads the Lease in its place.
 	passBusy bool
-	fenced      bool
-	reason      string
+	fenced   bool
+	reason   string
 	// sealedEpoch and sealedLSN: the epoch this follower sealed, and the
 	// last position it received under it.
 	sealedEpoch int64
