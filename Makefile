@@ -92,7 +92,10 @@ bench: build tools-envtest ## Run the benchmarks and print their numbers (the co
 
 .PHONY: test
 test: model build tools-envtest tools-local ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, then end to end (needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/e2e)
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /replica/)
+	@# Verbose, so that the data plane's measurements (promotion, failover and
+	@# fencing times) are printed on success too.
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/...
 	@# Alone, so that its timings are not those of a machine busy with other suites.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
 

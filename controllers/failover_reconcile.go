@@ -193,6 +193,9 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	if former == "" && mem.holderEpoch == epoch {
 		former = mem.holder
 	}
+	if former == "" {
+		former = lease.Annotations[names.AnnotationReleasedBy]
+	}
 	if holder != "" {
 		mem.holder, mem.holderEpoch = holder, epoch
 	}
@@ -308,6 +311,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	}
 	switchover := l.Annotations[names.AnnotationSwitchoverTo] == d.Target
 	delete(l.Annotations, names.AnnotationReleasedLSN)
+	delete(l.Annotations, names.AnnotationReleasedBy)
 	delete(l.Annotations, names.AnnotationSealedAt)
 	delete(l.Annotations, names.AnnotationSwitchoverTo)
 	delete(l.Annotations, names.AnnotationSyncStandbysPrevious)

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,24 +22,30 @@ import (
 // new cluster: held by <rs>-0 at epoch 1, never renewed yet. The Lease is
 // created, never applied: after creation only the holder's agent renews it
 // and only the failover logic moves it, each with optimistic concurrency
-// (DESIGN.md §5).
+// (DESIGN.md §5). With pvcRetentionPolicy Retain it outlives the
+// ReplicaSet, as the data does (keptWithTheData): a ReplicaSet recreated
+// under the same name adopts it and goes on from the epoch and the leader
+// it records, rather than starting over at epoch 1 with <rs>-0, whatever
+// the data on the kept volumes.
 func (r *ReplicaSetReconciler) reconcileLease(ctx context.Context, rs *regentv1.ReplicaSet) (*coordinationv1.Lease, error) {
 	key := client.ObjectKey{Namespace: rs.Namespace, Name: names.Lease(rs.Name)}
 	lease := &coordinationv1.Lease{}
-	if err := r.ensureOurs(ctx, rs, lease, key.Name); err != nil {
-		return nil, err
-	}
 	err := r.Get(ctx, key, lease)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, lease)
+	}
 	if err == nil {
-		return lease, nil
+		return lease, r.ownLease(ctx, rs, lease)
 	}
 	if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
 
 	lease = newLease(rs, metav1.NewMicroTime(r.now()))
-	if err := controllerutil.SetControllerReference(rs, lease, r.Scheme()); err != nil {
-		return nil, err
+	if !keptWithTheData(rs) {
+		if err := controllerutil.SetControllerReference(rs, lease, r.Scheme()); err != nil {
+			return nil, err
+		}
 	}
 	// AlreadyExists means the cache was behind: the error retries the pass.
 	if err := r.Create(ctx, lease); err != nil {
@@ -47,6 +55,42 @@ func (r *ReplicaSetReconciler) reconcileLease(ctx context.Context, rs *regentv1.
 	r.Recorder.Eventf(rs, lease, corev1.EventTypeNormal, regentv1.EventLeaseCreated, "CreateLease",
 		"Created Lease %s: %s leads epoch 1", key.Name, *lease.Spec.HolderIdentity)
 	return lease, nil
+}
+
+// ownLease checks that an existing Lease is this cluster's and sets its
+// owner reference as the retention policy wants: none when it is kept with
+// the data (adopting the Lease of an earlier ReplicaSet of the same name),
+// rs as controller when it goes with rs. A Lease that another object
+// controls, or that Regent did not label for this cluster, is not touched.
+func (r *ReplicaSetReconciler) ownLease(ctx context.Context, rs *regentv1.ReplicaSet, lease *coordinationv1.Lease) error {
+	ref := metav1.GetControllerOf(lease)
+	ours := lease.Labels[names.LabelCluster] == rs.Name && lease.Labels[names.LabelManagedBy] == names.ManagedBy
+	switch {
+	case ref != nil && ref.UID == rs.UID:
+	case ours && (ref == nil || ref.APIVersion == regentv1.GroupVersion.String() && ref.Kind == "ReplicaSet" && ref.Name == rs.Name):
+		// Ours, or left by an earlier ReplicaSet of this name.
+	default:
+		return &ForeignObjectError{Kind: "Lease", Name: lease.Name}
+	}
+	kept := keptWithTheData(rs)
+	if kept && ref == nil || !kept && ref != nil && ref.UID == rs.UID {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(lease.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	lease.OwnerReferences = slices.DeleteFunc(lease.OwnerReferences, func(o metav1.OwnerReference) bool {
+		return ptr.Deref(o.Controller, false)
+	})
+	if !kept {
+		if err := controllerutil.SetControllerReference(rs, lease, r.Scheme()); err != nil {
+			return err
+		}
+	}
+	if err := r.Patch(ctx, lease, patch); err != nil {
+		return fmt.Errorf("set the owner of Lease %s: %w", lease.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Adopted the leader Lease", "lease", lease.Name, "keptWithTheData", kept,
+		"holder", ptr.Deref(lease.Spec.HolderIdentity, ""), "epoch", ptr.Deref(lease.Spec.LeaseTransitions, 0))
+	return nil
 }
 
 // newLease is the Lease of a new cluster. renewTime stays empty until the

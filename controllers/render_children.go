@@ -204,11 +204,24 @@ func renderSecret(rs *regentv1.ReplicaSet, c credentials, app bool) *corev1ac.Se
 	}
 	// data, not stringData: stringData is write-only, so server-side apply
 	// could never see that nothing changed.
-	return corev1ac.Secret(c.secret, rs.Namespace).
+	secret := corev1ac.Secret(c.secret, rs.Namespace).
 		WithLabels(names.Labels(rs.Name)).
-		WithOwnerReferences(ownerReference(rs)).
 		WithType(corev1.SecretTypeBasicAuth).
 		WithData(bytes)
+	if !keptWithTheData(rs) {
+		secret.WithOwnerReferences(ownerReference(rs))
+	}
+	return secret
+}
+
+// keptWithTheData says whether the objects that belong with the data
+// volumes outlive the ReplicaSet as the volumes do (pvcRetentionPolicy
+// Retain): the credential Secrets, whose passwords the data holds, and the
+// Lease, which says who led last and at which epoch. A ReplicaSet recreated
+// under the same name adopts them and finds its cluster as it left it.
+// With policy Delete they are children like the others and go with it.
+func keptWithTheData(rs *regentv1.ReplicaSet) bool {
+	return rs.PVCRetention() == regentv1.PVCRetain
 }
 
 // pgpassEscape escapes a .pgpass field (backslash and colon).

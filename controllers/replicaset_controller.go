@@ -320,21 +320,23 @@ func (r *ReplicaSetReconciler) ensureOurs(ctx context.Context, rs *regentv1.Repl
 }
 
 // SetupWithManager registers the reconciler: it wakes on its ReplicaSets,
-// on changes to the children it owns, and on the pods of its clusters.
+// on changes to the children it owns, and on the pods, Secrets and Lease of
+// its clusters.
 func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&regentv1.ReplicaSet{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
-		Owns(&corev1.Secret{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		Owns(&coordinationv1.Lease{}).
-		// Pods belong to the StatefulSet, not to the ReplicaSet: map them to
-		// their cluster by label.
+		// Pods belong to the StatefulSet, not to the ReplicaSet, and the
+		// Secrets and the Lease have no owner when they are kept with the
+		// data (keptWithTheData): map them to their cluster by label.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
 		Complete(r)
 }
 

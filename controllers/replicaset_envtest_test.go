@@ -93,6 +93,14 @@ func expectControlledBy(g Gomega, obj client.Object, rs *regentv1.ReplicaSet) {
 	g.Expect(obj.GetLabels()).To(HaveKeyWithValue(names.LabelManagedBy, names.ManagedBy))
 }
 
+// expectKeptWithTheData: obj belongs to rs's cluster by its labels but has
+// no owner, so that it outlives rs as the retained data volumes do.
+func expectKeptWithTheData(g Gomega, obj client.Object, rs *regentv1.ReplicaSet) {
+	g.Expect(obj.GetOwnerReferences()).To(BeEmpty(), "%T %s is kept with the data: no owner", obj, obj.GetName())
+	g.Expect(obj.GetLabels()).To(HaveKeyWithValue(names.LabelCluster, rs.Name))
+	g.Expect(obj.GetLabels()).To(HaveKeyWithValue(names.LabelManagedBy, names.ManagedBy))
+}
+
 func TestReplicaSetCreatesItsChildren(t *testing.T) {
 	ns := newNamespace(t)
 	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
@@ -220,7 +228,7 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 	t.Run("lease", func(t *testing.T) {
 		g := NewWithT(t)
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		expectControlledBy(g, lease, rs)
+		expectKeptWithTheData(g, lease, rs)
 		g.Expect(lease.Spec.HolderIdentity).To(HaveValue(Equal("db-0")))
 		g.Expect(lease.Spec.LeaseTransitions).To(HaveValue(BeEquivalentTo(1)))
 		g.Expect(lease.Spec.LeaseDurationSeconds).To(HaveValue(BeEquivalentTo(10)))
@@ -231,7 +239,7 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 		g := NewWithT(t)
 		for name, user := range map[string]string{"db-superuser": "postgres", "db-replication": "regent_replication", "db-app": "shopper"} {
 			s := get(t, g, ns, name, &corev1.Secret{})
-			expectControlledBy(g, s, rs)
+			expectKeptWithTheData(g, s, rs)
 			g.Expect(s.Type).To(Equal(corev1.SecretTypeBasicAuth))
 			g.Expect(string(s.Data["username"])).To(Equal(user))
 			g.Expect(s.Data["password"]).To(HaveLen(32))
@@ -527,6 +535,10 @@ func TestLeaderLabelsFollowTheLease(t *testing.T) {
 	expectCondition(g, got, regentv1.ConditionAvailable, metav1.ConditionFalse, regentv1.ReasonNoLeader)
 }
 
+// With pvcRetentionPolicy Retain, the data volumes outlive the ReplicaSet,
+// and so do the Secrets (the data holds their passwords) and the Lease
+// (who led last, at which epoch): a ReplicaSet recreated under the same
+// name adopts them and goes on where the cluster was. With Delete, all go.
 func TestDeletingTheReplicaSetKeepsItsVolumes(t *testing.T) {
 	for _, tt := range []struct {
 		policy   regentv1.PVCRetentionPolicy
@@ -539,17 +551,28 @@ func TestDeletingTheReplicaSetKeepsItsVolumes(t *testing.T) {
 	} {
 		t.Run(string(tt.policy), func(t *testing.T) {
 			ns := newNamespace(t)
-			rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
+			spec := func(rs *regentv1.ReplicaSet) {
 				rs.Spec.Replicas = ptr.To[int32](2)
 				rs.Spec.Storage.PVCRetentionPolicy = tt.policy
-			}))
+			}
+			rs := createReplicaSet(t, newReplicaSet(ns, "db", spec))
 			waitReconciled(t, rs)
 			claims := []string{names.PVC("db", 0), names.PVC("db", 1)}
+			secrets := []string{names.SuperuserSecret("db"), names.ReplicationSecret("db"), names.AppSecret("db")}
 			NewWithT(t).Eventually(func(g Gomega) {
 				for _, c := range claims {
 					get(t, g, ns, c, &corev1.PersistentVolumeClaim{})
 				}
 			}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+			passwords := map[string]string{}
+			for _, name := range secrets {
+				passwords[name] = string(get(t, NewWithT(t), ns, name, &corev1.Secret{}).Data[corev1.BasicAuthPasswordKey])
+			}
+			// The cluster has failed over a few times: db-1 leads epoch 4.
+			lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
+			NewWithT(t).Expect(update(t, lease, func(l *coordinationv1.Lease) {
+				l.Spec.HolderIdentity, l.Spec.LeaseTransitions = ptr.To("db-1"), ptr.To[int32](4)
+			})).To(Succeed())
 
 			g := NewWithT(t)
 			g.Expect(k8s.Delete(t.Context(), get(t, g, ns, "db", &regentv1.ReplicaSet{}))).To(Succeed())
@@ -567,23 +590,48 @@ func TestDeletingTheReplicaSetKeepsItsVolumes(t *testing.T) {
 			}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 
 			check := func(g Gomega) {
+				kept := map[string]client.Object{"db-leader": &coordinationv1.Lease{}}
 				for _, c := range claims {
-					pvc := &corev1.PersistentVolumeClaim{}
-					err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: c}, pvc)
+					kept[c] = &corev1.PersistentVolumeClaim{}
+				}
+				for _, name := range secrets {
+					kept[name] = &corev1.Secret{}
+				}
+				for name, obj := range kept {
+					err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, obj)
 					if tt.wantKept {
-						g.Expect(err).NotTo(HaveOccurred(), "claim %s", c)
-						g.Expect(pvc.DeletionTimestamp).To(BeNil(), "claim %s is being deleted", c)
+						g.Expect(err).NotTo(HaveOccurred(), "%T %s", obj, name)
+						g.Expect(obj.GetDeletionTimestamp()).To(BeNil(), "%T %s is being deleted", obj, name)
 					} else {
-						g.Expect(apierrors.IsNotFound(err) || pvc.DeletionTimestamp != nil).To(BeTrue(),
-							"claim %s survived policy Delete", c)
+						g.Expect(apierrors.IsNotFound(err) || obj.GetDeletionTimestamp() != nil).To(BeTrue(),
+							"%T %s survived policy Delete", obj, name)
 					}
 				}
 			}
-			if tt.wantKept {
-				NewWithT(t).Consistently(check).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
-			} else {
+			if !tt.wantKept {
 				NewWithT(t).Eventually(check).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+				return
 			}
+			NewWithT(t).Consistently(check).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
+
+			// Recreated under the same name, the cluster finds its
+			// passwords and its leadership as they were.
+			again := createReplicaSet(t, newReplicaSet(ns, "db", spec))
+			waitReconciled(t, again)
+			NewWithT(t).Eventually(func(g Gomega) {
+				lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+				g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("db-1"))
+				g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(4))
+				g.Expect(lease.OwnerReferences).To(BeEmpty())
+				for _, name := range secrets {
+					secret := get(t, g, ns, name, &corev1.Secret{})
+					g.Expect(string(secret.Data[corev1.BasicAuthPasswordKey])).To(Equal(passwords[name]), "Secret %s", name)
+					g.Expect(secret.OwnerReferences).To(BeEmpty(), "Secret %s", name)
+				}
+				labels := get(t, g, ns, "db-1", &corev1.Pod{}).Labels
+				g.Expect(labels).To(HaveKeyWithValue(names.LabelRole, names.RoleLeader))
+				g.Expect(labels).To(HaveKeyWithValue(names.LabelEpoch, "4"))
+			}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 		})
 	}
 }

@@ -51,6 +51,10 @@ const (
 	// AnnotationReleasedLSN on a released Lease: the old leader's final WAL
 	// position after a clean stop (empty after a crash).
 	AnnotationReleasedLSN = "regent.dev/released-lsn"
+	// AnnotationReleasedBy on a released Lease: the pod that released it,
+	// so that whoever reads the Lease later (an operator restarted, or a
+	// ReplicaSet recreated over its kept data) knows who led last.
+	AnnotationReleasedBy = "regent.dev/released-by"
 	// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
 	// leadership to this pod. On the Lease: the operator, having checked
 	// the target, asks the leader's agent to stop cleanly and release.

@@ -188,6 +188,13 @@ func createHealthyCluster(t *testing.T, namespace, replication string) {
 	t.Helper()
 	installOperator(t)
 	kubectl(t, "create", "namespace", namespace)
+	applyHealthyCluster(t, namespace, replication)
+}
+
+// applyHealthyCluster applies the ReplicaSet db of the end-to-end tests and
+// waits until it is Healthy.
+func applyHealthyCluster(t *testing.T, namespace, replication string) {
+	t.Helper()
 	tool(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
 metadata:
