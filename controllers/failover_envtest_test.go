@@ -276,6 +276,30 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// A healthy cluster under writes costs the operator a pass (a read of each
+// agent) per lease duration or healthy period: not one per Lease renewal
+// (every 200 ms here), nor one started by the status the last pass wrote
+// (the members' positions move with every write).
+func TestHealthyClusterUnderWritesIsReadOnAModestPeriod(t *testing.T) {
+	_, agents := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	for _, a := range agents {
+		a.set(func(a *hollowAgent) { a.writing, a.reads = true, 0 })
+	}
+	start := time.Now()
+	reads := func() int {
+		agents[1].mu.Lock()
+		defer agents[1].mu.Unlock()
+		return agents[1].reads
+	}
+	// The lease is 3 s: a pass at each expiry it computed, plus a few
+	// woken by the first positions' changes.
+	NewWithT(t).Consistently(func(g Gomega) {
+		budget := 3 + int(time.Since(start)/(2*time.Second))
+		g.Expect(reads()).To(BeNumerically("<=", budget), "reads of db-1's agent in %s", time.Since(start).Round(time.Millisecond))
+	}).WithTimeout(8 * time.Second).WithPolling(poll).Should(Succeed())
+	t.Logf("%d reads of db-1's agent in %s", reads(), time.Since(start).Round(time.Millisecond))
+}
+
 func TestFailoverDisabledIsRefused(t *testing.T) {
 	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) { rs.Spec.Failover.Enabled = ptr.To(false) },
 		0x3000000, 0x3000000, 0x3000000)

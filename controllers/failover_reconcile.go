@@ -63,6 +63,24 @@ type clusterMemory struct {
 	lastWarning string
 }
 
+// noteRenewal records, for the cluster key, when the operator first saw the
+// Lease's current renewal.
+func (m *memory) noteRenewal(key types.NamespacedName, lease *coordinationv1.Lease, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.get(key).noteRenewal(lease, now)
+}
+
+func (c *clusterMemory) noteRenewal(lease *coordinationv1.Lease, now time.Time) {
+	key := fmt.Sprintf("%s/%d/", ptr.Deref(lease.Spec.HolderIdentity, ""), ptr.Deref(lease.Spec.LeaseTransitions, 0))
+	if lease.Spec.RenewTime != nil {
+		key += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+	}
+	if key != c.renewKey {
+		c.renewKey, c.renewSeen = key, now
+	}
+}
+
 func (m *memory) get(key types.NamespacedName) *clusterMemory {
 	if m.clusters == nil {
 		m.clusters = map[types.NamespacedName]*clusterMemory{}
@@ -152,13 +170,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	defer r.memory.mu.Unlock()
 	mem := r.memory.get(client.ObjectKeyFromObject(rs))
 
-	renewKey := fmt.Sprintf("%s/%d/", holder, epoch)
-	if lease.Spec.RenewTime != nil {
-		renewKey += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
-	}
-	if renewKey != mem.renewKey {
-		mem.renewKey, mem.renewSeen = renewKey, now
-	}
+	mem.noteRenewal(lease, now)
 
 	var members []failover.Member
 	holderTerminated := false

@@ -52,6 +52,10 @@ type hollowAgent struct {
 	frozen  bool
 	crashed bool
 	st      api.Status
+	// writing moves lsn forward on every pass, as writes would; reads
+	// counts the operator's reads of /status.
+	writing bool
+	reads   int
 }
 
 // startHollowAgent runs an agent for pod until the test ends.
@@ -94,6 +98,7 @@ func (a *hollowAgent) set(f func(a *hollowAgent)) {
 func (a *hollowAgent) status() (*api.Status, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.reads++
 	if a.frozen {
 		return nil, errors.New("frozen")
 	}
@@ -103,6 +108,9 @@ func (a *hollowAgent) status() (*api.Status, error) {
 
 func (a *hollowAgent) pass(ctx context.Context) {
 	a.mu.Lock()
+	if a.writing {
+		a.lsn += 0x100
+	}
 	frozen, crashed, lsn := a.frozen, a.crashed, a.lsn
 	a.mu.Unlock()
 	if frozen {

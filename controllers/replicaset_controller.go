@@ -23,9 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
@@ -321,10 +324,14 @@ func (r *ReplicaSetReconciler) ensureOurs(ctx context.Context, rs *regentv1.Repl
 
 // SetupWithManager registers the reconciler: it wakes on its ReplicaSets,
 // on changes to the children it owns, and on the pods, Secrets and Lease of
-// its clusters.
+// its clusters. Two kinds of change wake nothing: the ReplicaSet's own
+// status (each pass writes the members' positions, and under writes they
+// always move: every pass would start the next), and a Lease renewal,
+// every second, which is only noted (renewalsOnly).
 func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&regentv1.ReplicaSet{}).
+		For(&regentv1.ReplicaSet{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
@@ -336,8 +343,36 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// data (keptWithTheData): map them to their cluster by label.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
-		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject),
+			builder.WithPredicates(predicate.Funcs{UpdateFunc: r.leaseChangeNeedsAPass})).
 		Complete(r)
+}
+
+// leaseChangeNeedsAPass lets every Lease change through but a plain
+// renewal (the holder's agent moving renewTime, nothing else), which it
+// notes in the memory as a pass would, by the operator's clock: the
+// failover logic judges expiry from that, and a healthy cluster's passes
+// are already due at the expiry it last computed (failover.Decide's
+// Until), where they find the newer renewal and look again later.
+func (r *ReplicaSetReconciler) leaseChangeNeedsAPass(e event.UpdateEvent) bool {
+	old, ok1 := e.ObjectOld.(*coordinationv1.Lease)
+	cur, ok2 := e.ObjectNew.(*coordinationv1.Lease)
+	if !ok1 || !ok2 || old.Spec.RenewTime == nil || cur.Spec.RenewTime == nil {
+		return true
+	}
+	a, b := old.DeepCopy(), cur.DeepCopy()
+	for _, l := range []*coordinationv1.Lease{a, b} {
+		l.Spec.RenewTime, l.ResourceVersion, l.ManagedFields = nil, "", nil
+	}
+	if !equality.Semantic.DeepEqual(a, b) {
+		return true
+	}
+	cluster := cur.Labels[names.LabelCluster]
+	if cluster == "" {
+		return true
+	}
+	r.memory.noteRenewal(types.NamespacedName{Namespace: cur.Namespace, Name: cluster}, cur, r.now())
+	return false
 }
 
 // clusterOfObject maps an object labelled with a cluster to its ReplicaSet.
