@@ -558,7 +558,7 @@ func syncStandbyNames(rs *regentv1.ReplicaSet, obs *observation, leader string, 
 		var standing []string
 		for _, f := range followers {
 			lost, until := followerLost(obs, f, now, grace)
-			if !lost {
+			if !lost && !catchingUp(rs, obs, leader, f) {
 				standing = append(standing, f)
 			}
 			if until > 0 && (recheck == 0 || until < recheck) {
@@ -581,6 +581,21 @@ func anyOf(k int, pods []string) string {
 		slots[i] = strconv.Quote(strings.ReplaceAll(pod, "-", "_"))
 	}
 	return fmt.Sprintf("ANY %d (%s)", k, strings.Join(slots, ", "))
+}
+
+// catchingUp says whether a follower is further behind the leader than
+// failover.maxLagBytes (a follower back from an outage, say): it does not
+// count as standing, so that a Preferred quorum does not wait for it, which
+// would hold every commit until it caught up; it counts again once it has.
+func catchingUp(rs *regentv1.ReplicaSet, obs *observation, leader, follower string) bool {
+	l, f := obs.agents[leader], obs.agents[follower]
+	if l == nil || f == nil {
+		return false
+	}
+	written, err1 := api.ParseLSN(l.WriteLSN)
+	received, err2 := api.ParseLSN(f.ReceivedLSN)
+	return err1 == nil && err2 == nil && written > received &&
+		int64(written-received) > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)
 }
 
 // followerLost says whether a follower has been unable to confirm commits
