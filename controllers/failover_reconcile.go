@@ -555,10 +555,17 @@ func syncStandbyNames(rs *regentv1.ReplicaSet, obs *observation, leader string, 
 	k := int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
 	if rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred {
 		grace := time.Duration(rs.LeaseDurationSeconds()) * time.Second
+		var named []string
+		if obs.lease != nil {
+			current, _ := parseQuorum(obs.lease.Annotations[names.AnnotationSyncStandbys])
+			named = current.Members
+		}
 		var standing []string
 		for _, f := range followers {
 			lost, until := followerLost(obs, f, now, grace)
-			if !lost && !catchingUp(rs, obs, leader, f) {
+			// A follower the quorum in force names leaves it only when
+			// lost; one it does not name joins only once caught up.
+			if !lost && (slices.Contains(named, f) || !catchingUp(rs, obs, leader, f)) {
 				standing = append(standing, f)
 			}
 			if until > 0 && (recheck == 0 || until < recheck) {
@@ -584,18 +591,27 @@ func anyOf(k int, pods []string) string {
 }
 
 // catchingUp says whether a follower is further behind the leader than
-// failover.maxLagBytes (a follower back from an outage, say): it does not
-// count as standing, so that a Preferred quorum does not wait for it, which
-// would hold every commit until it caught up; it counts again once it has.
+// failover.maxLagBytes (a follower back from an outage, say): a lowered
+// quorum that does not name it yet does not take it in, which would hold
+// every commit until it caught up; it joins once it has. Its position is
+// the larger of received and replayed: the received position goes back to
+// the start of its segment when the WAL receiver restarts.
 func catchingUp(rs *regentv1.ReplicaSet, obs *observation, leader, follower string) bool {
 	l, f := obs.agents[leader], obs.agents[follower]
 	if l == nil || f == nil {
 		return false
 	}
-	written, err1 := api.ParseLSN(l.WriteLSN)
-	received, err2 := api.ParseLSN(f.ReceivedLSN)
-	return err1 == nil && err2 == nil && written > received &&
-		int64(written-received) > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)
+	written, err := api.ParseLSN(l.WriteLSN)
+	if err != nil {
+		return false
+	}
+	var at uint64
+	for _, s := range []string{f.ReceivedLSN, f.ReplayedLSN} {
+		if lsn, err := api.ParseLSN(s); err == nil {
+			at = max(at, lsn)
+		}
+	}
+	return at > 0 && written > at && int64(written-at) > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)
 }
 
 // followerLost says whether a follower has been unable to confirm commits

@@ -74,6 +74,7 @@ func TestPreferredQuorumLeavesOutFollowersLostForLongerThanTheLease(t *testing.T
 		k           int32
 		pods        []corev1.Pod
 		agents      map[string]*api.Status
+		current     string // synchronous standbys on the Lease
 		want        string
 		wantRecheck time.Duration
 		wantLowered bool
@@ -105,6 +106,12 @@ func TestPreferredQuorumLeavesOutFollowersLostForLongerThanTheLease(t *testing.T
 			agents: map[string]*api.Status{"db-0": {Mode: api.ModeLeader, Epoch: 1, WriteLSN: "0/9000000"},
 				"db-1": {Mode: api.ModeFollower, Streaming: true, Epoch: 1, ReceivedLSN: "0/3000000"}},
 			want: names.CommitGateStandbys, wantLowered: true},
+		{name: "one lost, one catching up that the quorum in force names", durability: regentv1.DataDurabilityPreferred, k: 1,
+			pods: []corev1.Pod{ready("db-0"), ready("db-1"), unreadySince("db-2", time.Minute)},
+			agents: map[string]*api.Status{"db-0": {Mode: api.ModeLeader, Epoch: 1, WriteLSN: "0/9000000"},
+				"db-1": {Mode: api.ModeFollower, Streaming: true, Epoch: 1, ReceivedLSN: "0/3000000"}},
+			current: `ANY 1 ("db_1", "db_2")`,
+			want:    `ANY 1 ("db_1", "db_2")`},
 		{name: "one lost, one caught up", durability: regentv1.DataDurabilityPreferred, k: 1,
 			pods: []corev1.Pod{ready("db-0"), ready("db-1"), unreadySince("db-2", time.Minute)},
 			agents: map[string]*api.Status{"db-0": {Mode: api.ModeLeader, Epoch: 1, WriteLSN: "0/9000000"},
@@ -124,6 +131,9 @@ func TestPreferredQuorumLeavesOutFollowersLostForLongerThanTheLease(t *testing.T
 			rs.Spec.Failover.LeaseDurationSeconds = ptr.To(int32(lease / time.Second))
 			obs := &observation{pods: tc.pods, agents: tc.agents,
 				lease: &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{LeaseTransitions: ptr.To[int32](1)}}}
+			if tc.current != "" {
+				obs.lease.Annotations = map[string]string{names.AnnotationSyncStandbys: tc.current}
+			}
 			got, recheck := syncStandbyNames(rs, obs, "db-0", now)
 			if got != tc.want {
 				t.Errorf("synchronous_standby_names %q, want %q", got, tc.want)

@@ -722,3 +722,80 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 		t.Errorf("%d lost rows were executed after the freeze", lostAfterFreeze)
 	}
 }
+
+// dataDurability Preferred with real PostgreSQL: with ANY 2 of two
+// followers, a follower lost (frozen) stalls every commit; once it has been
+// unready for the lease duration the operator lowers the quorum to the
+// follower left, the leader reloads, and the writer's commits go on, each
+// on db-1. The lost follower's return restores ANY 2.
+func TestPreferredQuorumLetsWritesGoOnWithoutALostFollower(t *testing.T) {
+	c := operatedCluster(t, "127.0.46", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
+		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
+	})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	leader, left, lost := c.pods[0], c.pods[1], c.pods[2]
+	syncLeaderWithTable(t, leader, `ANY 2 ("db_1", "db_2")`)
+
+	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
+	wctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(wctx) })
+	defer func() { stop(); wg.Wait() }()
+	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
+		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+
+	lost.freeze(t, true)
+	frozen := time.Now()
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			lost.freeze(t, false)
+		}
+	})
+	syncLeaderWithTable(t, leader, `ANY 1 ("db_1")`)
+	lowered := time.Now()
+	var resumed time.Time
+	waitfor.Condition(t, 20*time.Second, "a commit acknowledged under the lowered quorum", func() error {
+		at, ok := w.firstOn("db-0", lowered)
+		if !ok {
+			return fmt.Errorf("none yet")
+		}
+		resumed = at
+		return nil
+	})
+	t.Logf("Preferred: db-2 frozen → quorum lowered to ANY 1 (db_1) after %s, commits acknowledged again after %s",
+		lowered.Sub(frozen).Round(time.Millisecond), resumed.Sub(frozen).Round(time.Millisecond))
+	if lowered.Sub(frozen) < 5*time.Second {
+		t.Errorf("the quorum was lowered %s after the freeze, before the follower had been unready for the lease duration (6 s)",
+			lowered.Sub(frozen).Round(time.Millisecond))
+	}
+
+	// Every commit acknowledged so far is on db-1, the standby left.
+	stop()
+	wg.Wait()
+	have := rowIDs(t, left)
+	w.mu.Lock()
+	missing := 0
+	for _, id := range w.acked {
+		if !have[id] {
+			missing++
+		}
+	}
+	acked := len(w.acked)
+	w.mu.Unlock()
+	if missing != 0 {
+		t.Errorf("%d of %d acknowledged rows are not on db-1", missing, acked)
+	}
+
+	lost.freeze(t, false)
+	thawed = true
+	syncLeaderWithTable(t, leader, `ANY 2 ("db_1", "db_2")`)
+}

@@ -55,6 +55,16 @@ func TestMain(m *testing.M) {
 // tool runs bin/<name> against the cluster and returns its output.
 func tool(t *testing.T, stdin string, name string, args ...string) string {
 	t.Helper()
+	out, err := toolResult(t, stdin, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// toolResult runs a tool like tool, and returns its output and error.
+func toolResult(t *testing.T, stdin string, name string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(root, "bin", name), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+cfg.AdminKubeconfig(), "HELM_CACHE_HOME="+t.TempDir(),
 		"HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
@@ -62,10 +72,8 @@ func tool(t *testing.T, stdin string, name string, args ...string) string {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
-	}
-	return out.String()
+	err := cmd.Run()
+	return out.String(), err
 }
 
 func kubectl(t *testing.T, args ...string) string { return tool(t, "", "kubectl", args...) }
