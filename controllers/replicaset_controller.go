@@ -327,7 +327,7 @@ func (r *ReplicaSetReconciler) ensureOurs(ctx context.Context, rs *regentv1.Repl
 // its clusters. Two kinds of change wake nothing: the ReplicaSet's own
 // status (each pass writes the members' positions, and under writes they
 // always move: every pass would start the next), and a Lease renewal,
-// every second, which is only noted (renewalsOnly).
+// every second, which is only noted (leaseChangeNeedsAPass).
 func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&regentv1.ReplicaSet{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
