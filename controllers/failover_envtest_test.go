@@ -300,6 +300,22 @@ func TestHealthyClusterUnderWritesIsReadOnAModestPeriod(t *testing.T) {
 	t.Logf("%d reads of db-1's agent in %s", reads(), time.Since(start).Round(time.Millisecond))
 }
 
+// A leader that holds its Lease but is not ready says why in the
+// conditions, in its agent's words: a password the kept data does not
+// know, a start PostgreSQL refused.
+func TestNotReadyLeaderSaysWhyInTheConditions(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	const why = `connect to create roles: failed SASL auth (FATAL: password authentication failed for user "postgres")`
+	agents[0].set(func(a *hollowAgent) { a.reason = why })
+	setPodReady(t, NewWithT(t), ns, "db-0", false)
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionAvailable, metav1.ConditionFalse, regentv1.ReasonLeaderNotReady)
+		g.Expect(conditionMessage(got, regentv1.ConditionAvailable)).To(Equal("db-0 leads epoch 1 but is not ready: " + why))
+		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(HaveSuffix(why))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
 func TestFailoverDisabledIsRefused(t *testing.T) {
 	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) { rs.Spec.Failover.Enabled = ptr.To(false) },
 		0x3000000, 0x3000000, 0x3000000)

@@ -56,6 +56,8 @@ type hollowAgent struct {
 	// counts the operator's reads of /status.
 	writing bool
 	reads   int
+	// reason is the Reason the agent reports.
+	reason string
 }
 
 // startHollowAgent runs an agent for pod until the test ends.
@@ -111,7 +113,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	if a.writing {
 		a.lsn += 0x100
 	}
-	frozen, crashed, lsn := a.frozen, a.crashed, a.lsn
+	frozen, crashed, lsn, reason := a.frozen, a.crashed, a.lsn, a.reason
 	a.mu.Unlock()
 	if frozen {
 		return
@@ -132,7 +134,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	sealed := epochSealed(lease)
 	leads := holder == a.pod && pod.Labels[names.LabelRole] == names.RoleLeader &&
 		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) && !sealed
-	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now}
+	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now, Reason: reason}
 	switch {
 	case holder == a.pod && (crashed || lease.Annotations[names.AnnotationSwitchoverTo] != ""):
 		// PostgreSQL died, or a clean stop for a handover: release.

@@ -60,7 +60,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 			fmt.Sprintf("%s serves writes at epoch %d", leader.Name, st.Epoch))
 	case leader != nil:
 		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonLeaderNotReady,
-			fmt.Sprintf("%s leads epoch %d but is not ready", leader.Name, st.Epoch))
+			fmt.Sprintf("%s leads epoch %d but is not ready%s", leader.Name, st.Epoch, agentReason(obs, leader.Name)))
 	default:
 		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonNoLeader,
 			fmt.Sprintf("no pod is labelled leader at epoch %d", st.Epoch))
@@ -95,8 +95,12 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonCreating,
 			"the cluster is being created")
 	case !available:
+		why := ""
+		if leader != nil {
+			why = agentReason(obs, leader.Name)
+		}
 		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonLeaderNotReady,
-			"no ready leader: writes are not served")
+			"no ready leader: writes are not served"+why)
 	default:
 		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonAllReplicasReady,
 			"nothing is missing")
@@ -246,4 +250,14 @@ func leaderMember(members []regentv1.MemberStatus) *regentv1.MemberStatus {
 		}
 	}
 	return nil
+}
+
+// agentReason is ": <why>" when pod's agent reported why it is not where it
+// should be (a start that failed with PostgreSQL's own reason, a password
+// the data does not know…), so that the condition says what to fix.
+func agentReason(obs *observation, pod string) string {
+	if a := obs.agents[pod]; a != nil && a.Reason != "" {
+		return ": " + a.Reason
+	}
+	return ""
 }
