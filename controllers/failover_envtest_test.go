@@ -369,6 +369,34 @@ func TestSealedEpochIsFinished(t *testing.T) {
 	expectLeader(t, ns, "db-2")
 }
 
+// An operator that stopped right after moving the Lease (step 2: the old
+// leader's label already gone, the winner not labelled yet) leaves only
+// the Lease behind; an operator that never saw the cluster, as after a
+// restart, finishes the promotion from it: the winner labelled at the new
+// epoch, the leader Service moved, the status saying so. (The cluster's
+// Lease is kept with its data, so the ReplicaSet finds it on creation, as
+// the restarted operator finds it in the API server.)
+func TestOperatorRestartedAfterTheLeaseMoveFinishesThePromotion(t *testing.T) {
+	ns := newNamespace(t)
+	moved := metav1.NewMicroTime(time.Now())
+	NewWithT(t).Expect(k8s.Create(t.Context(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-leader", Labels: names.Labels("db")},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-2"), LeaseTransitions: ptr.To[int32](2),
+			LeaseDurationSeconds: ptr.To[int32](3), AcquireTime: &moved},
+	})).To(Succeed())
+	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](3)
+	}))
+	waitReconciled(t, rs)
+	for i := range 3 {
+		pod := names.Pod("db", i)
+		NewWithT(t).Eventually(func(g Gomega) { get(t, g, ns, pod, &corev1.Pod{}) }).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+		setPodReady(t, NewWithT(t), ns, pod, true)
+		startHollowAgent(t, ns, pod, 0x3000000)
+	}
+	expectLeader(t, ns, "db-2")
+}
+
 func conditionMessage(rs *regentv1.ReplicaSet, typ string) string {
 	for _, c := range rs.Status.Conditions {
 		if c.Type == typ {
