@@ -76,7 +76,7 @@ type ReplicaSetReconciler struct {
 // every child goes with the ReplicaSet through owner references, and the data
 // volumes deliberately stay (pvcRetentionPolicy), so deletion needs no
 // cleanup of ours.
-func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	log := ctrl.LoggerFrom(ctx)
 
 	rs := &regentv1.ReplicaSet{}
@@ -102,9 +102,13 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		switch {
 		case err == nil, apierrors.IsNotFound(err):
 		case apierrors.IsConflict(err):
-			// A newer ReplicaSet exists, and its watch event brings this
-			// reconciler back with it: nothing is lost by stopping here.
+			// A newer ReplicaSet exists (often this reconciler's own last
+			// status, not in the cache yet). Status changes wake no pass
+			// (SetupWithManager), so look again shortly.
 			log.V(1).Info("Status changed under this pass; the next pass recomputes it")
+			if result.RequeueAfter == 0 || result.RequeueAfter > statusRetry {
+				result.RequeueAfter = statusRetry
+			}
 		case retErr == nil:
 			retErr = fmt.Errorf("patch status: %w", err)
 		}
@@ -124,6 +128,10 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	log.V(1).Info("Reconciled", "epoch", obs.epoch(), "pods", len(obs.pods))
 	return ctrl.Result{RequeueAfter: obs.requeueAfter}, nil
 }
+
+// statusRetry is how soon a pass whose status patch met a newer
+// ReplicaSet runs again.
+const statusRetry = 200 * time.Millisecond
 
 // observation is what one pass saw of the world; status is computed from it
 // alone.

@@ -393,7 +393,17 @@ func setPodReady(t *testing.T, g Gomega, ns, name string, ready bool) {
 		{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()},
 		{Type: corev1.ContainersReady, Status: status, LastTransitionTime: metav1.Now()},
 	}
-	g.Expect(k8s.Status().Update(t.Context(), pod)).To(Succeed())
+	// The operator labels pods meanwhile: on a conflict, read the pod
+	// again and set the same status on it.
+	want := pod.Status
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		err := k8s.Status().Update(t.Context(), pod)
+		if apierrors.IsConflict(err) {
+			pod = get(t, g, ns, name, &corev1.Pod{})
+			pod.Status = want
+		}
+		return err
+	})).To(Succeed())
 }
 
 func TestStatusFollowsPodsAndLease(t *testing.T) {
