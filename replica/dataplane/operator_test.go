@@ -252,6 +252,26 @@ func (w *writer) run(ctx context.Context) {
 	}
 }
 
+// startWriter runs a writer on c and returns once db-0 has acknowledged
+// rows; stop ends it and waits for it (it may be called more than once,
+// and runs at the test's end anyway).
+func startWriter(t *testing.T, c *cluster) (*writer, func()) {
+	t.Helper()
+	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(ctx) })
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
+		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	return w, stop
+}
+
 // firstOn is when the first row was acknowledged by pod, after t0.
 func (w *writer) firstOn(pod string, t0 time.Time) (time.Time, bool) {
 	w.mu.Lock()
@@ -282,17 +302,7 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 	old := c.pods[0]
 	syncLeaderWithTable(t, old, `ANY 1 ("db_1", "db_2")`)
 
-	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(wctx) })
-	defer func() { stop(); wg.Wait() }()
-	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
-		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
-			return fmt.Errorf("none yet")
-		}
-		return nil
-	})
+	w, stop := startWriter(t, c)
 	time.Sleep(500 * time.Millisecond) // some more rows under load: not a wait for a condition, a workload
 
 	pid, err := old.postmasterPID()
@@ -338,7 +348,6 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 		}
 	}
 	stop()
-	wg.Wait()
 
 	// Every acknowledged row is on the new leader.
 	var newLeader *pod
@@ -432,17 +441,7 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 	if err := exec1(ctx, c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text, at timestamptz DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
-	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(wctx) })
-	defer func() { stop(); wg.Wait() }()
-	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
-		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
-			return fmt.Errorf("none yet")
-		}
-		return nil
-	})
+	w, stop := startWriter(t, c)
 
 	rt := rtClient(t)
 	asked := time.Now()
@@ -466,7 +465,6 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 	first, _ := w.firstOn("db-2", asked)
 	t.Logf("switchover asked → first write accepted by db-2: %s", first.Sub(asked).Round(time.Millisecond))
 	stop()
-	wg.Wait()
 
 	n, err := countRows(ctx, c.pods[2])
 	if err != nil {
@@ -740,17 +738,7 @@ func TestPreferredQuorumLetsWritesGoOnWithoutALostFollower(t *testing.T) {
 	leader, left, lost := c.pods[0], c.pods[1], c.pods[2]
 	syncLeaderWithTable(t, leader, `ANY 2 ("db_1", "db_2")`)
 
-	w := &writer{c: c, by: map[int]string{}, at: map[int]time.Time{}}
-	wctx, stop := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(wctx) })
-	defer func() { stop(); wg.Wait() }()
-	waitfor.Condition(t, 20*time.Second, "rows acknowledged by db-0", func() error {
-		if _, ok := w.firstOn("db-0", time.Time{}); !ok {
-			return fmt.Errorf("none yet")
-		}
-		return nil
-	})
+	w, stop := startWriter(t, c)
 
 	lost.freeze(t, true)
 	frozen := time.Now()
@@ -780,7 +768,6 @@ func TestPreferredQuorumLetsWritesGoOnWithoutALostFollower(t *testing.T) {
 
 	// Every commit acknowledged so far is on db-1, the standby left.
 	stop()
-	wg.Wait()
 	have := rowIDs(t, left)
 	w.mu.Lock()
 	missing := 0

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/names"
@@ -34,12 +35,15 @@ func TestRecreatedClusterComesBackAsItWas(t *testing.T) {
 		}
 		return p.Status.PodIP, nil
 	}
-	exec := func(pod, sql string) error {
+	connect := func(pod string) (*pgx.Conn, error) {
 		ip, err := podIP(pod)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		c, err := connectPod(ctx, ip, password)
+		return connectPod(ctx, ip, password)
+	}
+	exec := func(pod, sql string) error {
+		c, err := connect(pod)
 		if err != nil {
 			return err
 		}
@@ -82,11 +86,7 @@ func TestRecreatedClusterComesBackAsItWas(t *testing.T) {
 	}
 	var n int
 	waitfor.Condition(t, 30*time.Second, "the rows on "+leader+" with the old password", func() error {
-		ip, err := podIP(leader)
-		if err != nil {
-			return err
-		}
-		c, err := connectPod(ctx, ip, password)
+		c, err := connect(leader)
 		if err != nil {
 			return err
 		}
