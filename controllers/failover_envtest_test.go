@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -254,9 +255,9 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
-	// Condition times are kept to the second: the lease duration counts
-	// from up to a second before the test's clock.
-	if waited := time.Since(lost); waited < 2*time.Second {
+	// The operator clocks the absence itself, from a pass after the
+	// test's own clock started.
+	if waited := time.Since(lost); waited < 3*time.Second {
 		t.Errorf("the quorum was lowered %s after db-2 went unready, before the lease duration (3 s)", waited)
 	}
 	NewWithT(t).Eventually(func(g Gomega) {
@@ -274,6 +275,60 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
 		hasEvent(t, g, ns, regentv1.EventSyncQuorumRestored, "commits wait for "+full+" again")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// A follower lost right after it first stood: db-2's pod was never
+// reported ready (its Ready condition is False from an hour ago) but its
+// agent streamed, so it stood in the quorum; frozen, it leaves the quorum
+// only after the operator itself has seen it gone for the whole lease
+// duration (3 s), not at the first pass, which the pod's old condition
+// would allow.
+func TestPreferredQuorumWaitsALeaseForAFollowerLostRightAfterItStood(t *testing.T) {
+	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
+		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
+	}, 0x3000100, 0x3000100, 0x3000100)
+	g := NewWithT(t)
+	pod := get(t, g, ns, "db-2", &corev1.Pod{})
+	pod.Status.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))},
+		{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))},
+	}
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		err := k8s.Status().Update(t.Context(), pod)
+		if err != nil {
+			cur := get(t, g, ns, "db-2", &corev1.Pod{})
+			cur.Status.Conditions = pod.Status.Conditions
+			pod = cur
+		}
+		return err
+	})).To(Succeed())
+	// Its agent streams: it stands, for longer than the lease.
+	full := `ANY 2 ("db_1", "db_2")`
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+	}).WithTimeout(4 * time.Second).WithPolling(poll).Should(Succeed())
+
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	lost := time.Now()
+	// A pass at once (an annotation change starts one): it must not lower
+	// the quorum yet.
+	rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+	patch := client.MergeFrom(rs.DeepCopy())
+	metav1.SetMetaDataAnnotation(&rs.ObjectMeta, "test.regent.dev/poke", "1")
+	g.Expect(k8s.Patch(t.Context(), rs, patch)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	waited := time.Since(lost)
+	t.Logf("db-2 frozen → quorum lowered after %s (lease 3 s)", waited.Round(time.Millisecond))
+	if waited < 3*time.Second {
+		t.Errorf("the quorum was lowered %s after db-2 froze, before the operator had seen it gone for the lease duration (3 s)",
+			waited.Round(time.Millisecond))
+	}
 }
 
 // A healthy cluster under writes costs the operator a pass (a read of each

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -61,6 +62,34 @@ type clusterMemory struct {
 	silent map[string]bool
 	// lastWarning avoids repeating the same Warning event every pass.
 	lastWarning string
+	// unstanding: when this operator first saw each follower unable to
+	// confirm commits (its pod missing, or not ready and not streaming in
+	// the epoch), by its own clock; a follower seen standing leaves it.
+	unstanding map[string]time.Time
+}
+
+// noteStanding records which of the pods the spec asks for stand (see
+// followerStands) by this operator's clock and returns since when each
+// that does not has been seen so. The leader is kept too: once deposed it
+// is a follower whose absence has been seen for as long as it has. Nothing the pods carry (a Ready
+// condition's transition time, a creation time) counts: a follower that
+// stopped right after the operator first saw it stand must still be seen
+// gone for a whole grace before a Preferred quorum leaves it out.
+func (c *clusterMemory) noteStanding(rs *regentv1.ReplicaSet, obs *observation, now time.Time) map[string]time.Time {
+	seen := map[string]time.Time{}
+	for i := range int(rs.DesiredReplicas()) {
+		pod := names.Pod(rs.Name, i)
+		if followerStands(obs, pod) {
+			continue
+		}
+		since, ok := c.unstanding[pod]
+		if !ok {
+			since = now
+		}
+		seen[pod] = since
+	}
+	c.unstanding = seen
+	return maps.Clone(seen)
 }
 
 // noteRenewal records, for the cluster key, when the operator first saw the
@@ -211,6 +240,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	if holder != "" {
 		mem.holder, mem.holderEpoch = holder, epoch
 	}
+	obs.unstandingSince = mem.noteStanding(rs, obs, now)
 	if (holder == "" || holderTerminated) && mem.lostEpoch != epoch {
 		mem.lostEpoch, mem.lostSince = epoch, now
 	}
@@ -614,33 +644,29 @@ func catchingUp(rs *regentv1.ReplicaSet, obs *observation, leader, follower stri
 	return at > 0 && written > at && int64(written-at) > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)
 }
 
-// followerLost says whether a follower has been unable to confirm commits
-// for longer than grace, so that a Preferred quorum may leave it out: its
-// pod is gone, or has not been ready for grace and its agent does not
-// report it streaming in this epoch. A follower not ready for less than
-// grace is not lost yet, and until says when it would be: a restart or a
-// failover's reconnection does not lower the quorum.
-func followerLost(obs *observation, pod string, now time.Time, grace time.Duration) (lost bool, until time.Duration) {
+// followerStands says whether a follower can confirm commits now: its
+// agent reports it streaming in this epoch, or its pod is ready.
+func followerStands(obs *observation, pod string) bool {
 	if a := obs.agents[pod]; a != nil && a.Mode == api.ModeFollower && a.Streaming && a.Epoch == obs.epoch() {
+		return true
+	}
+	i := slices.IndexFunc(obs.pods, func(p corev1.Pod) bool { return p.Name == pod })
+	return i >= 0 && podReady(&obs.pods[i])
+}
+
+// followerLost says whether a follower has been unable to confirm commits
+// for longer than grace by the operator's own clock (obs.unstandingSince),
+// so that a Preferred quorum may leave it out. A follower seen unable for
+// less than grace is not lost yet, and until says when it would be: a
+// restart or a failover's reconnection does not lower the quorum.
+func followerLost(obs *observation, pod string, now time.Time, grace time.Duration) (lost bool, until time.Duration) {
+	if followerStands(obs, pod) {
 		return false, 0
 	}
-	var p *corev1.Pod
-	for i := range obs.pods {
-		if obs.pods[i].Name == pod {
-			p = &obs.pods[i]
-		}
-	}
-	if p == nil {
-		return true, 0
-	}
-	if podReady(p) {
-		return false, 0
-	}
-	since := p.CreationTimestamp.Time
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
-			since = c.LastTransitionTime.Time
-		}
+	since, seen := obs.unstandingSince[pod]
+	if !seen {
+		// Not seen by this pass's bookkeeping: its clock starts now.
+		return false, grace
 	}
 	if left := since.Add(grace).Sub(now); left > 0 {
 		return false, left

@@ -148,6 +148,9 @@ type observation struct {
 	agents    map[string]*api.Status
 	decision  *failover.Decision
 	leaderLSN uint64
+	// unstandingSince: since when, by the operator's clock, each follower
+	// not standing has been seen so (clusterMemory.noteStanding).
+	unstandingSince map[string]time.Time
 	// switchoverRefused says why a requested switchover is not done.
 	switchoverRefused string
 	// requeueAfter is when to look again at the latest (0: on events).
