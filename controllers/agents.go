@@ -18,7 +18,7 @@ import (
 	"github.com/regent-dev/regent/replica/api"
 )
 
-// AgentReader reads a pod's agent's /status (DESIGN.md §6).
+// AgentReader reads a pod's agent's /status (docs/data-plane.md).
 type AgentReader interface {
 	Status(ctx context.Context, pod *corev1.Pod) (*api.Status, error)
 }

@@ -122,7 +122,7 @@ func (m *memory) get(key types.NamespacedName) *clusterMemory {
 	return c
 }
 
-// reconcileFailover is phase one and two of DESIGN.md §5: it reads the
+// reconcileFailover is the failover of docs/failover.md: it reads the
 // agents, decides with failover.Decide, and carries out one step.
 func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	lease := obs.lease
@@ -324,7 +324,7 @@ func containersTerminated(pod *corev1.Pod) bool {
 	return down[names.ContainerPostgres] && down[names.ContainerAgent]
 }
 
-// promote carries out the promotion steps of DESIGN.md §5, each
+// promote carries out the promotion steps of docs/failover.md, each
 // idempotent: (1) the old leader's label goes, (2) the Lease moves to the
 // winner at epoch+1; (3) reconcileLeadership labels the winner in this
 // pass and (4) the next pass points the leader Service at the new epoch.

@@ -15,13 +15,9 @@ import (
 )
 
 // reconcileLeadership keeps the pods' role labels in step with the Lease.
-//
-// This is the seam where failover plugs in. Today it only carries out what
-// the Lease already says: it never moves the Lease, so it never chooses a
-// leader. The failover decision (a pure function of the observed members,
-// the Lease, the spec and the clock) will run here first and, when it
-// decides to promote, carry out the promotion steps of DESIGN.md §5 before
-// the labelling below.
+// It never moves the Lease: the failover logic (reconcileFailover) runs
+// before it in the same pass and carries out any promotion; this only
+// labels what the Lease says.
 func (r *ReplicaSetReconciler) reconcileLeadership(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	for i := range obs.pods {
 		pod := &obs.pods[i]
@@ -56,7 +52,7 @@ type roleLabels struct {
 // desiredRoleLabels says what role labels pod should carry given the Lease,
 // and false when they should stay as they are. Rules:
 //   - the Lease holder is labelled leader at the Lease's epoch, unless that
-//     epoch is sealed (a sealed epoch never serves again: DESIGN.md §5);
+//     epoch is sealed (a sealed epoch never serves again: docs/protocol.md);
 //   - any other pod labelled leader, or a leader label of another epoch,
 //     loses its role: it must not receive writes through <rs>-leader;
 //   - a ready pod that is not the holder and has no role is a confirmed

@@ -22,7 +22,7 @@ import (
 // new cluster: held by <rs>-0 at epoch 1, never renewed yet. The Lease is
 // created, never applied: after creation only the holder's agent renews it
 // and only the failover logic moves it, each with optimistic concurrency
-// (DESIGN.md §5). With pvcRetentionPolicy Retain it outlives the
+// (docs/protocol.md). With pvcRetentionPolicy Retain it outlives the
 // ReplicaSet, as the data does (keptWithTheData): a ReplicaSet recreated
 // under the same name adopts it and goes on from the epoch and the leader
 // it records, rather than starting over at epoch 1 with <rs>-0, whatever

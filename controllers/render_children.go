@@ -79,7 +79,7 @@ func renderStatefulSet(rs *regentv1.ReplicaSet, images Images, claimSize resourc
 				WithSpec(claim)))
 }
 
-// renderServices renders the three Services of DESIGN.md §1. The leader
+// renderServices renders the three Services of docs/architecture.md. The leader
 // Service selects the leader of the current epoch only.
 func renderServices(rs *regentv1.ReplicaSet, epoch int64) []*corev1ac.ServiceApplyConfiguration {
 	cluster := rs.Name
@@ -134,7 +134,7 @@ func renderServiceAccount(rs *regentv1.ReplicaSet) *corev1ac.ServiceAccountApply
 		WithAutomountServiceAccountToken(false)
 }
 
-// renderRole grants the agent what DESIGN.md §3 says it does and nothing
+// renderRole grants the agent what docs/architecture.md says it does and nothing
 // more: read the pods of its cluster and renew (never create or delete) the
 // cluster's Lease. Both are scoped by name: the agent lists and watches
 // them with a metadata.name field selector, which RBAC authorizes per name.

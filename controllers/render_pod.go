@@ -32,7 +32,7 @@ func (im Images) postgresImage(rs *regentv1.ReplicaSet) string {
 	return im.Postgres
 }
 
-// renderPodTemplate renders the pod of DESIGN.md §3: a bootstrap init
+// renderPodTemplate renders the pod of docs/architecture.md: a bootstrap init
 // container copying the regent binary into the shared run directory, the
 // postgres container running `regent instance` as PID 1, and the agent
 // sidecar, which alone holds Kubernetes credentials.
@@ -91,7 +91,7 @@ func podEnv(cluster string) []*corev1ac.EnvVarApplyConfiguration {
 	return []*corev1ac.EnvVarApplyConfiguration{
 		field("POD_NAME", "metadata.name"),
 		field("POD_NAMESPACE", "metadata.namespace"),
-		// Every listener binds POD_IP, never 0.0.0.0 (DESIGN.md §3).
+		// Every listener binds POD_IP, never 0.0.0.0 (docs/architecture.md, rule 8).
 		field("POD_IP", "status.podIP"),
 		corev1ac.EnvVar().WithName("REGENT_CLUSTER").WithValue(cluster),
 		corev1ac.EnvVar().WithName("PGDATA").WithValue(names.PGData),

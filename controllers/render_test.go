@@ -72,7 +72,7 @@ func TestPodTemplate(t *testing.T) {
 		check func(t *testing.T, pod corev1.PodTemplateSpec)
 	}{
 		{
-			name: "layout of DESIGN.md §3",
+			name: "layout of docs/architecture.md",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
 				if len(pod.Spec.InitContainers) != 1 || len(pod.Spec.Containers) != 2 {

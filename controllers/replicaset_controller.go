@@ -1,7 +1,7 @@
-// Package controllers holds the operator's reconcilers: the ReplicaSet
-// reconciler renders a cluster's children and reports its status; the
-// leadership seam (leadership.go) keeps the pods' role labels in step with
-// the Lease, and is where the failover decision plugs in.
+// Package controllers holds the operator's reconciler of ReplicaSets: it
+// renders a cluster's children, runs the failover logic (failover_reconcile.go
+// around the pure decision in controllers/failover), keeps the pods' role
+// labels in step with the Lease (leadership.go) and reports status.
 package controllers
 
 import (

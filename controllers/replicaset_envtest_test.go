@@ -524,7 +524,7 @@ func TestLeaderLabelsFollowTheLease(t *testing.T) {
 
 	// Seal epoch 1, as a failover's first phase does, and drop the
 	// leader's label: the operator must not give a sealed epoch its leader
-	// back (DESIGN.md §5: a sealed epoch never serves again).
+	// back (docs/protocol.md: a sealed epoch never serves again).
 	lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 	g.Expect(update(t, lease, func(l *coordinationv1.Lease) {
 		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}

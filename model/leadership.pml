@@ -1,5 +1,5 @@
 /*
- * Regent's leadership and fencing protocol (docs/protocol.md, DESIGN.md §4-§5)
+ * Regent's leadership and fencing protocol (docs/protocol.md)
  * as a Promela model for spin. hack/modelcheck.sh checks it: the protocol as
  * built must hold its invariants; each weakened variant below must not.
  *

@@ -1,4 +1,4 @@
-// Package failover is the operator's failover decision (DESIGN.md §5) as a
+// Package failover is the operator's failover decision (docs/failover.md, docs/protocol.md) as a
 // pure function: from the members observed, the Lease, the spec and the
 // operator's clock to one action. It performs nothing; the reconciler
 // carries the action out, one idempotent step per pass.

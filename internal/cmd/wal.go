@@ -17,7 +17,7 @@ import (
 )
 
 // wal-push and wal-fetch are PostgreSQL's archive_command and
-// restore_command (DESIGN.md §4). PostgreSQL runs them with PGDATA as the
+// restore_command (docs/data-plane.md). PostgreSQL runs them with PGDATA as the
 // working directory; their exit code is all it reads, and stderr goes to
 // its log.
 

@@ -1,5 +1,5 @@
 // Package names derives every name, label, annotation, port and path that
-// several parts of Regent must agree on (../shared/DESIGN.md §1, §3). Nothing
+// several parts of Regent must agree on (docs/architecture.md). Nothing
 // else spells them out.
 package names
 
@@ -31,7 +31,7 @@ const (
 	RoleFollower = "follower"
 )
 
-// Annotations with a meaning in the leadership protocol (DESIGN.md §5).
+// Annotations with a meaning in the leadership protocol (docs/protocol.md).
 const (
 	// AnnotationSealedEpoch on the Lease: epoch n is sealed, followers
 	// accept no more WAL of it.
@@ -65,7 +65,7 @@ const (
 	AnnotationSealedAt = "regent.dev/sealed-at"
 )
 
-// Ports (DESIGN.md §1).
+// Ports.
 const (
 	PortPostgres  = 5432
 	PortRelay     = 5433
@@ -76,7 +76,7 @@ const (
 	PortNameAgentHTTP = "agent-http"
 )
 
-// Containers, volumes and paths of the pod (DESIGN.md §3).
+// Containers, volumes and paths of the pod (docs/architecture.md).
 const (
 	ContainerBootstrap = "bootstrap"
 	ContainerPostgres  = "postgres"
@@ -141,7 +141,7 @@ const (
 // CommitGate is the application_name of the leader's agent as a
 // replication client of its own PostgreSQL: in Async mode the leader's one
 // synchronous standby, which acknowledges only while the lease is valid
-// (DESIGN.md §4). No pod's slot can take the name (pods end in an ordinal).
+// (docs/protocol.md). No pod's slot can take the name (pods end in an ordinal).
 const CommitGate = "regent_gate"
 
 // CommitGateStandbys is synchronous_standby_names in Async mode.

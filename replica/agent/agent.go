@@ -1,5 +1,5 @@
 // Package agent is `regent agent`, the sidecar of every database pod and the
-// only in-pod process that talks to Kubernetes (DESIGN.md §3–§6). It watches
+// only in-pod process that talks to Kubernetes (docs/architecture.md, docs/data-plane.md). It watches
 // its own pod and its cluster's Lease, decides whether its PostgreSQL leads
 // or follows, drives `regent instance` accordingly, renews the Lease while it
 // leads (and fences itself when it cannot), relays replication between pods
@@ -416,7 +416,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		a.setLedEpoch(epoch)
 		return a.ensureRoles(ctx)
 	case st.Running && !st.InRecovery && handoverTo(lease, a.cfg.Pod) != "":
-		// Switchover (DESIGN.md §5): stop cleanly, so that every follower
+		// Switchover (docs/failover.md): stop cleanly, so that every follower
 		// streaming receives the last WAL, then release with the final
 		// position; the operator promotes the target once it holds it.
 		target := handoverTo(lease, a.cfg.Pod)

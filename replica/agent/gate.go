@@ -15,7 +15,7 @@ import (
 	"github.com/regent-dev/regent/replica/api"
 )
 
-// The commit gate (DESIGN.md §4). In Async mode no follower's
+// The commit gate (docs/protocol.md, rule 2). In Async mode no follower's
 // acknowledgement is needed for a commit, so a leader that froze and thawed
 // after a failover would acknowledge commits until its agent noticed that
 // its lease had run out: commits that are lost, since the new leader never

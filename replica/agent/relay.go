@@ -19,8 +19,8 @@ import (
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
-// The relay carries every replication connection between pods (DESIGN.md
-// §4). A follower's PostgreSQL connects to its own agent's unix socket; the
+// The relay carries every replication connection between pods
+// (docs/data-plane.md). A follower's PostgreSQL connects to its own agent's unix socket; the
 // agent dials the Lease holder's agent on <pod IP>:5433 and says which
 // epoch it follows; the leader's agent accepts only while it holds the
 // Lease at that epoch, and relays to its local PostgreSQL socket. Both ends

@@ -18,7 +18,7 @@ import (
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
-// Archived WAL travels the same path as streamed WAL (DESIGN.md §4): a
+// Archived WAL travels the same path as streamed WAL (docs/data-plane.md): a
 // follower's `regent wal-fetch` asks its own agent on the run directory's
 // agent.sock; the agent asks the Lease holder's agent on its relay port
 // (REGENT-WAL/1 epoch=N pod=P file=F), which reads the file from its

@@ -1,5 +1,5 @@
 // Package api holds the types the agent serves on its read-only HTTP API
-// and the operator reads (DESIGN.md §6): defined once, imported by both.
+// and the operator reads (docs/architecture.md, rule 5): defined once, imported by both.
 package api
 
 import "time"

@@ -4,7 +4,7 @@
 // start as leader or follower, stop, promote, status), writes the
 // configuration Regent owns, reaps zombies, forwards signals, and is the
 // watchdog: while it runs a leader, PostgreSQL is stopped at once when the
-// agent stops refreshing its deadline (DESIGN.md §3).
+// agent stops refreshing its deadline (docs/data-plane.md).
 package instance
 
 import (

@@ -3,7 +3,7 @@
 // so followers archive what they receive too and a new leader's archive
 // reaches back before its promotion), served to followers that fell behind
 // their leader's retained WAL through `regent wal-fetch` and the agents
-// (DESIGN.md §4).
+// (docs/data-plane.md).
 //
 // The archive lives on the data volume, beside PGDATA, and is bounded: it
 // keeps the newest segments (Keep) and every history file (small, and
