@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 )
 
@@ -122,7 +124,7 @@ func TestSilentLeaderIsReplacedOnlyAfterItsLeaseExpires(t *testing.T) {
 	NewWithT(t).Consistently(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("db-0"))
-		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSealedEpoch))
+		g.Expect(leadership.Of(lease).SealedEpoch).To(BeZero())
 	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
 	// Equal positions: the lowest ordinal wins.
 	expectLeader(t, ns, "db-1")
@@ -148,7 +150,7 @@ func liveSyncCluster(t *testing.T, lsns ...uint64) (string, []*hollowAgent) {
 	}, lsns...)
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1", "db_2")`))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_1", "db_2")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	return ns, agents
 }
@@ -174,7 +176,7 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 	expectLeader(t, ns, "db-2")
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_0", "db_1")`))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_0", "db_1")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
@@ -190,14 +192,14 @@ func TestSyncScaleDownHonoursThePreviousStandbysUntilSettled(t *testing.T) {
 		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbysPrevious, `ANY 1 ("db_1", "db_2")`))
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbysPreviousUntil, "0/3000100"))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_1")`))
+		g.Expect(leadership.Of(lease).Previous).To(Equal([]leadership.Standbys{leadership.AnyOf(1, []string{"db-1", "db-2"})}))
+		g.Expect(leadership.Of(lease).PreviousUntil).To(Equal(lsn.LSN(0x3000100)))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	// db-1 has not received 0/3000100: the previous standbys still matter.
 	NewWithT(t).Consistently(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKey(names.AnnotationSyncStandbysPrevious))
+		g.Expect(leadership.Of(lease).Previous).NotTo(BeEmpty())
 	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
 
 	// The leader and db-2 (on its way out) go silent.
@@ -223,9 +225,9 @@ func TestSyncScaleDownSettles(t *testing.T) {
 		func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
-		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPrevious))
-		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPreviousUntil))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_1")`))
+		g.Expect(leadership.Of(lease).Previous).To(BeEmpty())
+		g.Expect(leadership.Of(lease).PreviousUntil).To(BeZero())
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
@@ -243,7 +245,7 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 	full := `ANY 2 ("db_1", "db_2")`
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(full))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 
 	// db-2 goes silent and unready: for the lease duration (3 s) the
@@ -253,7 +255,7 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 	setPodReady(t, NewWithT(t), ns, "db-2", false)
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_1")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	// The operator clocks the absence itself, from a pass after the
 	// test's own clock started.
@@ -263,7 +265,7 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		hasEvent(t, g, ns, regentv1.EventSyncQuorumLowered, `commits now wait for ANY 1 ("db_1") instead of ANY 2`)
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSyncStandbysPrevious),
+		g.Expect(leadership.Of(lease).Previous).To(BeEmpty(),
 			"db-1 holds the leader's position: the old quorum no longer matters")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 
@@ -272,7 +274,7 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 	setPodReady(t, NewWithT(t), ns, "db-2", true)
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(full))
 		hasEvent(t, g, ns, regentv1.EventSyncQuorumRestored, "commits wait for "+full+" again")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
@@ -308,7 +310,7 @@ func TestPreferredQuorumWaitsALeaseForAFollowerLostRightAfterItStood(t *testing.
 	full := `ANY 2 ("db_1", "db_2")`
 	NewWithT(t).Consistently(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, full))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(full))
 	}).WithTimeout(4 * time.Second).WithPolling(poll).Should(Succeed())
 
 	agents[2].set(func(a *hollowAgent) { a.frozen = true })
@@ -321,7 +323,7 @@ func TestPreferredQuorumWaitsALeaseForAFollowerLostRightAfterItStood(t *testing.
 	g.Expect(k8s.Patch(t.Context(), rs, patch)).To(Succeed())
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
-		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationSyncStandbys, `ANY 1 ("db_1")`))
+		g.Expect(leadership.Of(lease).Standbys.String()).To(Equal(`ANY 1 ("db_1")`))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	waited := time.Since(lost)
 	t.Logf("db-2 frozen → quorum lowered after %s (lease 3 s)", waited.Round(time.Millisecond))
@@ -381,7 +383,7 @@ func TestFailoverDisabledIsRefused(t *testing.T) {
 		hasEvent(t, g, ns, regentv1.EventFailoverRefused, "failover is disabled")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
-	NewWithT(t).Expect(lease.Annotations).NotTo(HaveKey(names.AnnotationSealedEpoch))
+	NewWithT(t).Expect(leadership.Of(lease).SealedEpoch).To(BeZero())
 }
 
 func TestSwitchover(t *testing.T) {
@@ -419,7 +421,9 @@ func TestSealedEpochIsFinished(t *testing.T) {
 	agents[0].set(func(a *hollowAgent) { a.frozen = true })
 	lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
 	NewWithT(t).Expect(update(t, lease, func(l *coordinationv1.Lease) {
-		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+		s := leadership.Of(l)
+		s.SealedEpoch = 1
+		leadership.Encode(s, l)
 	})).To(Succeed())
 	expectLeader(t, ns, "db-2")
 }

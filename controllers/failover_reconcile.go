@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +19,8 @@ import (
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -51,7 +51,7 @@ type clusterMemory struct {
 	lostSince time.Time
 	// leaderEpoch and leaderLSN: the leader's last reported position.
 	leaderEpoch int64
-	leaderLSN   uint64
+	leaderLSN   lsn.LSN
 	// sealSeen: when a seal without its time was first seen.
 	sealSeenEpoch int64
 	sealSeen      time.Time
@@ -156,7 +156,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		// Followers report their seals on /status, not through the API
 		// server: no event brings the operator back, so it polls, briefly
 		// while an election is pending.
-		if epochSealed(lease) {
+		if obs.protocol().Sealed() {
 			obs.requeue(100 * time.Millisecond)
 		} else {
 			obs.requeue(2 * time.Second)
@@ -172,9 +172,8 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	case failover.Seal:
 		// Against the exact version judged: a renewal in between fails
 		// this, and the next pass looks again.
-		if err := r.annotateLease(ctx, obs, map[string]string{
-			names.AnnotationSealedEpoch: strconv.FormatInt(epoch, 10),
-			names.AnnotationSealedAt:    now.UTC().Format(time.RFC3339Nano),
+		if err := r.updateLease(ctx, obs, func(s *leadership.State) {
+			s.SealedEpoch, s.SealedAt = epoch, now
 		}); err != nil {
 			return fmt.Errorf("seal epoch %d: %w", epoch, err)
 		}
@@ -211,11 +210,9 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		if pod.Name == holder && m.ContainersTerminated {
 			holderTerminated = true
 		}
-		if a := m.Agent; a != nil && pod.Name == holder && a.Mode == api.ModeLeader && a.Epoch == epoch {
-			if lsn, err := api.ParseLSN(a.WriteLSN); err == nil {
-				if mem.leaderEpoch != epoch || lsn > mem.leaderLSN {
-					mem.leaderEpoch, mem.leaderLSN = epoch, lsn
-				}
+		if a := m.Agent; a != nil && pod.Name == holder && a.Mode == api.ModeLeader && a.Epoch == epoch && a.WriteLSN != 0 {
+			if mem.leaderEpoch != epoch || a.WriteLSN > mem.leaderLSN {
+				mem.leaderEpoch, mem.leaderLSN = epoch, a.WriteLSN
 			}
 		}
 		members = append(members, m)
@@ -234,8 +231,9 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	if former == "" && mem.holderEpoch == epoch {
 		former = mem.holder
 	}
+	proto := obs.protocol()
 	if former == "" {
-		former = lease.Annotations[names.AnnotationReleasedBy]
+		former = proto.ReleasedBy
 	}
 	if holder != "" {
 		mem.holder, mem.holderEpoch = holder, epoch
@@ -249,19 +247,14 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		// A Lease of a later epoch counts as live from its promotion: a
 		// winner that never comes up is replaced like any lost leader.
 		EverRenewed: lease.Spec.RenewTime != nil || epoch > 1,
-		Sealed:      epochSealed(lease)}
-	if t, err := time.Parse(time.RFC3339Nano, lease.Annotations[names.AnnotationSealedAt]); err == nil {
-		l.SealedAt = t
-	} else if l.Sealed {
+		Sealed:      proto.Sealed(), SealedAt: proto.SealedAt, ReleasedLSN: proto.ReleasedLSN}
+	if l.Sealed && l.SealedAt.IsZero() {
 		// Sealed by hand, or the annotation lost: give the followers
 		// their full wait from when this operator first saw the seal.
 		if mem.sealSeenEpoch != epoch {
 			mem.sealSeenEpoch, mem.sealSeen = epoch, now
 		}
 		l.SealedAt = mem.sealSeen
-	}
-	if lsn, err := api.ParseLSN(lease.Annotations[names.AnnotationReleasedLSN]); err == nil {
-		l.ReleasedLSN = lsn
 	}
 	in := failover.Input{
 		Spec:    failoverSpec(rs, lease),
@@ -276,15 +269,12 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		in.LeaderLSN = mem.leaderLSN
 	}
 	// A switchover under way: the leader was asked through the Lease.
-	in.SwitchoverTo = lease.Annotations[names.AnnotationSwitchoverTo]
+	in.SwitchoverTo = proto.SwitchoverTo
 	// The acknowledgement rules the leader ran with in this epoch.
-	settings := append([]string{lease.Annotations[names.AnnotationSyncStandbys]},
-		strings.Split(lease.Annotations[names.AnnotationSyncStandbysPrevious], ";")...)
-	for _, s := range settings {
-		if q, ok := parseQuorum(s); ok {
-			in.Quorums = append(in.Quorums, q)
-		}
+	if proto.Standbys.Kind == leadership.Quorum {
+		in.Quorums = append(in.Quorums, proto.Standbys)
 	}
+	in.Quorums = append(in.Quorums, proto.Previous...)
 	return in
 }
 
@@ -345,21 +335,15 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	l := obs.lease.DeepCopy()
 	next := int32(epoch + 1)
 	acquired := metav1.NewMicroTime(now)
-	l.Spec.HolderIdentity, l.Spec.LeaseTransitions = ptr.To(d.Target), &next
 	l.Spec.AcquireTime, l.Spec.RenewTime = &acquired, nil
 	l.Spec.LeaseDurationSeconds = ptr.To(rs.LeaseDurationSeconds())
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	switchover := l.Annotations[names.AnnotationSwitchoverTo] == d.Target
-	delete(l.Annotations, names.AnnotationReleasedLSN)
-	delete(l.Annotations, names.AnnotationReleasedBy)
-	delete(l.Annotations, names.AnnotationSealedAt)
-	delete(l.Annotations, names.AnnotationSwitchoverTo)
-	delete(l.Annotations, names.AnnotationSyncStandbysPrevious)
-	delete(l.Annotations, names.AnnotationSyncStandbysPreviousUntil)
-	standbys, _ := syncStandbyNames(rs, obs, d.Target, now)
-	setOrDelete(l.Annotations, names.AnnotationSyncStandbys, standbys)
+	// The new epoch starts clean: no release, seal time, handover or
+	// previous standbys of the old one (the seal itself stays, below it).
+	proto := obs.protocol()
+	switchover := proto.SwitchoverTo == d.Target
+	standbys, _ := syncStandbys(rs, obs, d.Target, now)
+	leadership.Encode(leadership.State{Holder: d.Target, Epoch: int64(next), SealedEpoch: proto.SealedEpoch,
+		Standbys: standbys}, l)
 	if err := r.Update(ctx, l); err != nil {
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
 	}
@@ -389,24 +373,16 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	}
 	record := &regentv1.FailoverRecord{Kind: kind, From: oldHolder, To: d.Target, Epoch: int64(next), Reason: d.Cause,
 		EndTime: ptr.To(metav1.NewTime(now))}
-	if sealedAt, err := time.Parse(time.RFC3339Nano, obs.lease.Annotations[names.AnnotationSealedAt]); err == nil {
-		record.StartTime = ptr.To(metav1.NewTime(sealedAt))
-	} else if !in.Lease.SealedAt.IsZero() {
+	if !in.Lease.SealedAt.IsZero() {
 		record.StartTime = ptr.To(metav1.NewTime(in.Lease.SealedAt))
 	} else if !in.LostSince.IsZero() {
 		record.StartTime = ptr.To(metav1.NewTime(in.LostSince))
 	}
 	if old := max(in.LeaderLSN, in.Lease.ReleasedLSN); old != 0 {
-		record.OldLeaderLSN = api.FormatLSN(old)
-		lost := int64(0)
-		if old > d.TargetLSN {
-			lost = int64(old - d.TargetLSN)
-		}
-		record.EstimatedLostBytes = &lost
+		record.OldLeaderLSN = old.Text()
+		record.EstimatedLostBytes = ptr.To(int64(old.Sub(d.TargetLSN)))
 	}
-	if d.TargetLSN != 0 {
-		record.NewLeaderLSN = api.FormatLSN(d.TargetLSN)
-	}
+	record.NewLeaderLSN = d.TargetLSN.Text()
 	// The record is not derived from anything a later pass sees: write it
 	// now, on its own (the pass's status patch may lose an optimistic-lock
 	// race and be recomputed).
@@ -443,52 +419,55 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 	if holder == "" {
 		return nil
 	}
-	ann := obs.lease.Annotations
-	cur, prev := ann[names.AnnotationSyncStandbys], ann[names.AnnotationSyncStandbysPrevious]
-	want, recheck := syncStandbyNames(rs, obs, holder, r.now())
+	proto := obs.protocol()
+	cur := proto.Standbys
+	want, recheck := syncStandbys(rs, obs, holder, r.now())
 	if recheck > 0 {
 		obs.requeue(recheck)
 	}
-	if cur == want {
-		if prev == "" {
+	if cur.Equal(want) {
+		if len(proto.Previous) == 0 {
 			return nil
 		}
-		if _, quorum := parseQuorum(cur); !quorum && rs.Spec.Replication.Mode == regentv1.ReplicationSync {
+		if cur.Kind != leadership.Quorum && rs.Spec.Replication.Mode == regentv1.ReplicationSync {
 			// A Preferred leader left with no follower: no standby can
 			// come to hold what the previous quorums acknowledged, so
 			// the election keeps honouring them.
 			return nil
 		}
 		obs.requeue(time.Second)
-		return r.settleSyncStandbys(ctx, obs, holder, cur)
+		return r.settleSyncStandbys(ctx, obs, holder)
 	}
-	set := map[string]string{names.AnnotationSyncStandbys: want,
+	err := r.updateLease(ctx, obs, func(s *leadership.State) {
 		// The leader is to be seen running want before anything settles.
-		names.AnnotationSyncStandbysPreviousUntil: ""}
-	if _, ok := parseQuorum(cur); ok {
+		s.Standbys, s.PreviousUntil = want, 0
+		if cur.Kind != leadership.Quorum {
+			return
+		}
 		// Commits acknowledged under cur may be on standbys want does
 		// not name, or on fewer of them than want's quorum reaches: the
 		// election honours cur (and any earlier value not settled yet)
 		// until they are on every standby want names.
-		previous := []string{cur}
-		for _, p := range strings.Split(prev, ";") {
-			if p != "" && !slices.Contains(previous, p) {
+		previous := []leadership.Standbys{cur}
+		for _, p := range s.Previous {
+			if !slices.ContainsFunc(previous, p.Equal) {
 				previous = append(previous, p)
 			}
 		}
-		set[names.AnnotationSyncStandbysPrevious] = strings.Join(previous, ";")
-	}
-	if err := r.annotateLease(ctx, obs, set); err != nil {
+		s.Previous = previous
+	})
+	if err != nil {
 		return fmt.Errorf("set the synchronous standbys: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want, "previous", cur)
+	ctrl.LoggerFrom(ctx).Info("Set the synchronous standbys", "value", want.String(), "previous", cur.String())
 	if rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred {
+		k := int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
 		switch {
-		case quorumLowered(rs, want):
+		case failover.Lowered(want, k, int(rs.DesiredReplicas())):
 			r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeWarning, regentv1.EventSyncQuorumLowered, "SetSynchronousStandbys",
 				"dataDurability Preferred: followers unready for more than %ds; commits now wait for %s instead of ANY %d",
-				rs.LeaseDurationSeconds(), want, ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
-		case cur != "" && quorumLowered(rs, cur):
+				rs.LeaseDurationSeconds(), want, k)
+		case cur.Kind != leadership.NoStandbys && failover.Lowered(cur, k, int(rs.DesiredReplicas())):
 			r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, regentv1.EventSyncQuorumRestored, "SetSynchronousStandbys",
 				"commits wait for %s again", want)
 		}
@@ -496,152 +475,61 @@ func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *re
 	return nil
 }
 
-// quorumLowered says whether value, as syncStandbyNames writes it, asks
-// fewer followers to confirm each commit than rs's syncReplicas.
-func quorumLowered(rs *regentv1.ReplicaSet, value string) bool {
-	k := min(int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1)), int(rs.DesiredReplicas())-1)
-	q, ok := parseQuorum(value)
-	return !ok || q.K < k
-}
-
-// settleSyncStandbys forgets the previous synchronous standbys (each value
-// replaced in this epoch, ';'-separated) once they no longer matter: the leader runs the current ones (from then on, commits
+// settleSyncStandbys forgets the previous synchronous standbys once they
+// no longer matter: the leader runs the current ones (from then on, commits
 // are acknowledged under them), and every standby the current ones name has
 // received the WAL the leader had written by then (so each holds every
 // commit acknowledged under the previous ones).
-func (r *ReplicaSetReconciler) settleSyncStandbys(ctx context.Context, obs *observation, holder, cur string) error {
+func (r *ReplicaSetReconciler) settleSyncStandbys(ctx context.Context, obs *observation, holder string) error {
+	proto := obs.protocol()
 	leader := obs.agents[holder]
-	until := obs.lease.Annotations[names.AnnotationSyncStandbysPreviousUntil]
-	if until == "" {
-		if leader == nil || leader.SynchronousStandbyNames != cur || leader.WriteLSN == "" {
+	if proto.PreviousUntil == 0 {
+		if leader == nil || leader.SynchronousStandbyNames != proto.Standbys.String() || leader.WriteLSN == 0 {
 			return nil
 		}
-		return r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbysPreviousUntil: leader.WriteLSN})
+		return r.updateLease(ctx, obs, func(s *leadership.State) { s.PreviousUntil = leader.WriteLSN })
 	}
-	pos, err := api.ParseLSN(until)
-	if err != nil {
-		return r.annotateLease(ctx, obs, map[string]string{names.AnnotationSyncStandbysPreviousUntil: ""})
-	}
-	if q, ok := parseQuorum(cur); ok {
-		for _, m := range q.Members {
-			a := obs.agents[m]
-			if a == nil {
-				return nil
-			}
-			if received, err := api.ParseLSN(a.ReceivedLSN); err != nil || received < pos {
-				return nil
-			}
+	for _, m := range proto.Standbys.Names() {
+		if a := obs.agents[m]; a == nil || a.ReceivedLSN < proto.PreviousUntil {
+			return nil
 		}
 	}
-	ctrl.LoggerFrom(ctx).Info("The previous synchronous standbys no longer matter", "previous",
-		obs.lease.Annotations[names.AnnotationSyncStandbysPrevious], "current", cur, "settledAt", until)
-	return r.annotateLease(ctx, obs, map[string]string{
-		names.AnnotationSyncStandbysPrevious: "", names.AnnotationSyncStandbysPreviousUntil: ""})
+	ctrl.LoggerFrom(ctx).Info("The previous synchronous standbys no longer matter", "previous", proto.Previous,
+		"current", proto.Standbys.String(), "settledAt", proto.PreviousUntil.String())
+	return r.updateLease(ctx, obs, func(s *leadership.State) { s.Previous, s.PreviousUntil = nil, 0 })
 }
 
-// parseQuorum reads synchronous_standby_names as the operator writes it in
-// Sync mode, ANY k ("pod_1", …), into pod names; ok is false for anything
-// else (Async's commit gate, none).
-func parseQuorum(s string) (failover.Quorum, bool) {
-	m := quorumSyntax.FindStringSubmatch(s)
-	if m == nil {
-		return failover.Quorum{}, false
+// syncStandbys is failover.SyncStandbys for leader, from what this pass
+// observed and the operator's memory of who stood when.
+func syncStandbys(rs *regentv1.ReplicaSet, obs *observation, leader string,
+	now time.Time) (leadership.Standbys, time.Duration) {
+	in := failover.StandbysInput{
+		Sync:            rs.Spec.Replication.Mode == regentv1.ReplicationSync,
+		SyncReplicas:    int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1)),
+		Preferred:       rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred,
+		Grace:           time.Duration(rs.LeaseDurationSeconds()) * time.Second,
+		MaxLagBytes:     ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20),
+		Leader:          leader,
+		Standing:        map[string]bool{},
+		UnstandingSince: obs.unstandingSince,
+		Positions:       map[string]lsn.LSN{},
+		Now:             now,
 	}
-	k, err := strconv.Atoi(m[1])
-	if err != nil {
-		return failover.Quorum{}, false
+	if obs.lease != nil {
+		in.Current = obs.protocol().Standbys
 	}
-	q := failover.Quorum{K: k}
-	for _, f := range strings.Split(m[2], ",") {
-		name, err := strconv.Unquote(strings.TrimSpace(f))
-		if err != nil || name == "" {
-			return failover.Quorum{}, false
-		}
-		// Slot names are pod names with '-' as '_' (pod names have no '_').
-		q.Members = append(q.Members, strings.ReplaceAll(name, "_", "-"))
+	if l := obs.agents[leader]; l != nil {
+		in.LeaderLSN = l.WriteLSN
 	}
-	return q, true
-}
-
-var quorumSyntax = regexp.MustCompile(`^ANY (\d+) \((.+)\)$`)
-
-// syncStandbyNames is synchronous_standby_names for leader in rs's mode:
-// the leader's own commit gate in Async mode (it acknowledges only while
-// the lease is valid), else ANY k over every other pod the spec asks for
-// (by slot name, which is also its application_name). With dataDurability
-// Preferred, fewer than k followers left standing lower the quorum to
-// them, and none at all leave the commit gate; recheck, when not zero, is
-// when a follower's grace ends and the value may change.
-func syncStandbyNames(rs *regentv1.ReplicaSet, obs *observation, leader string, now time.Time) (value string, recheck time.Duration) {
-	if rs.Spec.Replication.Mode != regentv1.ReplicationSync {
-		return names.CommitGateStandbys, 0
-	}
-	var followers []string
 	for i := range int(rs.DesiredReplicas()) {
-		if pod := names.Pod(rs.Name, i); pod != leader {
-			followers = append(followers, pod)
+		pod := names.Pod(rs.Name, i)
+		in.Pods = append(in.Pods, pod)
+		in.Standing[pod] = followerStands(obs, pod)
+		if a := obs.agents[pod]; a != nil {
+			in.Positions[pod] = max(a.ReceivedLSN, a.ReplayedLSN)
 		}
 	}
-	k := int(ptr.Deref(rs.Spec.Replication.SyncReplicas, 1))
-	if rs.Spec.Replication.DataDurability == regentv1.DataDurabilityPreferred {
-		grace := time.Duration(rs.LeaseDurationSeconds()) * time.Second
-		var named []string
-		if obs.lease != nil {
-			current, _ := parseQuorum(obs.lease.Annotations[names.AnnotationSyncStandbys])
-			named = current.Members
-		}
-		var standing []string
-		for _, f := range followers {
-			lost, until := followerLost(obs, f, now, grace)
-			// A follower the quorum in force names leaves it only when
-			// lost; one it does not name joins only once caught up.
-			if !lost && (slices.Contains(named, f) || !catchingUp(rs, obs, leader, f)) {
-				standing = append(standing, f)
-			}
-			if until > 0 && (recheck == 0 || until < recheck) {
-				recheck = until
-			}
-		}
-		switch {
-		case len(standing) == 0:
-			return names.CommitGateStandbys, recheck
-		case len(standing) < k:
-			return anyOf(len(standing), standing), recheck
-		}
-	}
-	return anyOf(min(k, len(followers)), followers), recheck
-}
-
-func anyOf(k int, pods []string) string {
-	slots := make([]string, len(pods))
-	for i, pod := range pods {
-		slots[i] = strconv.Quote(strings.ReplaceAll(pod, "-", "_"))
-	}
-	return fmt.Sprintf("ANY %d (%s)", k, strings.Join(slots, ", "))
-}
-
-// catchingUp says whether a follower is further behind the leader than
-// failover.maxLagBytes (a follower back from an outage, say): a lowered
-// quorum that does not name it yet does not take it in, which would hold
-// every commit until it caught up; it joins once it has. Its position is
-// the larger of received and replayed: the received position goes back to
-// the start of its segment when the WAL receiver restarts.
-func catchingUp(rs *regentv1.ReplicaSet, obs *observation, leader, follower string) bool {
-	l, f := obs.agents[leader], obs.agents[follower]
-	if l == nil || f == nil {
-		return false
-	}
-	written, err := api.ParseLSN(l.WriteLSN)
-	if err != nil {
-		return false
-	}
-	var at uint64
-	for _, s := range []string{f.ReceivedLSN, f.ReplayedLSN} {
-		if lsn, err := api.ParseLSN(s); err == nil {
-			at = max(at, lsn)
-		}
-	}
-	return at > 0 && written > at && int64(written-at) > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)
+	return failover.SyncStandbys(in)
 }
 
 // followerStands says whether a follower can confirm commits now: its
@@ -654,32 +542,12 @@ func followerStands(obs *observation, pod string) bool {
 	return i >= 0 && podReady(&obs.pods[i])
 }
 
-// followerLost says whether a follower has been unable to confirm commits
-// for longer than grace by the operator's own clock (obs.unstandingSince),
-// so that a Preferred quorum may leave it out. A follower seen unable for
-// less than grace is not lost yet, and until says when it would be: a
-// restart or a failover's reconnection does not lower the quorum.
-func followerLost(obs *observation, pod string, now time.Time, grace time.Duration) (lost bool, until time.Duration) {
-	if followerStands(obs, pod) {
-		return false, 0
-	}
-	since, seen := obs.unstandingSince[pod]
-	if !seen {
-		// Not seen by this pass's bookkeeping: its clock starts now.
-		return false, grace
-	}
-	if left := since.Add(grace).Sub(now); left > 0 {
-		return false, left
-	}
-	return true, 0
-}
-
 // reconcileSwitchoverRequest checks a switchover a person asked for with
 // the ReplicaSet's annotation and, when the target is fit, asks the
 // leader's agent through the Lease to stop cleanly and release.
 func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	target := rs.Annotations[names.AnnotationSwitchoverTo]
-	if target == "" || obs.lease.Annotations[names.AnnotationSwitchoverTo] == target {
+	if target == "" || obs.protocol().SwitchoverTo == target {
 		return nil
 	}
 	key := client.ObjectKeyFromObject(rs)
@@ -688,7 +556,7 @@ func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, r
 		r.warnOnce(rs, key, regentv1.EventSwitchoverRefused, "Switchover", obs.switchoverRefused, true)
 		return nil
 	}
-	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSwitchoverTo: target}); err != nil {
+	if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.SwitchoverTo = target }); err != nil {
 		return fmt.Errorf("ask the leader to hand over: %w", err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Asked the leader to hand over", "leader", obs.holder(), "to", target)
@@ -698,17 +566,14 @@ func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, r
 	return nil
 }
 
-// annotateLease sets (or, for "", removes) annotations on the Lease this
-// pass observed, with optimistic concurrency against that version, and
-// keeps the result as the pass's Lease.
-func (r *ReplicaSetReconciler) annotateLease(ctx context.Context, obs *observation, set map[string]string) error {
+// updateLease changes the protocol's state on the Lease this pass
+// observed, with optimistic concurrency against that version, and keeps
+// the result as the pass's Lease.
+func (r *ReplicaSetReconciler) updateLease(ctx context.Context, obs *observation, change func(*leadership.State)) error {
 	l := obs.lease.DeepCopy()
-	if l.Annotations == nil {
-		l.Annotations = map[string]string{}
-	}
-	for k, v := range set {
-		setOrDelete(l.Annotations, k, v)
-	}
+	s := obs.protocol()
+	change(&s)
+	leadership.Encode(s, l)
 	if err := r.Update(ctx, l); err != nil {
 		return err
 	}
@@ -735,11 +600,10 @@ func (r *ReplicaSetReconciler) switchoverRefusal(rs *regentv1.ReplicaSet, obs *o
 	case !a.Running || !a.InRecovery || !a.Streaming:
 		return target + " is not streaming from the leader"
 	}
-	received, err := api.ParseLSN(a.ReceivedLSN)
-	if err != nil {
+	if a.ReceivedLSN == 0 {
 		return target + " reports no position"
 	}
-	if lag := int64(obs.leaderLSN) - int64(received); lag > ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20) {
+	if lag := obs.leaderLSN.Sub(a.ReceivedLSN); lag > uint64(max(ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20), 0)) {
 		return fmt.Sprintf("%s lags the leader by %d bytes, more than maxLagBytes", target, lag)
 	}
 	return ""

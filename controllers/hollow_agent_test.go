@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -113,7 +115,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	if a.writing {
 		a.lsn += 0x100
 	}
-	frozen, crashed, lsn, reason := a.frozen, a.crashed, a.lsn, a.reason
+	frozen, crashed, at, reason := a.frozen, a.crashed, lsn.LSN(a.lsn), a.reason
 	a.mu.Unlock()
 	if frozen {
 		return
@@ -131,22 +133,20 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	if lease.Spec.HolderIdentity != nil {
 		holder = *lease.Spec.HolderIdentity
 	}
-	sealed := epochSealed(lease)
+	proto := leadership.Of(lease)
+	sealed := proto.Sealed()
 	leads := holder == a.pod && pod.Labels[names.LabelRole] == names.RoleLeader &&
 		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) && !sealed
 	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now, Reason: reason}
 	switch {
-	case holder == a.pod && (crashed || lease.Annotations[names.AnnotationSwitchoverTo] != ""):
+	case holder == a.pod && (crashed || proto.SwitchoverTo != ""):
 		// PostgreSQL died, or a clean stop for a handover: release.
 		l := lease.DeepCopy()
-		l.Spec.HolderIdentity = nil
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
-		l.Annotations[names.AnnotationReleasedLSN] = ""
+		proto.Holder, proto.ReleasedBy, proto.ReleasedLSN = "", a.pod, 0
 		if !crashed {
-			l.Annotations[names.AnnotationReleasedLSN] = api.FormatLSN(lsn)
+			proto.ReleasedLSN = at
 		}
+		leadership.Encode(proto, l)
 		_ = k8s.Update(ctx, l)
 		st.Mode, st.Running = api.ModeFollower, false
 	case leads && !crashed:
@@ -154,15 +154,15 @@ func (a *hollowAgent) pass(ctx context.Context) {
 		renewed := metav1.NewMicroTime(now)
 		l.Spec.RenewTime = &renewed
 		_ = k8s.Update(ctx, l)
-		st.Mode, st.WriteLSN = api.ModeLeader, api.FormatLSN(lsn)
-		st.SynchronousStandbyNames = lease.Annotations[names.AnnotationSyncStandbys]
+		st.Mode, st.WriteLSN = api.ModeLeader, at
+		st.SynchronousStandbyNames = proto.Standbys.String()
 	case crashed:
 		st.Mode, st.Running = api.ModeFollower, false
 	default:
 		st.Mode, st.InRecovery, st.Streaming = api.ModeFollower, true, !sealed && holder != ""
-		st.ReceivedLSN, st.ReplayedLSN = api.FormatLSN(lsn), api.FormatLSN(lsn)
+		st.ReceivedLSN, st.ReplayedLSN = at, at
 		if sealed {
-			st.Sealed, st.SealedLSN = true, api.FormatLSN(lsn)
+			st.Sealed, st.SealedLSN = true, at
 		}
 	}
 	a.mu.Lock()

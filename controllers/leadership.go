@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 )
 
@@ -64,7 +65,7 @@ func desiredRoleLabels(pod *corev1.Pod, lease *coordinationv1.Lease) (roleLabels
 	}
 	epoch := strconv.Itoa(int(*lease.Spec.LeaseTransitions))
 	if pod.Name == *lease.Spec.HolderIdentity {
-		if epochSealed(lease) {
+		if leadership.Of(lease).Sealed() {
 			return have, false
 		}
 		want := roleLabels{role: names.RoleLeader, epoch: epoch}
@@ -77,18 +78,6 @@ func desiredRoleLabels(pod *corev1.Pod, lease *coordinationv1.Lease) (roleLabels
 		return roleLabels{role: names.RoleFollower}, true
 	}
 	return have, false
-}
-
-// epochSealed reports whether the Lease's current epoch is sealed.
-func epochSealed(lease *coordinationv1.Lease) bool {
-	sealed, ok := lease.Annotations[names.AnnotationSealedEpoch]
-	if !ok || lease.Spec.LeaseTransitions == nil {
-		return false
-	}
-	n, err := strconv.ParseInt(sealed, 10, 64)
-	// An unreadable seal is treated as sealed: refusing to label a leader
-	// is always safe, labelling one in a sealed epoch never is.
-	return err != nil || n >= int64(*lease.Spec.LeaseTransitions)
 }
 
 func (r *ReplicaSetReconciler) patchRoleLabels(ctx context.Context, rs *regentv1.ReplicaSet,

@@ -1,24 +1,21 @@
 package controllers
 
 import (
+	"math"
 	"testing"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 )
 
 func TestDesiredRoleLabels(t *testing.T) {
-	lease := func(holder string, epoch int32, sealed string) *coordinationv1.Lease {
-		l := &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{
-			HolderIdentity: ptr.To(holder), LeaseTransitions: ptr.To(epoch),
-		}}
-		if sealed != "" {
-			l.Annotations = map[string]string{names.AnnotationSealedEpoch: sealed}
-		}
+	lease := func(holder string, epoch, sealed int64) *coordinationv1.Lease {
+		l := &coordinationv1.Lease{}
+		leadership.Encode(leadership.State{Holder: holder, Epoch: epoch, SealedEpoch: sealed}, l)
 		return l
 	}
 	pod := func(name, role, epoch string, ready bool) *corev1.Pod {
@@ -45,28 +42,28 @@ func TestDesiredRoleLabels(t *testing.T) {
 		wantChange bool
 	}{
 		{"new cluster: holder becomes leader before it is ready",
-			pod("db-0", "", "", false), lease("db-0", 1, ""), leader("1"), true},
-		{"holder already labelled", pod("db-0", "leader", "1", true), lease("db-0", 1, ""), leader("1"), false},
-		{"holder labelled at an older epoch", pod("db-1", "leader", "2", true), lease("db-1", 3, ""), leader("3"), true},
-		{"holder that was a follower", pod("db-1", "follower", "", true), lease("db-1", 2, ""), leader("2"), true},
+			pod("db-0", "", "", false), lease("db-0", 1, 0), leader("1"), true},
+		{"holder already labelled", pod("db-0", "leader", "1", true), lease("db-0", 1, 0), leader("1"), false},
+		{"holder labelled at an older epoch", pod("db-1", "leader", "2", true), lease("db-1", 3, 0), leader("3"), true},
+		{"holder that was a follower", pod("db-1", "follower", "", true), lease("db-1", 2, 0), leader("2"), true},
 		{"sealed epoch: holder is not labelled again",
-			pod("db-0", "", "", true), lease("db-0", 1, "1"), roleLabels{}, false},
+			pod("db-0", "", "", true), lease("db-0", 1, 1), roleLabels{}, false},
 		{"sealed epoch: a labelled holder is left to the failover steps",
-			pod("db-0", "leader", "1", true), lease("db-0", 1, "1"), leader("1"), false},
-		{"unreadable seal counts as sealed",
-			pod("db-0", "", "", true), lease("db-0", 1, "x"), roleLabels{}, false},
+			pod("db-0", "leader", "1", true), lease("db-0", 1, 1), leader("1"), false},
+		{"a seal of every epoch (how an unreadable seal reads) counts as sealed",
+			pod("db-0", "", "", true), lease("db-0", 1, math.MaxInt64), roleLabels{}, false},
 		{"seal of an older epoch does not stop the new leader",
-			pod("db-1", "", "", true), lease("db-1", 2, "1"), leader("2"), true},
+			pod("db-1", "", "", true), lease("db-1", 2, 1), leader("2"), true},
 		{"a second leader loses its claim",
-			pod("db-1", "leader", "1", true), lease("db-0", 1, ""), roleLabels{}, true},
+			pod("db-1", "leader", "1", true), lease("db-0", 1, 0), roleLabels{}, true},
 		{"a stray epoch label goes",
-			pod("db-1", "follower", "1", true), lease("db-0", 1, ""), roleLabels{}, true},
+			pod("db-1", "follower", "1", true), lease("db-0", 1, 0), roleLabels{}, true},
 		{"ready non-holder becomes a follower",
-			pod("db-2", "", "", true), lease("db-0", 1, ""), roleLabels{role: names.RoleFollower}, true},
+			pod("db-2", "", "", true), lease("db-0", 1, 0), roleLabels{role: names.RoleFollower}, true},
 		{"unready non-holder stays unconfirmed",
-			pod("db-2", "", "", false), lease("db-0", 1, ""), roleLabels{}, false},
+			pod("db-2", "", "", false), lease("db-0", 1, 0), roleLabels{}, false},
 		{"a follower that is not ready keeps its label",
-			pod("db-2", "follower", "", false), lease("db-0", 1, ""), roleLabels{role: names.RoleFollower}, false},
+			pod("db-2", "follower", "", false), lease("db-0", 1, 0), roleLabels{role: names.RoleFollower}, false},
 		{"no lease: nothing changes",
 			pod("db-0", "", "", true), nil, roleLabels{}, false},
 	}

@@ -33,6 +33,8 @@ import (
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -147,7 +149,7 @@ type observation struct {
 	// decision of this pass; leaderLSN the leader's last known position.
 	agents    map[string]*api.Status
 	decision  *failover.Decision
-	leaderLSN uint64
+	leaderLSN lsn.LSN
 	// unstandingSince: since when, by the operator's clock, each follower
 	// not standing has been seen so (clusterMemory.noteStanding).
 	unstandingSince map[string]time.Time
@@ -170,6 +172,15 @@ func (o *observation) epoch() int64 {
 		return 0
 	}
 	return int64(*o.lease.Spec.LeaseTransitions)
+}
+
+// protocol is the leadership state the pass's Lease carries (the zero
+// State when there is none).
+func (o *observation) protocol() leadership.State {
+	if o.lease == nil {
+		return leadership.State{}
+	}
+	return leadership.Of(o.lease)
 }
 
 func (o *observation) holder() string {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/testenv"
 )
@@ -527,7 +528,9 @@ func TestLeaderLabelsFollowTheLease(t *testing.T) {
 	// back (docs/protocol.md: a sealed epoch never serves again).
 	lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 	g.Expect(update(t, lease, func(l *coordinationv1.Lease) {
-		l.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
+		s := leadership.Of(l)
+		s.SealedEpoch = 1
+		leadership.Encode(s, l)
 	})).To(Succeed())
 	leader := get(t, g, ns, "db-0", &corev1.Pod{})
 	g.Expect(update(t, leader, func(pod *corev1.Pod) {

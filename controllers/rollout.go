@@ -14,8 +14,9 @@ import (
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
-	"github.com/regent-dev/regent/replica/api"
 )
 
 // EventRollingUpdate reasons: the operator restarts a pod for a new pod
@@ -50,7 +51,7 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 	obs.requeue(2 * time.Second)
 	holder := obs.holder()
 	if obs.decision == nil || obs.decision.Kind != failover.None || holder == "" ||
-		obs.lease.Annotations[names.AnnotationSwitchoverTo] != "" || rs.Annotations[names.AnnotationSwitchoverTo] != "" {
+		obs.protocol().SwitchoverTo != "" || rs.Annotations[names.AnnotationSwitchoverTo] != "" {
 		return nil
 	}
 	if int32(len(obs.pods)) != rs.DesiredReplicas() {
@@ -82,15 +83,15 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		return client.IgnoreNotFound(r.Delete(ctx, pod, client.Preconditions{UID: ptr.To(pod.UID)}))
 	}
 	// Only the leader is left: hand over to the most advanced follower.
-	target, best := "", uint64(0)
+	target, best := "", lsn.LSN(0)
 	for i := range obs.pods {
 		pod := &obs.pods[i]
 		a := obs.agents[pod.Name]
-		if pod.Name == holder || a == nil {
+		if pod.Name == holder || a == nil || a.ReceivedLSN == 0 {
 			continue
 		}
-		if lsn, err := api.ParseLSN(a.ReceivedLSN); err == nil && (target == "" || lsn > best) {
-			target, best = pod.Name, lsn
+		if target == "" || a.ReceivedLSN > best {
+			target, best = pod.Name, a.ReceivedLSN
 		}
 	}
 	if target == "" {
@@ -100,7 +101,7 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		log.Info("Rolling update waits to switch over", "to", target, "reason", why)
 		return nil
 	}
-	if err := r.annotateLease(ctx, obs, map[string]string{names.AnnotationSwitchoverTo: target}); err != nil {
+	if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.SwitchoverTo = target }); err != nil {
 		return fmt.Errorf("switch over for the rolling update: %w", err)
 	}
 	log.Info("Switching over for the rolling update", "from", holder, "to", target)

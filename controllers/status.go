@@ -119,7 +119,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	}
 
 	if d := obs.decision; d != nil && (d.Kind == failover.Seal || d.Kind == failover.Promote ||
-		(d.Kind == failover.Wait && obs.lease != nil && (epochSealed(obs.lease) || obs.holder() == ""))) {
+		(d.Kind == failover.Wait && obs.lease != nil && (obs.protocol().Sealed() || obs.holder() == ""))) {
 		st.Phase = regentv1.PhaseFailingOver
 	}
 
@@ -167,13 +167,12 @@ func members(cluster string, obs *observation) []regentv1.MemberStatus {
 		}
 		if a := obs.agents[pod.Name]; a != nil {
 			m.Timeline = ptrIfNonZero(a.Timeline)
-			m.ReceivedLSN, m.ReplayedLSN = a.ReceivedLSN, a.ReplayedLSN
-			if a.Mode == api.ModeLeader && a.WriteLSN != "" {
-				m.ReceivedLSN = a.WriteLSN
+			m.ReceivedLSN, m.ReplayedLSN = a.ReceivedLSN.Text(), a.ReplayedLSN.Text()
+			if a.Mode == api.ModeLeader && a.WriteLSN != 0 {
+				m.ReceivedLSN = a.WriteLSN.Text()
 			}
-			if received, err := api.ParseLSN(a.ReceivedLSN); err == nil && obs.leaderLSN != 0 && pod.Name != obs.holder() {
-				lag := max(int64(obs.leaderLSN)-int64(received), 0)
-				m.LagBytes = &lag
+			if a.ReceivedLSN != 0 && obs.leaderLSN != 0 && pod.Name != obs.holder() {
+				m.LagBytes = ptr.To(int64(obs.leaderLSN.Sub(a.ReceivedLSN)))
 			}
 		}
 		if obs.decision != nil && pod.Name != obs.holder() {
@@ -223,7 +222,7 @@ func failoverConditions(rs *regentv1.ReplicaSet, obs *observation) {
 		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
 	case failover.Wait:
 		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
-		if obs.lease != nil && epochSealed(obs.lease) || obs.holder() == "" {
+		if obs.lease != nil && obs.protocol().Sealed() || obs.holder() == "" {
 			setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFailoverBlocked, d.Reason)
 		}
 	case failover.Refuse:

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/replica/api"
 )
 
@@ -77,7 +79,7 @@ type Lease struct {
 	SealedAt time.Time
 	// ReleasedLSN is the old leader's final position when it released the
 	// Lease after a clean stop; 0 if unknown.
-	ReleasedLSN uint64
+	ReleasedLSN lsn.LSN
 }
 
 // Member is one pod of the cluster as observed.
@@ -94,13 +96,6 @@ type Member struct {
 	Agent *api.Status
 }
 
-// Quorum is a Sync-mode acknowledgement rule the leader may have run with
-// in the epoch: ANY K of Members (pod names).
-type Quorum struct {
-	K       int
-	Members []string
-}
-
 // Input is everything the decision depends on.
 type Input struct {
 	Spec    Spec
@@ -111,13 +106,14 @@ type Input struct {
 	// or termination (zero: now).
 	LostSince time.Time
 	// LeaderLSN is the leader's last known position (0 if unknown).
-	LeaderLSN uint64
+	LeaderLSN lsn.LSN
 	// SwitchoverTo names the pod a person asked to hand leadership to.
 	SwitchoverTo string
 	// Quorums are the Sync-mode rules in force during the epoch (the
-	// current one, and the one it replaced while that may still matter).
-	// Empty: ANY SyncReplicas of all Followers, from the spec.
-	Quorums []Quorum
+	// current one, and the ones it replaced while they may still matter),
+	// each ANY K of Members. Empty: ANY SyncReplicas of all Followers,
+	// from the spec.
+	Quorums []leadership.Standbys
 }
 
 // Decision is the action, with what a user needs to know about it.
@@ -131,7 +127,7 @@ type Decision struct {
 	Cause string
 	// Target and TargetLSN: the winner of a promotion and its position.
 	Target    string
-	TargetLSN uint64
+	TargetLSN lsn.LSN
 	// Eligibility maps each member to "" (may be promoted) or why not.
 	Eligibility map[string]string
 }
@@ -160,10 +156,10 @@ func Decide(in Input) Decision {
 	if in.SwitchoverTo != "" && in.Lease.Holder == "" && in.Lease.ReleasedLSN != 0 && !in.Lease.Sealed {
 		if m := member(in.Members, in.SwitchoverTo); m != nil && m.Agent != nil && !m.Deleting &&
 			m.Agent.Running && m.Agent.InRecovery {
-			if replayed, err := api.ParseLSN(m.Agent.ReplayedLSN); err == nil && replayed >= in.Lease.ReleasedLSN {
+			if replayed := m.Agent.ReplayedLSN; replayed >= in.Lease.ReleasedLSN {
 				d.Kind, d.Target, d.TargetLSN = Promote, m.Name, replayed
 				d.Eligibility[m.Name] = ""
-				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, api.FormatLSN(in.Lease.ReleasedLSN))
+				d.Reason = fmt.Sprintf("switchover: %s replayed the old leader's final position (%s)", m.Name, in.Lease.ReleasedLSN)
 				return d
 			}
 			// It streamed the old leader's last WAL as it stopped and
@@ -171,7 +167,7 @@ func Decide(in Input) Decision {
 			if lostAt := lostSince(in); in.Now.Before(lostAt.Add(SwitchoverGrace)) {
 				d.Kind, d.Until = Wait, in.Now.Add(50*time.Millisecond)
 				d.Reason = fmt.Sprintf("switchover: waiting for %s to replay the old leader's final position (%s)",
-					m.Name, api.FormatLSN(in.Lease.ReleasedLSN))
+					m.Name, in.Lease.ReleasedLSN)
 				return d
 			}
 		}
@@ -230,7 +226,7 @@ func leaderLost(in Input) (lost bool, cause string, since, expiry time.Time) {
 	if l.Holder == "" {
 		cause = "the leader released the Lease"
 		if l.ReleasedLSN != 0 {
-			cause += " at " + api.FormatLSN(l.ReleasedLSN)
+			cause += " at " + l.ReleasedLSN.String()
 		}
 		return true, cause, lostSince, time.Time{}
 	}
@@ -250,7 +246,7 @@ func leaderLost(in Input) (lost bool, cause string, since, expiry time.Time) {
 // candidate is a member that reported a sealed position.
 type candidate struct {
 	Member
-	received, replayed uint64
+	received, replayed lsn.LSN
 }
 
 func elect(in Input, d Decision) Decision {
@@ -267,12 +263,10 @@ func elect(in Input, d Decision) Decision {
 		if a == nil || !a.Sealed || a.Epoch != epoch {
 			continue
 		}
-		received, err := api.ParseLSN(a.SealedLSN)
-		if err != nil {
+		if a.SealedLSN == 0 {
 			continue
 		}
-		replayed, _ := api.ParseLSN(a.ReplayedLSN)
-		reported = append(reported, candidate{Member: m, received: received, replayed: replayed})
+		reported = append(reported, candidate{Member: m, received: a.SealedLSN, replayed: a.ReplayedLSN})
 		maxTimeline = max(maxTimeline, a.Timeline)
 	}
 	slices.SortFunc(reported, func(x, y candidate) int {
@@ -290,9 +284,9 @@ func elect(in Input, d Decision) Decision {
 			return "its agent has not reached the API server recently"
 		case a.Timeline < maxTimeline:
 			return fmt.Sprintf("on timeline %d, behind timeline %d", a.Timeline, maxTimeline)
-		case !in.Spec.Sync && leaderLSN > c.received && int64(leaderLSN-c.received) > in.Spec.MaxLagBytes:
+		case !in.Spec.Sync && leaderLSN.Sub(c.received) > uint64(max(in.Spec.MaxLagBytes, 0)):
 			return fmt.Sprintf("lags the leader's last known position by %d bytes, more than maxLagBytes (%d)",
-				leaderLSN-c.received, in.Spec.MaxLagBytes)
+				leaderLSN.Sub(c.received), in.Spec.MaxLagBytes)
 		}
 		return ""
 	}
@@ -320,10 +314,10 @@ func elect(in Input, d Decision) Decision {
 				d.Reason = fmt.Sprintf("switchover: %s cannot be promoted: %s", c.Name, why)
 			case c.received < leaderLSN:
 				d.Reason = fmt.Sprintf("switchover: %s has %s, the old leader stopped at %s", c.Name,
-					api.FormatLSN(c.received), api.FormatLSN(leaderLSN))
+					c.received, leaderLSN)
 			default:
 				d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
-				d.Reason = fmt.Sprintf("switchover: %s holds the old leader's final position (%s)", c.Name, api.FormatLSN(leaderLSN))
+				d.Reason = fmt.Sprintf("switchover: %s holds the old leader's final position (%s)", c.Name, leaderLSN)
 				return d
 			}
 		}
@@ -349,7 +343,7 @@ func elect(in Input, d Decision) Decision {
 		best := reported[0]
 		if why := d.Eligibility[best.Name]; why != "" {
 			return fallback(in, d, fmt.Sprintf("Sync mode: %s holds the highest reported position (%s) but %s",
-				best.Name, api.FormatLSN(best.received), why))
+				best.Name, best.received, why))
 		}
 		return promote(in, d, best)
 	}
@@ -378,7 +372,7 @@ func quorumsUnmet(in Input, reported []candidate) string {
 		for len(all) < in.Spec.Followers {
 			all = append(all, fmt.Sprintf("(missing follower %d)", len(all)+1))
 		}
-		quorums = []Quorum{{K: in.Spec.SyncReplicas, Members: all}}
+		quorums = []leadership.Standbys{leadership.AnyOf(in.Spec.SyncReplicas, all)}
 	}
 	for _, q := range quorums {
 		got := 0
@@ -397,7 +391,7 @@ func quorumsUnmet(in Input, reported []candidate) string {
 
 func promote(_ Input, d Decision, c candidate) Decision {
 	d.Kind, d.Target, d.TargetLSN = Promote, c.Name, c.received
-	d.Reason = fmt.Sprintf("%s holds the most WAL among the sealed followers (%s)", c.Name, api.FormatLSN(c.received))
+	d.Reason = fmt.Sprintf("%s holds the most WAL among the sealed followers (%s)", c.Name, c.received)
 	return d
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/replica/api"
 )
 
@@ -17,13 +19,13 @@ func spec() Spec {
 // leader is the epoch-1 leader's agent, serving.
 func leader(name string, ord int) Member {
 	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeLeader, Epoch: 1,
-		Running: true, Timeline: 1, WriteLSN: "0/5000000", LastAPIContact: ptr(t0)}}
+		Running: true, Timeline: 1, WriteLSN: 0x5000000, LastAPIContact: ptr(t0)}}
 }
 
-// sealed is a follower that sealed epoch 1 at received LSN lsn.
-func sealed(name string, ord int, lsn string) Member {
+// sealed is a follower that sealed epoch 1 at received position at.
+func sealed(name string, ord int, at lsn.LSN) Member {
 	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeFollower, Epoch: 1,
-		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: lsn, ReplayedLSN: lsn, Sealed: true, SealedLSN: lsn,
+		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: at, ReplayedLSN: at, Sealed: true, SealedLSN: at,
 		LastAPIContact: ptr(t0)}}
 }
 
@@ -74,7 +76,7 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name: "healthy leader: nothing, look again at expiry",
-			in:   Input{Spec: spec(), Lease: live(), Now: t0.Add(time.Second), Members: []Member{leader("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			in:   Input{Spec: spec(), Lease: live(), Now: t0.Add(time.Second), Members: []Member{leader("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: None, until: t0.Add(10 * time.Second),
 		},
 		{
@@ -86,148 +88,148 @@ func TestDecide(t *testing.T) {
 		{
 			name: "Lease released: seal at once",
 			in: Input{Spec: spec(), Now: t0, Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Seal, reasonHas: "released the Lease",
 		},
 		{
 			name: "both containers of the leader terminated: seal at once, Lease still valid",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: live(),
-				Members: []Member{with(silent("db-0", 0), func(m *Member) { m.ContainersTerminated = true }), sealed("db-1", 1, "0/5000000")}},
+				Members: []Member{with(silent("db-0", 0), func(m *Member) { m.ContainersTerminated = true }), sealed("db-1", 1, 0x5000000)}},
 			want: Seal, reasonHas: "containers terminated",
 		},
 		{
 			name: "silent leader, Lease still valid by the operator's clock: wait until expiry",
-			in:   Input{Spec: spec(), Now: t0.Add(9 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			in:   Input{Spec: spec(), Now: t0.Add(9 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: None, until: t0.Add(10 * time.Second),
 		},
 		{
 			name: "force-deleted leader pod (no member): wait for the Lease",
-			in:   Input{Spec: spec(), Now: t0.Add(3 * time.Second), Lease: live(), Members: []Member{sealed("db-1", 1, "0/5000000")}},
+			in:   Input{Spec: spec(), Now: t0.Add(3 * time.Second), Lease: live(), Members: []Member{sealed("db-1", 1, 0x5000000)}},
 			want: None, until: t0.Add(10 * time.Second),
 		},
 		{
 			name: "Lease expired by the operator's clock: seal",
-			in:   Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			in:   Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Seal, reasonHas: "no renewal",
 		},
 		{
 			name: "delaySeconds holds the seal",
 			in: Input{Spec: delayed, Now: t0.Add(20 * time.Second), Lease: live(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Wait, until: t0.Add(40 * time.Second), reasonHas: "delaySeconds",
 		},
 		{
 			name: "failover disabled: refuse",
-			in:   Input{Spec: disabled, Now: t0.Add(time.Minute), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+			in:   Input{Spec: disabled, Now: t0.Add(time.Minute), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Refuse, reasonHas: "failover is disabled",
 		},
 		{
 			name: "sealed: candidates ranked by received LSN",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "equal received LSN: then replayed LSN",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), agent(sealed("db-1", 1, "0/5000100"), func(a *api.Status) { a.ReplayedLSN = "0/5000000" }),
-					sealed("db-2", 2, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), agent(sealed("db-1", 1, 0x5000100), func(a *api.Status) { a.ReplayedLSN = 0x5000000 }),
+					sealed("db-2", 2, 0x5000100)}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "equal positions: then lowest ordinal",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000100"), sealed("db-1", 1, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, 0x5000100), sealed("db-1", 1, 0x5000100)}},
 			want: Promote, target: "db-1",
 		},
 		{
 			name: "a follower that has not reported yet: wait for it until the seal wait ends",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), silent("db-2", 2)}},
 			want: Wait, until: t0.Add(5 * time.Second), reasonHas: "1 of 2 followers reported",
 		},
 		{
 			name: "Async: after the seal wait, elect among those that reported",
 			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), silent("db-2", 2)}},
 			want: Promote, target: "db-1",
 		},
 		{
 			name: "Async: a candidate past maxLagBytes is refused",
 			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/8F00000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x8F00000)}},
 			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "maxLagBytes"},
 		},
 		{
 			name: "Async: every candidate past maxLagBytes: wait",
 			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Wait, reasonHas: "no follower can be promoted", ineligible: map[string]string{"db-1": "maxLagBytes"},
 		},
 		{
 			name: "a candidate whose agent lost the API server is not eligible",
 			in: Input{Spec: spec(), Now: t0.Add(30 * time.Second), Lease: func() Lease { l := sealedLease(); l.SealedAt = t0.Add(20 * time.Second); return l }(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
-					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(29 * time.Second)) })}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
+					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(29 * time.Second)) })}},
 			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "API server"},
 		},
 		{
 			name: "a candidate on an older timeline is not eligible",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
-					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.Timeline = 2 })}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
+					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.Timeline = 2 })}},
 			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "timeline"},
 		},
 		{
 			name: "Sync ANY 1 of 2: both reported, the best wins",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "Sync ANY 1 of 2: one silent follower may hold the only acknowledged commit: wait, never elect the other",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), silent("db-2", 2)}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), silent("db-2", 2)}},
 			want: Wait, reasonHas: "1 of the 2 followers of ANY 1 (db-1, db-2) reported sealed positions, 2 needed",
 		},
 		{
 			name: "Sync, scaled down from 5 to 3 while the old standbys may still matter: the removed ones' reports are needed, wait",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
-				Quorums: []Quorum{{K: 1, Members: []string{"db-1", "db-2"}}, {K: 1, Members: []string{"db-1", "db-2", "db-3", "db-4"}}},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Quorums: []leadership.Standbys{leadership.AnyOf(1, []string{"db-1", "db-2"}), leadership.AnyOf(1, []string{"db-1", "db-2", "db-3", "db-4"})},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Wait, reasonHas: "2 of the 4 followers of ANY 1 (db-1, db-2, db-3, db-4) reported sealed positions, 4 needed",
 		},
 		{
 			name: "Sync, scaled down and settled: the current standbys' reports suffice",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(),
-				Quorums: []Quorum{{K: 1, Members: []string{"db-1", "db-2"}}},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Quorums: []leadership.Standbys{leadership.AnyOf(1, []string{"db-1", "db-2"})},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "Sync, syncReplicas raised from 1 to 2 of 3, not settled: ANY 1 still needs all three reports",
 			in: Input{Spec: func() Spec { s := sync3; s.SyncReplicas = 2; return s }(), Now: t0.Add(time.Hour), Lease: sealedLease(),
-				Quorums: []Quorum{{K: 2, Members: []string{"db-1", "db-2", "db-3"}}, {K: 1, Members: []string{"db-1", "db-2", "db-3"}}},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100"), silent("db-3", 3)}},
+				Quorums: []leadership.Standbys{leadership.AnyOf(2, []string{"db-1", "db-2", "db-3"}), leadership.AnyOf(1, []string{"db-1", "db-2", "db-3"})},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100), silent("db-3", 3)}},
 			want: Wait, reasonHas: "2 of the 3 followers of ANY 1 (db-1, db-2, db-3) reported sealed positions, 3 needed",
 		},
 		{
 			name: "Sync ANY 2 of 3: two reports suffice (n-k+1)",
 			in: Input{Spec: func() Spec { s := sync3; s.SyncReplicas = 2; return s }(), Now: t0.Add(6 * time.Second), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100"), silent("db-3", 3)}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100), silent("db-3", 3)}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "Sync: the best reported follower is not eligible: wait, do not elect the second",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"),
-					agent(sealed("db-2", 2, "0/5000100"), func(a *api.Status) { a.Running = false })}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000),
+					agent(sealed("db-2", 2, 0x5000100), func(a *api.Status) { a.Running = false })}},
 			want: Wait, reasonHas: "db-2 holds the highest reported position",
 		},
 		{
 			name: "Sync: the maxLagBytes budget does not apply (nothing acknowledged is lost)",
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(), LeaderLSN: 0x9000000,
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000000)}},
 			want: Promote, target: "db-1",
 		},
 		{
@@ -266,43 +268,43 @@ func TestDecide(t *testing.T) {
 			name: "switchover: the named follower wins once it holds the final position",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
 				Lease:   func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000000; return l }(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Promote, target: "db-1",
 		},
 		{
 			name: "switchover: the named follower has not received the final position yet: wait",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), SwitchoverTo: "db-1",
 				Lease:   func() Lease { l := sealedLease(); l.Holder, l.ReleasedLSN = "", 0x5000100; return l }(),
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000"), sealed("db-2", 2, "0/5000100")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000100)}},
 			want: Wait, reasonHas: "the old leader stopped at 0/5000100",
 		},
 		{
 			name: "switchover: a clean release the target already replayed: promoted without a seal",
 			in: Input{Spec: spec(), Now: t0, SwitchoverTo: "db-2",
 				Lease: Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000100"),
-					agent(sealed("db-2", 2, "0/5000000"), func(a *api.Status) { a.Sealed, a.SealedLSN = false, "" })}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
+					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.Sealed, a.SealedLSN = false, 0 })}},
 			want: Promote, target: "db-2",
 		},
 		{
 			name: "switchover: the target is still replaying the final position just after the release: wait for it, no seal",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), LostSince: t0, SwitchoverTo: "db-2",
 				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
-				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, 0x5000000)}},
 			want: Wait, reasonHas: "waiting for db-2 to replay the old leader's final position",
 		},
 		{
 			name: "switchover: the target has not replayed the final position within the grace: seal",
 			in: Input{Spec: spec(), Now: t0.Add(SwitchoverGrace), LostSince: t0, SwitchoverTo: "db-2",
 				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000100},
-				Members: []Member{silent("db-0", 0), sealed("db-2", 2, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-2", 2, 0x5000000)}},
 			want: Seal,
 		},
 		{
 			name: "switchover with failover disabled and a delay: neither holds it",
 			in: Input{Spec: func() Spec { s := delayed; s.Enabled = false; return s }(), Now: t0, SwitchoverTo: "db-1",
 				Lease:   Lease{Holder: "", FormerHolder: "db-0", Epoch: 1, EverRenewed: true, LastRenewSeen: t0, ReleasedLSN: 0x5000000},
-				Members: []Member{silent("db-0", 0), sealed("db-1", 1, "0/5000000")}},
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Promote, target: "db-1",
 		},
 	}

@@ -55,15 +55,19 @@ const (
 	// so that whoever reads the Lease later (an operator restarted, or a
 	// ReplicaSet recreated over its kept data) knows who led last.
 	AnnotationReleasedBy = "regent.dev/released-by"
-	// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
-	// leadership to this pod. On the Lease: the operator, having checked
-	// the target, asks the leader's agent to stop cleanly and release.
-	AnnotationSwitchoverTo = "regent.dev/switchover-to"
+	// AnnotationHandoverTo on the Lease: the operator, having checked the
+	// target of a switchover, asks the leader's agent to stop cleanly and
+	// release. (The same key as the ReplicaSet's request, below.)
+	AnnotationHandoverTo = "regent.dev/switchover-to"
 	// AnnotationSealedAt on the Lease: when the operator sealed the epoch
 	// (RFC 3339, the operator's clock), so that a restarted operator keeps
 	// the same deadline for followers' reports.
 	AnnotationSealedAt = "regent.dev/sealed-at"
 )
+
+// AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
+// leadership to this pod (kubectl annotate dbrs/<rs> regent.dev/switchover-to=<pod>).
+const AnnotationSwitchoverTo = "regent.dev/switchover-to"
 
 // Ports.
 const (
@@ -143,9 +147,6 @@ const (
 // synchronous standby, which acknowledges only while the lease is valid
 // (docs/protocol.md). No pod's slot can take the name (pods end in an ordinal).
 const CommitGate = "regent_gate"
-
-// CommitGateStandbys is synchronous_standby_names in Async mode.
-const CommitGateStandbys = "FIRST 1 (" + CommitGate + ")"
 
 // Labels returns the labels every object of cluster carries.
 func Labels(cluster string) map[string]string {
@@ -230,6 +231,14 @@ func AllPods(cluster string) []string {
 	}
 	return pods
 }
+
+// Slot is the physical replication slot a follower pod streams from on the
+// leader, and its application_name there: the pod's name in the characters
+// slot names allow ('-' becomes '_'; pod names have no '_').
+func Slot(pod string) string { return strings.ReplaceAll(pod, "-", "_") }
+
+// SlotPod is the pod whose slot is slot (Slot's inverse).
+func SlotPod(slot string) string { return strings.ReplaceAll(slot, "_", "-") }
 
 // Ordinal returns the ordinal of pod in cluster, or false when pod is not
 // one of cluster's pods.

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -44,26 +44,12 @@ const gateStatusPeriod = time.Second
 // gateWanted says whether this agent's PostgreSQL waits for the gate: the
 // agent leads, and the synchronous standbys the operator set name it.
 func (a *Agent) gateWanted() (epoch int64, ok bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.mode != api.ModeLeader || a.lease == nil {
+	a.ls.mu.Lock()
+	defer a.ls.mu.Unlock()
+	if a.ls.mode != api.ModeLeader || a.ls.lease == nil {
 		return 0, false
 	}
-	return a.epoch, strings.Contains(a.lease.Annotations[names.AnnotationSyncStandbys], names.CommitGate)
-}
-
-// gateMayAck says whether the gate may acknowledge now: still the leader of
-// the epoch it connected in, not fenced, before the renew deadline.
-func (a *Agent) gateMayAck(epoch int64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.mode == api.ModeLeader && a.epoch == epoch && !a.fenced && a.clock.Now().Before(a.deadline)
-}
-
-func (a *Agent) setGate(s gateState) {
-	a.mu.Lock()
-	a.gate = s
-	a.mu.Unlock()
+	return a.ls.epoch, leadership.Of(a.ls.lease).Standbys.Kind == leadership.CommitGate
 }
 
 // runGate keeps the gate connected while it is wanted, until ctx ends.
@@ -72,12 +58,12 @@ func (a *Agent) runGate(ctx context.Context) {
 	for ctx.Err() == nil {
 		epoch, wanted := a.gateWanted()
 		if !wanted {
-			a.setGate(gateOff)
+			a.ls.setGate(gateOff)
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
 		err := a.streamGate(ctx, epoch)
-		a.setGate(gateOff)
+		a.ls.setGate(gateOff)
 		// PostgreSQL not (yet) running, a promotion ending the stream of
 		// the old timeline, a leadership change: connect again at once
 		// if still wanted. Commits wait meanwhile.
@@ -143,11 +129,11 @@ func (a *Agent) streamGate(ctx context.Context, epoch int64) error {
 	pos := sys.XLogPos
 	acked := pglogrepl.LSN(0)
 	ack := func(force bool) error {
-		if !a.gateMayAck(epoch) {
-			a.setGate(gateHeld)
+		if !a.ls.mayAck(epoch, a.clock.Now()) {
+			a.ls.setGate(gateHeld)
 			return nil
 		}
-		a.setGate(gateOpen)
+		a.ls.setGate(gateOpen)
 		if pos == acked && !force {
 			return nil
 		}
@@ -163,7 +149,7 @@ func (a *Agent) streamGate(ctx context.Context, epoch int64) error {
 		return err
 	}
 	for {
-		if _, wanted := a.gateWanted(); !wanted || ctx.Err() != nil || !a.stillEpoch(epoch) {
+		if _, wanted := a.gateWanted(); !wanted || ctx.Err() != nil || !a.ls.stillEpoch(epoch) {
 			return errors.New("no longer the leader of this epoch")
 		}
 		rctx, rcancel := context.WithTimeout(ctx, gateStatusPeriod)
@@ -212,11 +198,4 @@ func (a *Agent) streamGate(ctx context.Context, epoch int64) error {
 			return pgconn.ErrorResponseToPgError(msg)
 		}
 	}
-}
-
-// stillEpoch says whether the agent still sees epoch as the Lease's.
-func (a *Agent) stillEpoch(epoch int64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.epoch == epoch
 }

@@ -18,27 +18,27 @@ var metav1GetOptions = metav1.GetOptions{}
 
 // Status is what GET /status reports.
 func (a *Agent) Status() api.Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.ls.mu.Lock()
+	defer a.ls.mu.Unlock()
 	st := api.Status{
-		Pod: a.cfg.Pod, Mode: a.mode, Epoch: a.epoch, Fenced: a.fenced, Reason: a.reason,
-		Running: a.pgStatus.Running, InRecovery: a.pgStatus.InRecovery, Timeline: a.pgStatus.Timeline,
-		WriteLSN: a.pgStatus.WriteLSN, ReceivedLSN: a.pgStatus.ReceivedLSN, ReplayedLSN: a.pgStatus.ReplayedLSN,
-		Streaming: a.pgStatus.Streaming, CommitGate: string(a.gate),
-		SynchronousStandbyNames: a.pgStatus.SynchronousStandbyNames,
+		Pod: a.cfg.Pod, Mode: a.ls.mode, Epoch: a.ls.epoch, Fenced: a.ls.fenced, Reason: a.ls.reason,
+		Running: a.ls.pgStatus.Running, InRecovery: a.ls.pgStatus.InRecovery, Timeline: a.ls.pgStatus.Timeline,
+		WriteLSN: a.ls.pgStatus.WriteLSN, ReceivedLSN: a.ls.pgStatus.ReceivedLSN, ReplayedLSN: a.ls.pgStatus.ReplayedLSN,
+		Streaming: a.ls.pgStatus.Streaming, CommitGate: string(a.ls.gate),
+		SynchronousStandbyNames: a.ls.pgStatus.SynchronousStandbyNames,
 	}
-	if a.lease != nil {
-		st.Leader = ptrString(a.lease.Spec.HolderIdentity)
+	if a.ls.lease != nil {
+		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)
 	}
-	if a.sealedEpoch != 0 && a.sealedEpoch == a.epoch {
-		st.Sealed, st.SealedLSN = true, a.sealedLSN
+	if a.ls.sealedEpoch != 0 && a.ls.sealedEpoch == a.ls.epoch {
+		st.Sealed, st.SealedLSN = true, a.ls.sealedLSN
 	}
-	if a.mode == api.ModeLeader && !a.deadline.IsZero() {
-		d := a.deadline
+	if a.ls.mode == api.ModeLeader && !a.ls.deadline.IsZero() {
+		d := a.ls.deadline
 		st.LeaseDeadline = &d
 	}
-	if !a.lastContact.IsZero() {
-		c := a.lastContact
+	if !a.ls.lastContact.IsZero() {
+		c := a.ls.lastContact
 		st.LastAPIContact = &c
 	}
 	return st
@@ -48,9 +48,9 @@ func (a *Agent) Status() api.Status {
 // streams; a leader also holds a valid lease.
 func (a *Agent) ready() (bool, string) {
 	st := a.Status()
-	a.mu.Lock()
-	rolesDone := a.rolesDone
-	a.mu.Unlock()
+	a.ls.mu.Lock()
+	rolesDone := a.ls.rolesDone
+	a.ls.mu.Unlock()
 	switch {
 	case st.Mode == api.ModeLeader && !rolesDone:
 		return false, "roles and database not created yet"

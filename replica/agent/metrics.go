@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,22 +44,12 @@ func (a *Agent) metricsHandler() http.Handler {
 		}
 		return max(0, s.LeaseDeadline.Sub(a.clock.Now()).Seconds())
 	})
-	gauge("write_lsn_bytes", "The leader's current WAL position, in bytes.", func(s api.Status) float64 { return lsnBytes(s.WriteLSN) })
+	gauge("write_lsn_bytes", "The leader's current WAL position, in bytes.", func(s api.Status) float64 { return float64(s.WriteLSN) })
 	gauge("received_lsn_bytes", "The last WAL position a follower received, in bytes.", func(s api.Status) float64 {
-		return lsnBytes(s.ReceivedLSN)
+		return float64(s.ReceivedLSN)
 	})
 	gauge("replayed_lsn_bytes", "The last WAL position a follower replayed, in bytes.", func(s api.Status) float64 {
-		return lsnBytes(s.ReplayedLSN)
+		return float64(s.ReplayedLSN)
 	})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-}
-
-// lsnBytes turns PostgreSQL's "X/Y" notation into a byte position (0 when
-// empty or unreadable).
-func lsnBytes(lsn string) float64 {
-	var hi, lo uint64
-	if _, err := fmt.Sscanf(lsn, "%X/%X", &hi, &lo); err != nil {
-		return 0
-	}
-	return float64(hi<<32 | lo)
 }

@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pipe"
-	"github.com/regent-dev/regent/replica/api"
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
@@ -74,14 +74,6 @@ func (a *Agent) serveRelay(ctx context.Context) error {
 	return pipe.Serve(ctx, l, func(c net.Conn) { a.acceptRelay(ctx, c) })
 }
 
-// canServe reports whether this agent may relay for epoch now: it leads at
-// that epoch and its lease is valid.
-func (a *Agent) canServe(epoch int64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.mode == api.ModeLeader && a.epoch == epoch && !a.fenced && a.clock.Now().Before(a.deadline)
-}
-
 func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(c)
@@ -93,7 +85,7 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	h, err := parseHandshake(line)
 	epoch, peer := h.epoch, h.peer
-	if err != nil || !a.canServe(epoch) {
+	if err != nil || !a.ls.mayAck(epoch, a.clock.Now()) {
 		why := "not the leader of that epoch"
 		if err != nil {
 			why = err.Error()
@@ -124,7 +116,7 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	a.relays.add(c, local)
 	defer a.relays.remove(c, local)
 	// Bytes the peer sent after its handshake line are in r's buffer.
-	check := func() bool { return a.canServe(epoch) }
+	check := func() bool { return a.ls.mayAck(epoch, a.clock.Now()) }
 	pipe.Both(&bufferedConn{Conn: c, r: r}, local, check)
 }
 
@@ -197,28 +189,16 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 	defer a.relays.remove(c, remote)
 	// Forward only while the agent still follows this epoch, unsealed, and
 	// has heard from the API server within the renew deadline.
-	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, func() bool { return a.mayFollow(epoch) })
-}
-
-// mayFollow reports whether this agent may still take WAL of epoch: it
-// follows that epoch, the Lease it last read is still at that epoch and
-// unsealed, and it heard from the API server within the renew deadline
-// (keepContact keeps reading during a long pass).
-func (a *Agent) mayFollow(epoch int64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.epoch == epoch && a.lease != nil && a.lease.Spec.LeaseTransitions != nil &&
-		int64(*a.lease.Spec.LeaseTransitions) == epoch && sealedEpoch(a.lease) < epoch &&
-		a.clock.Since(a.lastContact) <= renewDeadline(a.lease)
+	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, func() bool { return a.ls.mayFollow(epoch, a.clock.Now()) })
 }
 
 // dialLeader opens a connection to the Lease holder's agent and sends the
 // handshake (with extra fields, if any); the answer is left for the caller
 // to read from the returned reader, under a read deadline.
 func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn, *bufio.Reader, int64, error) {
-	a.mu.Lock()
-	lease, epoch, contact := a.lease, a.epoch, a.lastContact
-	a.mu.Unlock()
+	a.ls.mu.Lock()
+	lease, epoch, contact := a.ls.lease, a.ls.epoch, a.ls.lastContact
+	a.ls.mu.Unlock()
 	if lease == nil {
 		return nil, nil, 0, errors.New("no Lease seen yet")
 	}
@@ -226,7 +206,7 @@ func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn,
 	switch {
 	case holder == "" || holder == a.cfg.Pod:
 		return nil, nil, 0, errors.New("no other pod holds the Lease")
-	case sealedEpoch(lease) >= epoch:
+	case leadership.Of(lease).SealedEpoch >= epoch:
 		return nil, nil, 0, errors.New("the epoch is sealed")
 	case a.clock.Since(contact) > renewDeadline(lease):
 		// A follower that lost the API server must not keep feeding its

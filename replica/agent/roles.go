@@ -29,18 +29,18 @@ func (a *Agent) localConn(ctx context.Context) (*pgx.Conn, error) {
 
 // ensureRoles runs bootstrapRoles until it has succeeded once.
 func (a *Agent) ensureRoles(ctx context.Context) error {
-	a.mu.Lock()
-	done := a.rolesDone
-	a.mu.Unlock()
+	a.ls.mu.Lock()
+	done := a.ls.rolesDone
+	a.ls.mu.Unlock()
 	if done {
 		return nil
 	}
 	if err := a.bootstrapRoles(ctx); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.rolesDone = true
-	a.mu.Unlock()
+	a.ls.mu.Lock()
+	a.ls.rolesDone = true
+	a.ls.mu.Unlock()
 	return nil
 }
 
@@ -106,6 +106,6 @@ func (a *Agent) ensureSlot(ctx context.Context, pod string) error {
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1)
-		WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, slotName(pod))
+		WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, names.Slot(pod))
 	return err
 }

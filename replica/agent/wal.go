@@ -44,7 +44,7 @@ func (a *Agent) serveWAL(ctx context.Context, c net.Conn, h handshake) {
 	if _, err := fmt.Fprintf(c, "OK %d\n", size); err != nil {
 		return
 	}
-	n, err := io.Copy(c, &checkedReader{r: f, ok: func() bool { return a.canServe(h.epoch) }})
+	n, err := io.Copy(c, &checkedReader{r: f, ok: func() bool { return a.ls.mayAck(h.epoch, a.clock.Now()) }})
 	a.log.V(1).Info("Served archived WAL", "peer", h.peer, "file", h.file, "bytes", n, "error", errString(err))
 }
 
@@ -83,9 +83,9 @@ func (a *Agent) fetchWAL(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a WAL file name", http.StatusBadRequest)
 		return
 	}
-	a.mu.Lock()
-	leads := a.mode == api.ModeLeader
-	a.mu.Unlock()
+	a.ls.mu.Lock()
+	leads := a.ls.mode == api.ModeLeader
+	a.ls.mu.Unlock()
 	if leads {
 		f, size, err := a.instance.FetchWAL(r.Context(), name)
 		if !a.answerWAL(w, name, size, err) {
@@ -122,7 +122,7 @@ func (a *Agent) fetchWAL(w http.ResponseWriter, r *http.Request) {
 	_ = remote.SetReadDeadline(time.Now().Add(time.Minute))
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	// A cut transfer leaves a short body, which wal-fetch discards.
-	n, err := io.Copy(w, &checkedReader{r: br, ok: func() bool { return a.mayFollow(epoch) }})
+	n, err := io.Copy(w, &checkedReader{r: br, ok: func() bool { return a.ls.mayFollow(epoch, a.clock.Now()) }})
 	a.log.Info("Fetched archived WAL from the leader", "file", name, "bytes", n, "error", errString(err))
 }
 

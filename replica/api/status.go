@@ -2,7 +2,11 @@
 // and the operator reads (docs/architecture.md, rule 5): defined once, imported by both.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/regent-dev/regent/internal/lsn"
+)
 
 // Mode is what the agent intends its PostgreSQL to be.
 type Mode string
@@ -29,11 +33,11 @@ type Status struct {
 	Running    bool  `json:"running"`
 	InRecovery bool  `json:"inRecovery"`
 	Timeline   int64 `json:"timeline,omitempty"`
-	// WriteLSN (leader), ReceivedLSN and ReplayedLSN (follower), as
-	// PostgreSQL prints them.
-	WriteLSN    string `json:"writeLSN,omitempty"`
-	ReceivedLSN string `json:"receivedLSN,omitempty"`
-	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	// WriteLSN (leader), ReceivedLSN and ReplayedLSN (follower); 0 when
+	// unknown.
+	WriteLSN    lsn.LSN `json:"writeLSN,omitempty"`
+	ReceivedLSN lsn.LSN `json:"receivedLSN,omitempty"`
+	ReplayedLSN lsn.LSN `json:"replayedLSN,omitempty"`
 	// Streaming says whether a follower's WAL receiver streams.
 	Streaming bool `json:"streaming"`
 	// LeaseDeadline is, on a leader, when it fences itself unless it
@@ -44,8 +48,8 @@ type Status struct {
 	// Sealed says this follower sealed the current epoch (the Lease
 	// carries regent.dev/sealed-epoch): it accepts no more WAL of it, and
 	// SealedLSN is the last position it received.
-	Sealed    bool   `json:"sealed"`
-	SealedLSN string `json:"sealedLSN,omitempty"`
+	Sealed    bool    `json:"sealed"`
+	SealedLSN lsn.LSN `json:"sealedLSN,omitempty"`
 	// SynchronousStandbyNames is the setting the leader's PostgreSQL runs
 	// with.
 	SynchronousStandbyNames string `json:"synchronousStandbyNames,omitempty"`

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/testenv"
 	"github.com/regent-dev/regent/replica/api"
@@ -353,6 +354,17 @@ func (c *cluster) updateLease(t testing.TB, mutate func(*coordinationv1.Lease)) 
 	}
 }
 
+// updateProtocol changes the leadership state on the Lease as the operator
+// does, through the protocol's codec.
+func (c *cluster) updateProtocol(t testing.TB, change func(*leadership.State)) {
+	t.Helper()
+	c.updateLease(t, func(l *coordinationv1.Lease) {
+		s := leadership.Of(l)
+		change(&s)
+		leadership.Encode(s, l)
+	})
+}
+
 // moveLeadership does by hand what the operator's promotion steps do:
 // unlabel the old leader, move the Lease with epoch+1, label the new one.
 func (c *cluster) moveLeadership(t *testing.T, from, to string, epoch int) {
@@ -436,7 +448,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if got := replayed[strings.ReplaceAll(f.name, "-", "_")]; got == "" || got != st.ReplayedLSN {
+			if got := replayed[names.Slot(f.name)]; got == "" || got != st.ReplayedLSN.Text() {
 				return fmt.Errorf("%s: /status replayed %q, pg_stat_replication %q", f.name, st.ReplayedLSN, got)
 			}
 		}
@@ -513,12 +525,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	})
 	// The same once the stream is cut (a sealed follower reports with no
 	// WAL receiver).
-	c.updateLease(t, func(l *coordinationv1.Lease) {
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
-		l.Annotations[names.AnnotationSealedEpoch] = "3"
-	})
+	c.updateProtocol(t, func(s *leadership.State) { s.SealedEpoch = 3 })
 	waitfor.Condition(t, 20*time.Second, "sealed followers on timeline 3", func() error {
 		for _, p := range []*pod{leader, f2} {
 			st, err := p.status()

@@ -17,8 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
-	"github.com/regent-dev/regent/replica/api"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -139,8 +140,8 @@ func TestLeaderReleasesTheLeaseWhenPostgreSQLDies(t *testing.T) {
 		if lease.Spec.HolderIdentity != nil {
 			return fmt.Errorf("still held by %s", *lease.Spec.HolderIdentity)
 		}
-		if _, ok := lease.Annotations[names.AnnotationReleasedLSN]; !ok {
-			return fmt.Errorf("no released-lsn annotation")
+		if by := leadership.Of(lease).ReleasedBy; by != "db-0" {
+			return fmt.Errorf("released by %q, not by db-0's agent", by)
 		}
 		return nil
 	})
@@ -158,7 +159,7 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	if err := exec1(ctx, c.pods[0], "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) VALUES ('x')"); err != nil {
 		t.Fatal(err)
 	}
-	var flushed string
+	var flushed lsn.LSN
 	conn, err := c.pods[0].conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -170,21 +171,19 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	follower := c.pods[1]
 	waitfor.Condition(t, 10*time.Second, "the follower replayed the leader's last write", func() error {
 		st, err := follower.status()
-		if err == nil && lsn(st.ReplayedLSN) < lsn(flushed) {
+		if err == nil && st.ReplayedLSN < flushed {
 			err = fmt.Errorf("replayed %s, leader flushed %s", st.ReplayedLSN, flushed)
 		}
 		return err
 	})
-	c.updateLease(t, func(lease *coordinationv1.Lease) {
-		lease.Annotations = map[string]string{names.AnnotationSealedEpoch: "1"}
-	})
-	var sealedLSN string
+	c.updateProtocol(t, func(s *leadership.State) { s.SealedEpoch = 1 })
+	var sealedLSN lsn.LSN
 	waitfor.Condition(t, 10*time.Second, "follower sealed", func() error {
 		st, err := follower.status()
 		if err != nil {
 			return err
 		}
-		if !st.Sealed || st.SealedLSN == "" {
+		if !st.Sealed || st.SealedLSN == 0 {
 			return fmt.Errorf("status %+v", st)
 		}
 		sealedLSN = st.SealedLSN
@@ -193,7 +192,7 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 	// The sealed position covers everything the follower held (the WAL
 	// receiver's restart resets pg_last_wal_receive_lsn to a segment
 	// start: the seal must not report that).
-	if lsn(sealedLSN) < lsn(flushed) {
+	if sealedLSN < flushed {
 		t.Fatalf("sealed at %s, below the %s the follower had replayed", sealedLSN, flushed)
 	}
 	// The sealed epoch's leader is fenced; nothing more reaches the
@@ -205,14 +204,9 @@ func TestFollowerSealsTheEpoch(t *testing.T) {
 		return nil
 	})
 	st, err := follower.status()
-	if err != nil || lsn(st.ReplayedLSN) > lsn(sealedLSN) || lsn(st.ReceivedLSN) > lsn(sealedLSN) || st.SealedLSN != sealedLSN {
+	if err != nil || st.ReplayedLSN > sealedLSN || st.ReceivedLSN > sealedLSN || st.SealedLSN != sealedLSN {
 		t.Errorf("after sealing at %s: received %s, replayed %s, sealed %s (%v)", sealedLSN, st.ReceivedLSN, st.ReplayedLSN, st.SealedLSN, err)
 	}
-}
-
-func lsn(s string) uint64 {
-	n, _ := api.ParseLSN(s)
-	return n
 }
 
 // With the Lease naming a synchronous standby, a commit on the leader is
@@ -227,9 +221,7 @@ func TestSyncStandbyNamesFromTheLease(t *testing.T) {
 	if err := exec1(t.Context(), leader, "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
 	}
-	c.updateLease(t, func(lease *coordinationv1.Lease) {
-		lease.Annotations = map[string]string{names.AnnotationSyncStandbys: `ANY 1 ("db_1")`}
-	})
+	c.updateProtocol(t, func(s *leadership.State) { s.Standbys = leadership.AnyOf(1, []string{"db-1"}) })
 	waitfor.Condition(t, 15*time.Second, "leader runs with the synchronous standby", func() error {
 		cn, err := leader.conn(t.Context())
 		if err != nil {

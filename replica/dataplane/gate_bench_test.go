@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -27,12 +26,7 @@ import (
 func BenchmarkCommitGate(b *testing.B) {
 	c := newCluster(b, 1, "127.0.44")
 	leader := c.pods[0]
-	c.updateLease(b, func(l *coordinationv1.Lease) {
-		if l.Annotations == nil {
-			l.Annotations = map[string]string{}
-		}
-		l.Annotations[names.AnnotationSyncStandbys] = names.CommitGateStandbys
-	})
+	c.updateProtocol(b, func(s *leadership.State) { s.Standbys = leadership.Gate() })
 	waitfor.Condition(b, 90*time.Second, "leader ready", leader.ready)
 	waitfor.Condition(b, 30*time.Second, "the gate is the leader's synchronous standby", func() error {
 		cn, err := leader.conn(b.Context())

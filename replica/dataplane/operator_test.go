@@ -32,6 +32,7 @@ import (
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers"
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -652,7 +653,7 @@ func TestFrozenSyncLeaderAcknowledgesNothingOnceThawed(t *testing.T) {
 // those acknowledged before the freeze that no follower had received
 // (counted and printed).
 func TestFrozenAsyncLeaderAcknowledgesNothingOnceThawed(t *testing.T) {
-	frozenLeaderAcknowledgesNothingOnceThawed(t, "127.0.43", regentv1.ReplicationAsync, names.CommitGateStandbys)
+	frozenLeaderAcknowledgesNothingOnceThawed(t, "127.0.43", regentv1.ReplicationAsync, leadership.Gate().String())
 }
 
 func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode regentv1.ReplicationMode, standbys string) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
@@ -32,7 +33,7 @@ type (
 	}
 	// StopResponse carries the final checkpoint position of a clean stop.
 	StopResponse struct {
-		LSN string `json:"lsn,omitempty"`
+		LSN lsn.LSN `json:"lsn,omitempty"`
 	}
 	// DeadlineRequest sets the watchdog deadline (promote, refresh).
 	DeadlineRequest struct {
@@ -282,7 +283,7 @@ func (c *Client) Start(ctx context.Context, opts StartOptions) error {
 }
 
 // Stop stops PostgreSQL and returns the final LSN of a clean stop.
-func (c *Client) Stop(ctx context.Context, mode StopMode) (string, error) {
+func (c *Client) Stop(ctx context.Context, mode StopMode) (lsn.LSN, error) {
 	var resp StopResponse
 	err := c.call(ctx, http.MethodPost, "/stop", StopRequest{Mode: mode}, &resp)
 	return resp.LSN, err

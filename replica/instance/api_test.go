@@ -46,12 +46,12 @@ func TestAPIDrivesALeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err = c.Status(t.Context())
-	if err != nil || !st.Running || st.Role != RoleLeader || st.InRecovery || st.WriteLSN == "" || st.Deadline == nil {
+	if err != nil || !st.Running || st.Role != RoleLeader || st.InRecovery || st.WriteLSN == 0 || st.Deadline == nil {
 		t.Fatalf("leader status %+v, %v", st, err)
 	}
 	lsn, err := c.Stop(t.Context(), StopFast)
-	if err != nil || lsn == "" {
-		t.Fatalf("stop: %q, %v", lsn, err)
+	if err != nil || lsn == 0 {
+		t.Fatalf("stop: %s, %v", lsn, err)
 	}
 	if _, err := c.Stop(t.Context(), "gently"); !errors.As(err, &apiErr) {
 		t.Errorf("a bad stop mode: %v", err)

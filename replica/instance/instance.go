@@ -16,6 +16,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 	"k8s.io/utils/clock"
+
+	"github.com/regent-dev/regent/internal/lsn"
 )
 
 // Config is what instance needs to know.
@@ -484,8 +486,8 @@ const (
 )
 
 // Stop stops PostgreSQL and returns the final checkpoint's LSN after a
-// clean stop ("" after an immediate one).
-func (in *Instance) Stop(ctx context.Context, mode StopMode) (string, error) {
+// clean stop (0 after an immediate one).
+func (in *Instance) Stop(ctx context.Context, mode StopMode) (lsn.LSN, error) {
 	in.mu.Lock()
 	pg, exited := in.pg, in.exited
 	in.mu.Unlock()
@@ -504,7 +506,7 @@ func (in *Instance) Stop(ctx context.Context, mode StopMode) (string, error) {
 		}
 	}
 	if mode == StopImmediate {
-		return "", nil
+		return 0, nil
 	}
 	in.ops.Lock()
 	defer in.ops.Unlock()
@@ -512,15 +514,15 @@ func (in *Instance) Stop(ctx context.Context, mode StopMode) (string, error) {
 }
 
 // checkpointLSN reads the latest checkpoint location from pg_control.
-func (in *Instance) checkpointLSN(ctx context.Context) (string, error) {
+func (in *Instance) checkpointLSN(ctx context.Context) (lsn.LSN, error) {
 	control, err := in.controlData(ctx)
 	if err != nil || control == nil {
-		return "", err
+		return 0, err
 	}
-	if lsn := control["Latest checkpoint location"]; lsn != "" {
-		return lsn, nil
+	if at := control["Latest checkpoint location"]; at != "" {
+		return lsn.Parse(at)
 	}
-	return "", errors.New("pg_controldata printed no checkpoint location")
+	return 0, errors.New("pg_controldata printed no checkpoint location")
 }
 
 // controlData reads pg_control (nil when there is no data directory).

@@ -169,18 +169,18 @@ func TestLeaderFollowerAndPromotion(t *testing.T) {
 		return err
 	})
 	st := follower.Status(t.Context())
-	if !st.Running || !st.InRecovery || st.ReceivedLSN == "" || st.ReplayedLSN == "" {
+	if !st.Running || !st.InRecovery || st.ReceivedLSN == 0 || st.ReplayedLSN == 0 {
 		t.Errorf("follower status %+v", st)
 	}
 	lst := leader.Status(t.Context())
-	if lst.InRecovery || lst.WriteLSN == "" || lst.Timeline != 1 || lst.Deadline == nil {
+	if lst.InRecovery || lst.WriteLSN == 0 || lst.Timeline != 1 || lst.Deadline == nil {
 		t.Errorf("leader status %+v", lst)
 	}
 
 	// A clean stop reports the final position; the follower has it all.
 	final, err := leader.Stop(t.Context(), StopFast)
-	if err != nil || final == "" {
-		t.Fatalf("stop: %q, %v", final, err)
+	if err != nil || final == 0 {
+		t.Fatalf("stop: %s, %v", final, err)
 	}
 	// Promoted for epoch 4 (epochs 2 and 3 went elsewhere, say), it takes
 	// timeline 4: a timeline of its own, whatever others promoted.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/regent-dev/regent/internal/lsn"
 )
 
 // ClusterStateUnstartedBackup is the ClusterState of a base backup that
@@ -23,9 +25,9 @@ type Status struct {
 	Timeline int64 `json:"timeline,omitempty"`
 	// WriteLSN is the leader's current WAL position; ReceivedLSN and
 	// ReplayedLSN a follower's.
-	WriteLSN    string `json:"writeLSN,omitempty"`
-	ReceivedLSN string `json:"receivedLSN,omitempty"`
-	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	WriteLSN    lsn.LSN `json:"writeLSN,omitempty"`
+	ReceivedLSN lsn.LSN `json:"receivedLSN,omitempty"`
+	ReplayedLSN lsn.LSN `json:"replayedLSN,omitempty"`
 	// Streaming says whether a follower's WAL receiver streams.
 	Streaming bool `json:"streaming"`
 	// WaitingForWAL says a follower's startup process has replayed all
@@ -84,7 +86,6 @@ func (in *Instance) Status(ctx context.Context) Status {
 		return st
 	}
 	defer conn.Close(ctx)
-	var received, replayed, written *string
 	// The timeline: see followerTimelineSQL.
 	_ = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
 		`+followerTimelineSQL+`,
@@ -93,17 +94,8 @@ func (in *Instance) Status(ctx context.Context) Status {
 		COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
 		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
 			AND wait_event IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval'))`).
-		Scan(&st.InRecovery, &st.Timeline, &received, &replayed, &written, &st.Streaming, &st.WaitingForWAL)
+		Scan(&st.InRecovery, &st.Timeline, &st.ReceivedLSN, &st.ReplayedLSN, &st.WriteLSN, &st.Streaming, &st.WaitingForWAL)
 	_ = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&st.SynchronousStandbyNames)
-	if received != nil {
-		st.ReceivedLSN = *received
-	}
-	if replayed != nil {
-		st.ReplayedLSN = *replayed
-	}
-	if written != nil {
-		st.WriteLSN = *written
-	}
 	if !st.InRecovery {
 		// The checkpoint's timeline lags a promotion; the WAL file name
 		// carries the current one.

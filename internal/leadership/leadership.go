@@ -1,0 +1,168 @@
+// Package leadership is the leadership protocol's state as the Lease carries
+// it (docs/protocol.md), and the one codec between that state and the
+// Lease: the operator and the agents both read and write the Lease through
+// Decode and Encode, so that the two sides can never read a seal, a quorum
+// or a release differently. Nothing else reads or writes the protocol's
+// annotations.
+package leadership
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/lsn"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+// State is what the Lease says of leadership.
+type State struct {
+	// Holder is the leader pod ("" once the Lease is released).
+	Holder string
+	// Epoch is the leadership term, the Lease's leaseTransitions (0: none).
+	Epoch int64
+	// SealedEpoch seals every epoch up to it (0: none sealed): a sealed
+	// epoch's followers take no more of its WAL and it never serves again.
+	SealedEpoch int64
+	// SealedAt is when the operator sealed, by its clock (zero: unknown).
+	SealedAt time.Time
+	// Standbys are the synchronous standbys the leader must run with.
+	Standbys Standbys
+	// Previous are the values Standbys replaced in this epoch whose
+	// acknowledgements may not yet be on every standby Standbys names:
+	// the election honours them too.
+	Previous []Standbys
+	// PreviousUntil is the leader's position when it was seen running
+	// Standbys (0: not seen yet); Previous is forgotten once every standby
+	// Standbys names has received it.
+	PreviousUntil lsn.LSN
+	// ReleasedLSN is a released Lease's final position after a clean stop
+	// (0: unknown, as after a crash); ReleasedBy the pod that released it.
+	ReleasedLSN lsn.LSN
+	ReleasedBy  string
+	// SwitchoverTo is the pod the operator asked the leader to hand over
+	// to ("" for none).
+	SwitchoverTo string
+}
+
+// Sealed says whether the current epoch is sealed.
+func (s State) Sealed() bool { return s.Epoch > 0 && s.SealedEpoch >= s.Epoch }
+
+// everySealed is the seal an unreadable annotation stands for: refusing to
+// lead is always safe, leading in a sealed epoch never is.
+const everySealed = math.MaxInt64
+
+// Decode reads the protocol's state from a Lease. An annotation it cannot
+// read is named in the error, and the State holds its safe reading: every
+// epoch sealed for a seal; Standbys Unreadable (the leader keeps what it
+// runs); no previous value, settle position, seal time or release position.
+func Decode(l *coordinationv1.Lease) (State, error) {
+	s := State{Holder: ptr.Deref(l.Spec.HolderIdentity, ""), Epoch: int64(ptr.Deref(l.Spec.LeaseTransitions, 0))}
+	a := l.Annotations
+	var errs []error
+	unreadable := func(key string, err error) { errs = append(errs, fmt.Errorf("annotation %s: %w", key, err)) }
+	if v, ok := a[names.AnnotationSealedEpoch]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			unreadable(names.AnnotationSealedEpoch, fmt.Errorf("%q is not an epoch", v))
+			n = everySealed
+		}
+		s.SealedEpoch = n
+	}
+	if v := a[names.AnnotationSealedAt]; v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			unreadable(names.AnnotationSealedAt, err)
+		}
+		s.SealedAt = t
+	}
+	var err error
+	if s.Standbys, err = ParseStandbys(a[names.AnnotationSyncStandbys]); err != nil {
+		unreadable(names.AnnotationSyncStandbys, err)
+		s.Standbys = Standbys{Kind: Unreadable}
+	}
+	if v := a[names.AnnotationSyncStandbysPrevious]; v != "" {
+		for _, p := range strings.Split(v, ";") {
+			q, err := ParseStandbys(p)
+			if err != nil || q.Kind != Quorum {
+				unreadable(names.AnnotationSyncStandbysPrevious, fmt.Errorf("%q is not a quorum", p))
+				continue
+			}
+			s.Previous = append(s.Previous, q)
+		}
+	}
+	if s.PreviousUntil, err = decodeLSN(a[names.AnnotationSyncStandbysPreviousUntil]); err != nil {
+		unreadable(names.AnnotationSyncStandbysPreviousUntil, err)
+	}
+	if s.ReleasedLSN, err = decodeLSN(a[names.AnnotationReleasedLSN]); err != nil {
+		unreadable(names.AnnotationReleasedLSN, err)
+	}
+	s.ReleasedBy = a[names.AnnotationReleasedBy]
+	s.SwitchoverTo = a[names.AnnotationHandoverTo]
+	return s, errors.Join(errs...)
+}
+
+// Of is the Lease's state in its safe reading, for readers that act on it
+// the same whether an annotation was unreadable or not (see Decode).
+func Of(l *coordinationv1.Lease) State {
+	s, _ := Decode(l)
+	return s
+}
+
+func decodeLSN(v string) (lsn.LSN, error) {
+	var l lsn.LSN
+	err := l.UnmarshalText([]byte(v))
+	return l, err
+}
+
+// Encode writes s onto the Lease l (its holder, epoch and the protocol's
+// annotations; other fields and annotations stay). Zero fields are left
+// out. Unreadable standbys leave the annotation as it is.
+func Encode(s State, l *coordinationv1.Lease) {
+	l.Spec.HolderIdentity = nil
+	if s.Holder != "" {
+		l.Spec.HolderIdentity = ptr.To(s.Holder)
+	}
+	l.Spec.LeaseTransitions = nil
+	if s.Epoch > 0 {
+		l.Spec.LeaseTransitions = ptr.To(int32(min(s.Epoch, math.MaxInt32)))
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	set := func(key, v string) {
+		if v == "" {
+			delete(l.Annotations, key)
+			return
+		}
+		l.Annotations[key] = v
+	}
+	set(names.AnnotationSealedEpoch, "")
+	if s.SealedEpoch > 0 {
+		set(names.AnnotationSealedEpoch, strconv.FormatInt(s.SealedEpoch, 10))
+	}
+	set(names.AnnotationSealedAt, "")
+	if !s.SealedAt.IsZero() {
+		set(names.AnnotationSealedAt, s.SealedAt.UTC().Format(time.RFC3339Nano))
+	}
+	if s.Standbys.Kind != Unreadable {
+		set(names.AnnotationSyncStandbys, s.Standbys.String())
+	}
+	previous := make([]string, 0, len(s.Previous))
+	for _, p := range s.Previous {
+		previous = append(previous, p.String())
+	}
+	set(names.AnnotationSyncStandbysPrevious, strings.Join(previous, ";"))
+	set(names.AnnotationSyncStandbysPreviousUntil, encodeLSN(s.PreviousUntil))
+	set(names.AnnotationReleasedLSN, encodeLSN(s.ReleasedLSN))
+	set(names.AnnotationReleasedBy, s.ReleasedBy)
+	set(names.AnnotationHandoverTo, s.SwitchoverTo)
+}
+
+func encodeLSN(l lsn.LSN) string { return l.Text() }
