@@ -534,3 +534,14 @@ func TestRollingUpdateRestartsFollowersFirstWithOneSwitchover(t *testing.T) {
 	got := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
 	NewWithT(t).Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
 }
+
+// The operator's memory of a cluster (renewals, absences, silent agents)
+// goes with its ReplicaSet: a deleted cluster costs nothing afterwards.
+func TestDeletedClusterIsForgotten(t *testing.T) {
+	ns, _ := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	key := client.ObjectKey{Namespace: ns, Name: "db"}
+	NewWithT(t).Expect(operator.memory.remembers(key)).To(BeTrue(), "a live cluster is remembered")
+	NewWithT(t).Expect(k8s.Delete(t.Context(), &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}})).To(Succeed())
+	NewWithT(t).Eventually(func() bool { return operator.memory.remembers(key) }).
+		WithTimeout(timeout).WithPolling(poll).Should(BeFalse(), "the deleted cluster is still remembered")
+}

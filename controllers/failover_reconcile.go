@@ -3,10 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -32,95 +30,6 @@ const sealWait = 5 * time.Second
 // healthyPeriod is how often a healthy cluster's agents are read, for the
 // members' positions in status and metrics.
 const healthyPeriod = 10 * time.Second
-
-// memory is what the operator remembers between passes, by its own clock.
-// Lost on restart, which is safe: every entry then starts afresh (a full
-// lease duration is waited again; delaySeconds restarts).
-type memory struct {
-	mu       sync.Mutex
-	clusters map[types.NamespacedName]*clusterMemory
-}
-
-type clusterMemory struct {
-	// renewKey identifies the Lease renewal last seen, renewSeen when.
-	renewKey  string
-	renewSeen time.Time
-	// lostEpoch is the epoch whose leader was first seen released or
-	// terminated at lostSince.
-	lostEpoch int64
-	lostSince time.Time
-	// leaderEpoch and leaderLSN: the leader's last reported position.
-	leaderEpoch int64
-	leaderLSN   lsn.LSN
-	// sealSeen: when a seal without its time was first seen.
-	sealSeenEpoch int64
-	sealSeen      time.Time
-	// holder and holderEpoch: the Lease holder last seen.
-	holder      string
-	holderEpoch int64
-	// silent are the pods whose agents did not answer last time.
-	silent map[string]bool
-	// lastWarning avoids repeating the same Warning event every pass.
-	lastWarning string
-	// unstanding: when this operator first saw each follower unable to
-	// confirm commits (its pod missing, or not ready and not streaming in
-	// the epoch), by its own clock; a follower seen standing leaves it.
-	unstanding map[string]time.Time
-}
-
-// noteStanding records which of the pods the spec asks for stand (see
-// followerStands) by this operator's clock and returns since when each
-// that does not has been seen so. The leader is kept too: once deposed it
-// is a follower whose absence has been seen for as long as it has. Nothing the pods carry (a Ready
-// condition's transition time, a creation time) counts: a follower that
-// stopped right after the operator first saw it stand must still be seen
-// gone for a whole grace before a Preferred quorum leaves it out.
-func (c *clusterMemory) noteStanding(rs *regentv1.ReplicaSet, obs *observation, now time.Time) map[string]time.Time {
-	seen := map[string]time.Time{}
-	for i := range int(rs.DesiredReplicas()) {
-		pod := names.Pod(rs.Name, i)
-		if followerStands(obs, pod) {
-			continue
-		}
-		since, ok := c.unstanding[pod]
-		if !ok {
-			since = now
-		}
-		seen[pod] = since
-	}
-	c.unstanding = seen
-	return maps.Clone(seen)
-}
-
-// noteRenewal records, for the cluster key, when the operator first saw the
-// Lease's current renewal.
-func (m *memory) noteRenewal(key types.NamespacedName, lease *coordinationv1.Lease, now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.get(key).noteRenewal(lease, now)
-}
-
-func (c *clusterMemory) noteRenewal(lease *coordinationv1.Lease, now time.Time) {
-	key := fmt.Sprintf("%s/%d/", ptr.Deref(lease.Spec.HolderIdentity, ""), ptr.Deref(lease.Spec.LeaseTransitions, 0))
-	if lease.Spec.RenewTime != nil {
-		key += lease.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
-	}
-	if key != c.renewKey {
-		c.renewKey, c.renewSeen = key, now
-	}
-}
-
-func (m *memory) get(key types.NamespacedName) *clusterMemory {
-	if m.clusters == nil {
-		m.clusters = map[types.NamespacedName]*clusterMemory{}
-	}
-	c, ok := m.clusters[key]
-	if !ok {
-		c = &clusterMemory{}
-		m.clusters[key] = c
-	}
-	return c
-}
 
 // reconcileFailover is the failover of docs/failover.md: it reads the
 // agents, decides with failover.Decide, and carries out one step.
@@ -542,30 +451,6 @@ func followerStands(obs *observation, pod string) bool {
 	return i >= 0 && podReady(&obs.pods[i])
 }
 
-// reconcileSwitchoverRequest checks a switchover a person asked for with
-// the ReplicaSet's annotation and, when the target is fit, asks the
-// leader's agent through the Lease to stop cleanly and release.
-func (r *ReplicaSetReconciler) reconcileSwitchoverRequest(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
-	target := rs.Annotations[names.AnnotationSwitchoverTo]
-	if target == "" || obs.protocol().SwitchoverTo == target {
-		return nil
-	}
-	key := client.ObjectKeyFromObject(rs)
-	if why := r.switchoverRefusal(rs, obs, target); why != "" {
-		obs.switchoverRefused = fmt.Sprintf("switchover to %s refused: %s", target, why)
-		r.warnOnce(rs, key, regentv1.EventSwitchoverRefused, "Switchover", obs.switchoverRefused, true)
-		return nil
-	}
-	if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.SwitchoverTo = target }); err != nil {
-		return fmt.Errorf("ask the leader to hand over: %w", err)
-	}
-	ctrl.LoggerFrom(ctx).Info("Asked the leader to hand over", "leader", obs.holder(), "to", target)
-	r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, regentv1.EventSwitchoverRequested, "Switchover",
-		"Asked %s to stop cleanly and hand leadership of epoch %d to %s", obs.holder(), obs.epoch(), target)
-	obs.requeue(500 * time.Millisecond)
-	return nil
-}
-
 // updateLease changes the protocol's state on the Lease this pass
 // observed, with optimistic concurrency against that version, and keeps
 // the result as the pass's Lease.
@@ -579,34 +464,6 @@ func (r *ReplicaSetReconciler) updateLease(ctx context.Context, obs *observation
 	}
 	obs.lease = l
 	return nil
-}
-
-// switchoverRefusal says why target cannot take over now ("" when it can).
-func (r *ReplicaSetReconciler) switchoverRefusal(rs *regentv1.ReplicaSet, obs *observation, target string) string {
-	if target == obs.holder() {
-		return target + " already leads"
-	}
-	i := slices.IndexFunc(obs.pods, func(p corev1.Pod) bool { return p.Name == target })
-	if i < 0 {
-		return "no pod " + target + " in this cluster"
-	}
-	pod := &obs.pods[i]
-	a := obs.agents[target]
-	switch {
-	case !podReady(pod):
-		return target + " is not ready"
-	case a == nil:
-		return "the agent of " + target + " does not answer"
-	case !a.Running || !a.InRecovery || !a.Streaming:
-		return target + " is not streaming from the leader"
-	}
-	if a.ReceivedLSN == 0 {
-		return target + " reports no position"
-	}
-	if lag := obs.leaderLSN.Sub(a.ReceivedLSN); lag > uint64(max(ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20), 0)) {
-		return fmt.Sprintf("%s lags the leader by %d bytes, more than maxLagBytes", target, lag)
-	}
-	return ""
 }
 
 // warnOnce records a Warning (or Normal) event when its text changes.

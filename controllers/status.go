@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-
 	"k8s.io/utils/ptr"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
@@ -24,8 +23,6 @@ import (
 // pass that applied everything.
 func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *observation, reconcileErr error) {
 	st := &rs.Status
-	desired := rs.DesiredReplicas()
-
 	st.Selector = labels.SelectorFromSet(names.SelectorLabels(rs.Name)).String()
 	if obs.lease != nil {
 		st.Leader = obs.holder()
@@ -41,7 +38,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 			}
 		}
 	}
-	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
+	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, rs.DesiredReplicas())
 	st.MaxLagBytes = nil
 	for _, m := range st.Members {
 		if m.LagBytes != nil && (st.MaxLagBytes == nil || *m.LagBytes > *st.MaxLagBytes) {
@@ -49,97 +46,155 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		}
 	}
 
-	leader := leaderMember(st.Members)
-	available := leader != nil && leader.Ready
-	// A cluster whose Lease was never renewed never had a serving leader.
-	creating := obs.lease == nil || obs.lease.Spec.RenewTime == nil
-
-	switch {
-	case available:
-		setCondition(rs, regentv1.ConditionAvailable, true, regentv1.ReasonLeaderReady,
-			fmt.Sprintf("%s serves writes at epoch %d", leader.Name, st.Epoch))
-	case leader != nil:
-		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonLeaderNotReady,
-			fmt.Sprintf("%s leads epoch %d but is not ready%s", leader.Name, st.Epoch, agentReason(obs, leader.Name)))
-	default:
-		setCondition(rs, regentv1.ConditionAvailable, false, regentv1.ReasonNoLeader,
-			fmt.Sprintf("no pod is labelled leader at epoch %d", st.Epoch))
+	f := facts(rs, obs, reconcileErr)
+	for _, c := range []metav1.Condition{availableCondition(f), progressingCondition(f), degradedCondition(f), failingOverCondition(f)} {
+		c.ObservedGeneration = rs.Generation
+		meta.SetStatusCondition(&st.Conditions, c)
 	}
-
-	switch {
-	case st.Replicas != desired:
-		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonScaling,
-			fmt.Sprintf("%d pods exist, %d wanted", st.Replicas, desired))
-	case st.ReadyReplicas < desired && creating:
-		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonCreating,
-			fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
-	case st.ReadyReplicas < desired:
-		setCondition(rs, regentv1.ConditionProgressing, true, regentv1.ReasonReplicasNotReady,
-			fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
-	default:
-		setCondition(rs, regentv1.ConditionProgressing, false, regentv1.ReasonReconciled,
-			"every pod is ready")
-	}
-
-	switch {
-	case obs.foreign != nil:
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonNameTaken, obs.foreign.Error())
-	case reconcileErr != nil:
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
-			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", obs.failedStep))
-	case available && st.ReadyReplicas < desired:
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFollowersNotReady,
-			fmt.Sprintf("%d of %d followers ready: fewer copies of the data than asked for",
-				max(st.ReadyReplicas-1, 0), desired-1))
-	case !available && creating:
-		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonCreating,
-			"the cluster is being created")
-	case !available:
-		why := ""
-		if leader != nil {
-			why = agentReason(obs, leader.Name)
-		}
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonLeaderNotReady,
-			"no ready leader: writes are not served"+why)
-	default:
-		setCondition(rs, regentv1.ConditionDegraded, false, regentv1.ReasonAllReplicasReady,
-			"nothing is missing")
-	}
-	failoverConditions(rs, obs)
-
-	switch {
-	case creating && !available:
-		st.Phase = regentv1.PhaseCreating
-	case !available:
-		st.Phase = regentv1.PhaseUnavailable
-	case st.ReadyReplicas < desired:
-		st.Phase = regentv1.PhaseDegraded
-	default:
-		st.Phase = regentv1.PhaseHealthy
-	}
-
-	if d := obs.decision; d != nil && (d.Kind == failover.Seal || d.Kind == failover.Promote ||
-		(d.Kind == failover.Wait && obs.lease != nil && (obs.protocol().Sealed() || obs.holder() == ""))) {
-		st.Phase = regentv1.PhaseFailingOver
-	}
-
+	st.Phase = phase(f)
+	recordMetrics(rs, obs)
 	if reconcileErr == nil {
 		st.ObservedGeneration = rs.Generation
 	}
 }
 
-func setCondition(rs *regentv1.ReplicaSet, typ string, status bool, reason, message string) {
+// statusFacts are what the conditions and the phase are computed from.
+type statusFacts struct {
+	desired, replicas, ready int32
+	epoch                    int64
+	// leader is the member labelled leader at the Lease's epoch (nil:
+	// none); leaderReason its agent's own reason (": …" or "").
+	leader       *regentv1.MemberStatus
+	leaderReason string
+	// creating: the Lease was never renewed, so no leader ever served.
+	creating bool
+	// foreign, or failedStep with reconcileErr: what could not be applied.
+	foreign      error
+	reconcileErr error
+	failedStep   string
+	// decision is the failover decision of the pass (nil: none made);
+	// blocked says the epoch is sealed or released, so a waiting decision
+	// keeps writes stopped.
+	decision          *failover.Decision
+	blocked           bool
+	switchoverRefused string
+}
+
+func (f statusFacts) available() bool { return f.leader != nil && f.leader.Ready }
+
+func facts(rs *regentv1.ReplicaSet, obs *observation, reconcileErr error) statusFacts {
+	f := statusFacts{desired: rs.DesiredReplicas(), replicas: rs.Status.Replicas, ready: rs.Status.ReadyReplicas,
+		epoch: rs.Status.Epoch, leader: leaderMember(rs.Status.Members),
+		creating:     obs.lease == nil || obs.lease.Spec.RenewTime == nil,
+		reconcileErr: reconcileErr, failedStep: obs.failedStep, decision: obs.decision,
+		blocked:           obs.lease != nil && (obs.protocol().Sealed() || obs.holder() == ""),
+		switchoverRefused: obs.switchoverRefused}
+	if obs.foreign != nil {
+		f.foreign = obs.foreign
+	}
+	if f.leader != nil {
+		f.leaderReason = agentReason(obs, f.leader.Name)
+	}
+	return f
+}
+
+func condition(typ string, status bool, reason, message string) metav1.Condition {
 	s := metav1.ConditionFalse
 	if status {
 		s = metav1.ConditionTrue
 	}
-	meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{
-		Type:               typ,
-		Status:             s,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: rs.Generation,
-	})
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message}
+}
+
+// availableCondition: writes are served (a ready leader at the epoch).
+func availableCondition(f statusFacts) metav1.Condition {
+	switch {
+	case f.available():
+		return condition(regentv1.ConditionAvailable, true, regentv1.ReasonLeaderReady,
+			fmt.Sprintf("%s serves writes at epoch %d", f.leader.Name, f.epoch))
+	case f.leader != nil:
+		return condition(regentv1.ConditionAvailable, false, regentv1.ReasonLeaderNotReady,
+			fmt.Sprintf("%s leads epoch %d but is not ready%s", f.leader.Name, f.epoch, f.leaderReason))
+	}
+	return condition(regentv1.ConditionAvailable, false, regentv1.ReasonNoLeader,
+		fmt.Sprintf("no pod is labelled leader at epoch %d", f.epoch))
+}
+
+// progressingCondition: the cluster is still reaching the spec.
+func progressingCondition(f statusFacts) metav1.Condition {
+	switch {
+	case f.replicas != f.desired:
+		return condition(regentv1.ConditionProgressing, true, regentv1.ReasonScaling,
+			fmt.Sprintf("%d pods exist, %d wanted", f.replicas, f.desired))
+	case f.ready < f.desired && f.creating:
+		return condition(regentv1.ConditionProgressing, true, regentv1.ReasonCreating,
+			fmt.Sprintf("%d of %d pods ready", f.ready, f.desired))
+	case f.ready < f.desired:
+		return condition(regentv1.ConditionProgressing, true, regentv1.ReasonReplicasNotReady,
+			fmt.Sprintf("%d of %d pods ready", f.ready, f.desired))
+	}
+	return condition(regentv1.ConditionProgressing, false, regentv1.ReasonReconciled, "every pod is ready")
+}
+
+// degradedCondition: something a person may have to act on, the most
+// pressing first: a refused switchover, a refused or blocked failover, a
+// name taken, a failed step, then what is missing.
+func degradedCondition(f statusFacts) metav1.Condition {
+	d := f.decision
+	switch {
+	case f.switchoverRefused != "":
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonSwitchoverRefused, f.switchoverRefused)
+	case d != nil && d.Kind == failover.Refuse:
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonFailoverRefused, d.Reason)
+	case d != nil && d.Kind == failover.Wait && f.blocked:
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonFailoverBlocked, d.Reason)
+	case f.foreign != nil:
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonNameTaken, f.foreign.Error())
+	case f.reconcileErr != nil:
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
+			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", f.failedStep))
+	case f.available() && f.ready < f.desired:
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonFollowersNotReady,
+			fmt.Sprintf("%d of %d followers ready: fewer copies of the data than asked for",
+				max(f.ready-1, 0), f.desired-1))
+	case !f.available() && f.creating:
+		return condition(regentv1.ConditionDegraded, false, regentv1.ReasonCreating, "the cluster is being created")
+	case !f.available():
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonLeaderNotReady,
+			"no ready leader: writes are not served"+f.leaderReason)
+	}
+	return condition(regentv1.ConditionDegraded, false, regentv1.ReasonAllReplicasReady, "nothing is missing")
+}
+
+// failingOverCondition reports the failover decision of the pass.
+func failingOverCondition(f statusFacts) metav1.Condition {
+	if d := f.decision; d != nil {
+		switch d.Kind {
+		case failover.Seal:
+			return condition(regentv1.ConditionFailingOver, true, regentv1.ReasonSealing, d.Reason)
+		case failover.Promote, failover.Wait:
+			return condition(regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
+		case failover.Refuse:
+			return condition(regentv1.ConditionFailingOver, false, regentv1.ReasonFailoverRefused, d.Reason)
+		}
+	}
+	return condition(regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
+}
+
+// phase is the one word of the printer column.
+func phase(f statusFacts) regentv1.Phase {
+	if d := f.decision; d != nil && (d.Kind == failover.Seal || d.Kind == failover.Promote || d.Kind == failover.Wait && f.blocked) {
+		return regentv1.PhaseFailingOver
+	}
+	switch {
+	case f.creating && !f.available():
+		return regentv1.PhaseCreating
+	case !f.available():
+		return regentv1.PhaseUnavailable
+	case f.ready < f.desired:
+		return regentv1.PhaseDegraded
+	}
+	return regentv1.PhaseHealthy
 }
 
 // members lists the pods of the cluster by ordinal, with their roles read
@@ -208,32 +263,8 @@ func ptrIfNonZero(v int64) *int64 {
 	return &v
 }
 
-// failoverConditions reports the failover decision of the pass.
-func failoverConditions(rs *regentv1.ReplicaSet, obs *observation) {
-	d := obs.decision
-	if d == nil {
-		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
-		return
-	}
-	switch d.Kind {
-	case failover.Seal:
-		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonSealing, d.Reason)
-	case failover.Promote:
-		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
-	case failover.Wait:
-		setCondition(rs, regentv1.ConditionFailingOver, true, regentv1.ReasonElecting, d.Reason)
-		if obs.lease != nil && obs.protocol().Sealed() || obs.holder() == "" {
-			setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFailoverBlocked, d.Reason)
-		}
-	case failover.Refuse:
-		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonFailoverRefused, d.Reason)
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonFailoverRefused, d.Reason)
-	default:
-		setCondition(rs, regentv1.ConditionFailingOver, false, regentv1.ReasonIdle, "no leadership change in progress")
-	}
-	if obs.switchoverRefused != "" {
-		setCondition(rs, regentv1.ConditionDegraded, true, regentv1.ReasonSwitchoverRefused, obs.switchoverRefused)
-	}
+// recordMetrics exports the epoch and the members' lag.
+func recordMetrics(rs *regentv1.ReplicaSet, obs *observation) {
 	epochGauge.WithLabelValues(rs.Namespace, rs.Name).Set(float64(obs.epoch()))
 	for _, m := range rs.Status.Members {
 		if m.LagBytes != nil {

@@ -77,7 +77,8 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "create manager:", err)
 		return 1
 	}
-	if err := newTestReconciler(mgr).SetupWithManager(mgr); err != nil {
+	operator = newTestReconciler(mgr)
+	if err := operator.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up reconciler:", err)
 		return 1
 	}
@@ -94,6 +95,9 @@ func runSuite(m *testing.M) int {
 	}
 	return code
 }
+
+// operator is the reconciler the suite's manager runs.
+var operator *ReplicaSetReconciler
 
 func newTestReconciler(mgr ctrl.Manager) *ReplicaSetReconciler {
 	return &ReplicaSetReconciler{
