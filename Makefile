@@ -90,12 +90,20 @@ bench: build tools-envtest ## Run the benchmarks and print their numbers (the co
 	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 20m -v \
 		$$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
 
+# The packages whose tests run real processes (PostgreSQL, a control
+# plane, a local cluster); `make unit` leaves them out.
+PROCESS_TESTS := -e /test/ -e /replica/instance
+
+.PHONY: unit
+unit: ## Run the short tests alone: no control plane, PostgreSQL or local cluster (seconds).
+	go test $(GO_TEST_FLAGS) -short $$(go list ./... | grep -v $(PROCESS_TESTS))
+
 .PHONY: test
 test: model build tools-envtest tools-local ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, then end to end (needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /replica/)
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/dataplane -e /replica/)
 	@# Verbose, so that the data plane's measurements (promotion, failover and
 	@# fencing times) are printed on success too.
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/...
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/... ./test/dataplane
 	@# Alone, so that its timings are not those of a machine busy with other suites.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
 

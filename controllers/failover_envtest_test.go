@@ -56,6 +56,7 @@ func liveCluster(t *testing.T, mutate func(*regentv1.ReplicaSet), lsns ...uint64
 // expectLeader waits until pod leads epoch 2: Lease, labels, the leader
 // Service's selector and the ReplicaSet's status all say so.
 func expectLeader(t *testing.T, ns, pod string) {
+	t.Helper()
 	const epoch = 2
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {

@@ -242,7 +242,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		}
 	}
 	l := obs.lease.DeepCopy()
-	next := int32(epoch + 1)
+	next := int32(epoch + 1) //nolint:gosec // G115: epochs come from an int32 field (leaseTransitions)
 	acquired := metav1.NewMicroTime(now)
 	l.Spec.AcquireTime, l.Spec.RenewTime = &acquired, nil
 	l.Spec.LeaseDurationSeconds = ptr.To(rs.LeaseDurationSeconds())
@@ -289,7 +289,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	}
 	if old := max(in.LeaderLSN, in.Lease.ReleasedLSN); old != 0 {
 		record.OldLeaderLSN = old.Text()
-		record.EstimatedLostBytes = ptr.To(int64(old.Sub(d.TargetLSN)))
+		record.EstimatedLostBytes = ptr.To(int64(old.Sub(d.TargetLSN))) //nolint:gosec // G115: WAL distances stay far below 2^63
 	}
 	record.NewLeaderLSN = d.TargetLSN.Text()
 	// The record is not derived from anything a later pass sees: write it

@@ -64,6 +64,7 @@ type hollowAgent struct {
 
 // startHollowAgent runs an agent for pod until the test ends.
 func startHollowAgent(t *testing.T, ns, pod string, lsn uint64) *hollowAgent {
+	t.Helper()
 	a := &hollowAgent{ns: ns, pod: pod, lsn: lsn}
 	hollow.mu.Lock()
 	hollow.agents[ns+"/"+pod] = a

@@ -75,6 +75,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "layout of docs/architecture.md",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				if len(pod.Spec.InitContainers) != 1 || len(pod.Spec.Containers) != 2 {
 					t.Fatalf("want 1 init container and 2 containers, got %d and %d",
 						len(pod.Spec.InitContainers), len(pod.Spec.Containers))
@@ -112,6 +113,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "only the agent holds Kubernetes credentials",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				if ptr.Deref(pod.Spec.AutomountServiceAccountToken, true) {
 					t.Error("automountServiceAccountToken must be false")
 				}
@@ -131,6 +133,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "POD_IP from the downward API in both long-running containers",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				for _, name := range []string{names.ContainerPostgres, names.ContainerAgent} {
 					e := envOf(container(t, pod.Spec, name))
 					ip := e["POD_IP"]
@@ -147,6 +150,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "restricted pod security standard",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				psc := pod.Spec.SecurityContext
 				if !ptr.Deref(psc.RunAsNonRoot, false) || ptr.Deref(psc.RunAsUser, 0) != 999 ||
 					psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
@@ -166,6 +170,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "probes on the agent port",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				agent := container(t, pod.Spec, names.ContainerAgent)
 				for what, p := range map[string]*corev1.Probe{
 					"startup": agent.StartupProbe, "liveness": agent.LivenessProbe, "readiness": agent.ReadinessProbe,
@@ -189,6 +194,7 @@ func TestPodTemplate(t *testing.T) {
 				}
 			}),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				pg := container(t, pod.Spec, names.ContainerPostgres)
 				if pg.Image != "registry.example/postgres:15.8" {
 					t.Errorf("image %s", pg.Image)
@@ -205,6 +211,7 @@ func TestPodTemplate(t *testing.T) {
 			name: "default anti-affinity spreads pods over nodes",
 			rs:   base(),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				a := pod.Spec.Affinity
 				if a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
 					t.Fatalf("affinity %+v", a)
@@ -229,6 +236,7 @@ func TestPodTemplate(t *testing.T) {
 				}}
 			}),
 			check: func(t *testing.T, pod corev1.PodTemplateSpec) {
+				t.Helper()
 				a := pod.Spec.Affinity
 				if a.PodAntiAffinity != nil || a.NodeAffinity == nil ||
 					a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values[0] != "ssd" {

@@ -54,7 +54,7 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		obs.protocol().SwitchoverTo != "" || rs.Annotations[names.AnnotationSwitchoverTo] != "" {
 		return nil
 	}
-	if int32(len(obs.pods)) != rs.DesiredReplicas() {
+	if int32(len(obs.pods)) != rs.DesiredReplicas() { //nolint:gosec // G115: a cluster has at most 9 pods
 		return nil
 	}
 	for i := range obs.pods {

@@ -30,7 +30,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	}
 	if obs.lease != nil || reconcileErr == nil {
 		st.Members = members(rs.Name, obs)
-		st.Replicas = int32(len(obs.pods))
+		st.Replicas = int32(len(obs.pods)) //nolint:gosec // G115: a cluster has at most 9 pods
 		st.ReadyReplicas = 0
 		for _, m := range st.Members {
 			if m.Ready {
@@ -227,7 +227,7 @@ func members(cluster string, obs *observation) []regentv1.MemberStatus {
 				m.ReceivedLSN = a.WriteLSN.Text()
 			}
 			if a.ReceivedLSN != 0 && obs.leaderLSN != 0 && pod.Name != obs.holder() {
-				m.LagBytes = ptr.To(int64(obs.leaderLSN.Sub(a.ReceivedLSN)))
+				m.LagBytes = ptr.To(int64(obs.leaderLSN.Sub(a.ReceivedLSN))) //nolint:gosec // G115: WAL distances stay far below 2^63
 			}
 		}
 		if obs.decision != nil && pod.Name != obs.holder() {

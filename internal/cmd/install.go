@@ -41,7 +41,7 @@ func installBinary(src, dst string) (err error) {
 		return fmt.Errorf("install: %w", err)
 	}
 	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil { //nolint:gosec // G301: the postgres container, another user, runs the installed binary
 		return fmt.Errorf("install: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".regent-*")

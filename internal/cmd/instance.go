@@ -107,7 +107,7 @@ func (o *instanceOptions) config() (instance.Config, error) {
 		} else {
 			uid, _ := strconv.Atoi(u.Uid)
 			gid, _ := strconv.Atoi(u.Gid)
-			cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+			cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)} //nolint:gosec // G115: ids come from the passwd lookup above
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -34,7 +34,7 @@ func Parse(s string) (LSN, error) {
 }
 
 // String writes PostgreSQL's X/Y form, as pg_lsn prints it.
-func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint64(l)>>32, uint32(l)) }
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xFFFFFFFF) }
 
 // Text is the X/Y form, or "" for the zero LSN (no position), as JSON
 // and the ReplicaSet's status carry it.

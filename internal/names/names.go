@@ -109,7 +109,7 @@ const (
 	// PGData is PostgreSQL's data directory: a subdirectory of the volume,
 	// so that a volume's lost+found does not upset initdb.
 	PGData           = DataMountPath + "/pgdata"
-	SecretsMountPath = "/etc/regent/secrets"
+	SecretsMountPath = "/etc/regent/secrets" //nolint:gosec // G101: a path, not a credential
 	// WALArchiveDirName is the pod's WAL archive, beside PGDATA on the data
 	// volume (`regent wal-push` fills it).
 	WALArchiveDirName = "wal-archive"
@@ -118,7 +118,7 @@ const (
 	AgentSocketName = "agent.sock"
 	// SATokenMountPath is the standard service account path, so client-go's
 	// in-cluster config finds the agent's token.
-	SATokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+	SATokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount" //nolint:gosec // G101: a path, not a credential
 	TmpMountPath     = "/tmp"
 
 	// PostgresUID is the uid and gid PostgreSQL runs as (the postgres image's).

@@ -370,7 +370,7 @@ func (a *Agent) leaderCheckpointed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(a.cfg.RelayPort), "postgres", "postgres", pw
+	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(a.cfg.RelayPort), "postgres", "postgres", pw //nolint:gosec // G115: a port, checked by flag parsing
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("reach the leader: %w", err)

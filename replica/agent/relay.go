@@ -155,7 +155,7 @@ func parseHandshake(line string) (handshake, error) {
 // host=<run dir> port=5433 reaches it.
 func (a *Agent) serveFollowerRelay(ctx context.Context) error {
 	path := filepath.Join(a.cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d", a.cfg.RelayPort))
-	if err := os.MkdirAll(a.cfg.RunDir, 0o755); err != nil {
+	if err := os.MkdirAll(a.cfg.RunDir, 0o755); err != nil { //nolint:gosec // G301: the pod's run directory, shared with the postgres container
 		return err
 	}
 	_ = os.Remove(path)
@@ -164,7 +164,7 @@ func (a *Agent) serveFollowerRelay(ctx context.Context) error {
 		return fmt.Errorf("follower relay socket: %w", err)
 	}
 	// PostgreSQL connects to it; the run directory is the pod's own.
-	if err := os.Chmod(path, 0o666); err != nil {
+	if err := os.Chmod(path, 0o666); err != nil { //nolint:gosec // G302: PostgreSQL, another user, connects; the directory is the pod's own
 		return err
 	}
 	return pipe.Serve(ctx, l, func(c net.Conn) { a.dialRelay(ctx, c) })

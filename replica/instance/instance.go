@@ -587,7 +587,7 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64
 	// pg_control names the new timeline only after a checkpoint, and
 	// pg_rewind of a deposed leader reads it there ("same timeline, no
 	// rewind required" otherwise). Writes need not wait for it.
-	go func() {
+	go func() { //nolint:gosec // G118: the checkpoint outlives the promotion's request on purpose
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		conn, err := in.connect(ctx)
@@ -706,7 +706,7 @@ func (in *Instance) prepareDir() error {
 	if err := os.MkdirAll(in.cfg.PGData, 0o700); err != nil {
 		return err
 	}
-	if err := os.Chmod(in.cfg.PGData, 0o700); err != nil {
+	if err := os.Chmod(in.cfg.PGData, 0o700); err != nil { //nolint:gosec // G302: a directory, as PostgreSQL requires it
 		return err
 	}
 	if c := in.cfg.Credential; c != nil {

@@ -121,6 +121,7 @@ func sql(t *testing.T, in *Instance, query string) {
 }
 
 func count(t *testing.T, in *Instance) (int, error) {
+	t.Helper()
 	conn, err := in.connect(t.Context())
 	if err != nil {
 		return 0, err

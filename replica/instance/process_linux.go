@@ -23,6 +23,6 @@ func waitidPeek(info *siginfo) error {
 	}
 	// si_pid follows si_signo, si_errno and si_code (three int32s) and
 	// padding on 64-bit Linux.
-	info.pid = int(*(*int32)(unsafe.Pointer(uintptr(unsafe.Pointer(&si)) + 16)))
+	info.pid = int(*(*int32)(unsafe.Pointer(uintptr(unsafe.Pointer(&si)) + 16))) //nolint:gosec // G103: siginfo_t's si_pid, read as waitid(2) fills it
 	return nil
 }

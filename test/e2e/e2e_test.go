@@ -76,15 +76,22 @@ func toolResult(t *testing.T, stdin string, name string, args ...string) (string
 	return out.String(), err
 }
 
-func kubectl(t *testing.T, args ...string) string { return tool(t, "", "kubectl", args...) }
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	return tool(t, "", "kubectl", args...)
+}
 
 const ns = "e2e"
 
 // field reads a jsonpath of the ReplicaSet.
-func field(t *testing.T, path string) string { return fieldIn(t, ns, path) }
+func field(t *testing.T, path string) string {
+	t.Helper()
+	return fieldIn(t, ns, path)
+}
 
 // fieldIn reads a jsonpath of the ReplicaSet db in namespace.
 func fieldIn(t *testing.T, namespace, path string) string {
+	t.Helper()
 	return strings.TrimSpace(kubectl(t, "-n", namespace, "get", "dbrs/db", "-o", "jsonpath={"+path+"}"))
 }
 
@@ -308,14 +315,20 @@ func TestUserStory(t *testing.T) {
 		do    func(t *testing.T, leader string)
 		after func(t *testing.T, leader string)
 	}{
-		{"PostgreSQL killed", 8 * time.Second, func(t *testing.T, leader string) { podGroup(t, leader).sub("postgres").kill(t) }, nil},
-		{"pod deleted", 8 * time.Second, func(t *testing.T, leader string) { kubectl(t, "-n", ns, "delete", "pod", leader, "--wait=false") }, nil},
+		{"PostgreSQL killed", 8 * time.Second, func(t *testing.T, leader string) { t.Helper(); podGroup(t, leader).sub("postgres").kill(t) }, nil},
+		{"pod deleted", 8 * time.Second, func(t *testing.T, leader string) {
+			t.Helper()
+			kubectl(t, "-n", ns, "delete", "pod", leader, "--wait=false")
+		}, nil},
 		{"pod frozen", lease + 8*time.Second, func(t *testing.T, leader string) {
+			t.Helper()
 			frozen = freezeLeader(t, ns, leader, string(super.Data["password"]))
 		}, func(t *testing.T, leader string) {
+			t.Helper()
 			frozen.thawAndCheck(t)
 		}},
 		{"switchover", 5 * time.Second, func(t *testing.T, leader string) {
+			t.Helper()
 			target := ""
 			for _, m := range []string{"db-0", "db-1", "db-2"} {
 				if m != leader && target == "" {
@@ -501,7 +514,10 @@ func sameSet(a, b []string) bool {
 // group is a pod's (or container's) cgroup on its node.
 type group cgroup.Group
 
-func podGroup(t *testing.T, name string) group { return podGroupIn(t, ns, name) }
+func podGroup(t *testing.T, name string) group {
+	t.Helper()
+	return podGroupIn(t, ns, name)
+}
 
 func podGroupIn(t *testing.T, namespace, name string) group {
 	t.Helper()
@@ -515,12 +531,14 @@ func podGroupIn(t *testing.T, namespace, name string) group {
 func (g group) sub(container string) group { return group(filepath.Join(string(g), container)) }
 
 func (g group) kill(t *testing.T) {
+	t.Helper()
 	if err := cgroup.Group(g).Kill(); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (g group) freeze(t *testing.T, on bool) {
+	t.Helper()
 	if err := cgroup.Group(g).Freeze(on); err != nil {
 		t.Fatal(err)
 	}

@@ -124,6 +124,7 @@ type clusterOption func(*cluster)
 func withPGBinDir(dir string) clusterOption { return func(c *cluster) { c.pgBinDir = dir } }
 
 func postgresUser(t testing.TB) (int, int) {
+	t.Helper()
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +225,7 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 
 // pgBinDir is where the host's PostgreSQL tools are.
 func pgBinDir(t testing.TB) string {
+	t.Helper()
 	out, err := exec.Command("pg_config", "--bindir").Output()
 	if err != nil {
 		t.Fatalf("pg_config --bindir: %v", err)

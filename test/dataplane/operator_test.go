@@ -136,7 +136,16 @@ func operatedCluster(t *testing.T, ipBase string, mutate func(*regentv1.ReplicaS
 
 // setPodStatus reports the pod running at its address, ready or not.
 func (c *cluster) setPodStatus(t *testing.T, p *pod, ready bool) {
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	t.Helper()
+	if err := c.reportPodStatus(p, ready); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reportPodStatus is setPodStatus for the readiness loop, which outlives
+// any one test's reporting.
+func (c *cluster) reportPodStatus(p *pod, ready bool) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := cs.CoreV1().Pods(c.ns).Get(context.Background(), p.name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -153,9 +162,6 @@ func (c *cluster) setPodStatus(t *testing.T, p *pod, ready bool) {
 		_, err = cs.CoreV1().Pods(c.ns).UpdateStatus(context.Background(), obj, metav1.UpdateOptions{})
 		return err
 	})
-	if err != nil && t != nil {
-		t.Fatal(err)
-	}
 }
 
 // reportReadiness is the kubelet's readiness probe on every pod.
@@ -165,7 +171,7 @@ func (c *cluster) reportReadiness(ctx context.Context) {
 		for _, p := range c.pods {
 			ready := p.ready() == nil
 			if r, ok := was[p.name]; !ok || r != ready {
-				c.setPodStatus(nil, p, ready)
+				_ = c.reportPodStatus(p, ready)
 				was[p.name] = ready
 			}
 		}
@@ -657,6 +663,7 @@ func TestFrozenAsyncLeaderAcknowledgesNothingOnceThawed(t *testing.T) {
 }
 
 func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode regentv1.ReplicationMode, standbys string) {
+	t.Helper()
 	c := operatedCluster(t, ipBase, func(rs *regentv1.ReplicaSet) {
 		rs.Spec.Replication.Mode = mode
 		if mode == regentv1.ReplicationSync {

@@ -66,6 +66,7 @@ func BenchmarkCommitGate(b *testing.B) {
 // benchGate runs pgbench alternately without and with the gate and reports
 // throughput and latency percentiles for both.
 func benchGate(b *testing.B, run func(args []string, syncCommit string) (string, error), clients int) {
+	b.Helper()
 	const rounds, seconds = 3, 8
 	type result struct {
 		tps       []float64

@@ -10,6 +10,7 @@ import (
 )
 
 func hasRow(t *testing.T, p *pod, v string) (bool, error) {
+	t.Helper()
 	c, err := p.conn(t.Context())
 	if err != nil {
 		return false, err

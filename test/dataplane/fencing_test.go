@@ -29,6 +29,7 @@ func (p *pod) agentPid() int { return p.procs[1].Process.Pid }
 
 // writable reports whether the pod's PostgreSQL accepts a write now.
 func writable(t *testing.T, p *pod) error {
+	t.Helper()
 	return exec1(t.Context(), p, "INSERT INTO t (v) VALUES ('probe')")
 }
 
@@ -316,8 +317,8 @@ func wrappedPGBinDir(t *testing.T, tool, script string) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	_ = os.Chmod(dir, 0o755)
-	real := pgBinDir(t)
-	entries, err := os.ReadDir(real)
+	realBin := pgBinDir(t)
+	entries, err := os.ReadDir(realBin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,11 +326,11 @@ func wrappedPGBinDir(t *testing.T, tool, script string) string {
 		if e.Name() == tool {
 			continue
 		}
-		if err := os.Symlink(filepath.Join(real, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+		if err := os.Symlink(filepath.Join(realBin, e.Name()), filepath.Join(dir, e.Name())); err != nil {
 			t.Fatal(err)
 		}
 	}
-	body := "#!/bin/sh\n" + strings.ReplaceAll(script, "{real}", filepath.Join(real, tool)) + "\n"
+	body := "#!/bin/sh\n" + strings.ReplaceAll(script, "{real}", filepath.Join(realBin, tool)) + "\n"
 	if err := os.WriteFile(filepath.Join(dir, tool), []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
