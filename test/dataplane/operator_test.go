@@ -3,6 +3,7 @@ package dataplane_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +36,7 @@ import (
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
+	"github.com/regent-dev/regent/test/ledger"
 )
 
 // startOperator runs the operator's reconciler, as `regent manager` does,
@@ -269,46 +271,28 @@ type writer struct {
 }
 
 func (w *writer) run(ctx context.Context) {
-	var conn *pgx.Conn
-	var on string
-	for i := 0; ctx.Err() == nil; i++ {
-		if conn == nil {
-			lease, err := cs.CoordinationV1().Leases(w.c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
-			if err != nil || lease.Spec.HolderIdentity == nil {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			for _, p := range w.c.pods {
-				if p.name == *lease.Spec.HolderIdentity {
-					cctx, cancel := context.WithTimeout(ctx, time.Second)
-					conn, _ = pgx.Connect(cctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1",
-						p.ip, p.password))
-					cancel()
-					on = p.name
-				}
-			}
-			if conn == nil {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-		}
-		var id int
-		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := conn.QueryRow(qctx, "INSERT INTO t (v) VALUES ($1) RETURNING id", fmt.Sprint(i)).Scan(&id)
-		cancel()
-		if err != nil {
-			_ = conn.Close(context.Background())
-			conn = nil
-			continue
-		}
+	ledger.Client{Connect: w.connect, QueryTimeout: 3 * time.Second, Acked: func(a ledger.Ack, on string) {
 		w.mu.Lock()
-		w.acked = append(w.acked, id)
-		w.by[id], w.at[id] = on, time.Now()
+		w.acked = append(w.acked, a.ID)
+		w.by[a.ID], w.at[a.ID] = on, a.At
 		w.mu.Unlock()
+	}}.Run(ctx)
+}
+
+// connect connects to the pod that holds the Lease.
+func (w *writer) connect(ctx context.Context) (*pgx.Conn, string, error) {
+	lease, err := cs.CoordinationV1().Leases(w.c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		return nil, "", err
 	}
-	if conn != nil {
-		_ = conn.Close(context.Background())
+	for _, p := range w.c.pods {
+		if p.name == leadership.Of(lease).Holder {
+			conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1",
+				p.ip, p.password))
+			return conn, p.name, err
+		}
 	}
+	return nil, "", errors.New("no pod holds the Lease")
 }
 
 // startWriter runs a writer on c and returns once db-0 has acknowledged
@@ -605,46 +589,6 @@ func rowIDs(t *testing.T, p *pod) map[int]bool {
 	return have
 }
 
-// ack is one commit a client saw acknowledged: the row's id, when the
-// acknowledgement arrived, and when the server executed the INSERT (its
-// clock_timestamp(), the same host clock).
-type ack struct {
-	id         int
-	at, execAt time.Time
-}
-
-// pinnedWriter inserts rows into one pod only, as a client that keeps its
-// connection (or reconnects to the same address) would, and records each
-// acknowledgement.
-func pinnedWriter(ctx context.Context, p *pod, acked chan<- ack) {
-	var conn *pgx.Conn
-	for ctx.Err() == nil {
-		if conn == nil {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			conn, _ = pgx.Connect(cctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1", p.ip, p.password))
-			cancel()
-			if conn == nil {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-		}
-		var id int
-		var execAt time.Time
-		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := conn.QueryRow(qctx, "INSERT INTO t (v) VALUES ('pinned') RETURNING id, at").Scan(&id, &execAt)
-		cancel()
-		if err != nil {
-			_ = conn.Close(context.Background())
-			conn = nil
-			continue
-		}
-		acked <- ack{id: id, at: time.Now(), execAt: execAt}
-	}
-	if conn != nil {
-		_ = conn.Close(context.Background())
-	}
-}
-
 // A Sync-mode leader frozen as a whole (instance, agent, PostgreSQL) past
 // its lease is replaced by the operator; thawed, it must not acknowledge a
 // single commit, neither on the connection its clients kept nor on new
@@ -679,14 +623,17 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 
 	// Clients of the old leader: three that keep their connection (or
 	// reconnect to its address after an error).
-	acks := make(chan ack, 1<<16)
+	acks := make(chan ledger.Ack, 1<<16)
 	pctx, stopPinned := context.WithCancel(ctx)
 	var pinned sync.WaitGroup
+	connect := func(ctx context.Context) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1", old.ip, old.password))
+	}
 	for range 3 {
-		pinned.Go(func() { pinnedWriter(pctx, old, acks) })
+		pinned.Go(func() { ledger.Pinned(pctx, connect, acks) })
 	}
 	defer func() { stopPinned(); pinned.Wait() }()
-	var acked []ack
+	var acked []ledger.Ack
 	waitfor.Condition(t, 20*time.Second, "the old leader acknowledges commits", func() error {
 		if len(acks) < 20 {
 			return fmt.Errorf("%d so far", len(acks))
@@ -730,30 +677,19 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 	}
 	old.freeze(t, false)
 	thawed = true
+	thawedAt := time.Now()
 	// Its clients keep trying for a while: no commit executed after the
 	// freeze may be acknowledged. A commit that the gate (or a follower)
 	// acknowledged just before the freeze, its acknowledgement still
 	// unread by the frozen walsender, reaches its client after the thaw:
 	// decided before the freeze, delivered after (protocol.md), counted.
-	deadline := time.After(8 * time.Second)
-	late, inFlight := 0, 0
-	for done := false; !done; {
-		select {
-		case a := <-acks:
-			acked = append(acked, a)
-			switch {
-			case !a.at.After(firstNew):
-			case a.execAt.Before(frozen):
-				inFlight++
-			default:
-				late++
-			}
-		case <-deadline:
-			done = true
-		}
-	}
+	time.Sleep(8 * time.Second)
 	stopPinned()
 	pinned.Wait()
+	for len(acks) > 0 {
+		acked = append(acked, <-acks)
+	}
+	late, inFlight := ledger.AfterThaw(acked, frozen, thawedAt)
 	if late > 0 {
 		t.Fatalf("the thawed old leader acknowledged %d commits executed after the freeze, after %s's first commit", late, winner)
 	}
@@ -763,15 +699,7 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 
 	// Which acknowledged rows the new leader has.
 	have := rowIDs(t, newLeader)
-	lost, lostAfterFreeze := 0, 0
-	for _, a := range acked {
-		if !have[a.id] {
-			lost++
-			if !a.execAt.Before(frozen) {
-				lostAfterFreeze++
-			}
-		}
-	}
+	lost, lostAfterFreeze := ledger.Lost(acked, have, frozen)
 	t.Logf("%s: %d of %d acknowledged rows lost (committed before the freeze, not yet on any follower)", mode, lost, len(acked))
 	switch {
 	case mode == regentv1.ReplicationSync && lost > 0:

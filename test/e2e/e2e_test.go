@@ -35,6 +35,7 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/proxy"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
+	"github.com/regent-dev/regent/test/ledger"
 )
 
 var (
@@ -119,34 +120,15 @@ type writer struct {
 }
 
 func (w *writer) run(ctx context.Context) {
-	var conn *pgx.Conn
-	for ctx.Err() == nil {
-		if conn == nil {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			conn, _ = pgx.Connect(cctx, w.dsn)
-			cancel()
-			if conn == nil {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-		}
-		var id int
-		var at time.Time
-		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := conn.QueryRow(qctx, "INSERT INTO t DEFAULT VALUES RETURNING id, at").Scan(&id, &at)
-		cancel()
-		if err != nil {
-			_ = conn.Close(context.Background())
-			conn = nil
-			continue
-		}
+	connect := func(ctx context.Context) (*pgx.Conn, string, error) {
+		conn, err := pgx.Connect(ctx, w.dsn)
+		return conn, "", err
+	}
+	ledger.Client{Connect: connect, QueryTimeout: 3 * time.Second, Acked: func(a ledger.Ack, _ string) {
 		w.mu.Lock()
-		w.ids, w.at = append(w.ids, id), append(w.at, at)
+		w.ids, w.at = append(w.ids, a.ID), append(w.at, a.ExecAt)
 		w.mu.Unlock()
-	}
-	if conn != nil {
-		_ = conn.Close(context.Background())
-	}
+	}}.Run(ctx)
 }
 
 // outage is the write outage of a fault at since, by the database's
@@ -388,7 +370,7 @@ func TestUserStory(t *testing.T) {
 	// leader's clients' included.
 	if frozen != nil {
 		for _, a := range frozen.acked {
-			w.ids = append(w.ids, a.id)
+			w.ids = append(w.ids, a.ID)
 		}
 	}
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})

@@ -12,23 +12,16 @@ import (
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/waitfor"
+	"github.com/regent-dev/regent/test/ledger"
 )
-
-// ack is one commit a client of the old leader saw acknowledged: the
-// row's id, when the acknowledgement arrived, and when the server executed
-// the INSERT (clock_timestamp(), the same host clock).
-type ack struct {
-	id         int
-	at, execAt time.Time
-}
 
 // frozenLeader is a leader pod frozen by the test, with clients of its own
 // that write to its address, on kept connections and on new ones.
 type frozenLeader struct {
 	namespace, pod string
 	frozenAt       time.Time
-	acks           chan ack
-	acked          []ack
+	acks           chan ledger.Ack
+	acked          []ledger.Ack
 	stop           context.CancelFunc
 	writers        sync.WaitGroup
 	thawed         bool
@@ -43,11 +36,12 @@ func freezeLeader(t *testing.T, namespace, pod, password string) *frozenLeader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &frozenLeader{namespace: namespace, pod: pod, acks: make(chan ack, 1<<16)}
+	f := &frozenLeader{namespace: namespace, pod: pod, acks: make(chan ledger.Ack, 1<<16)}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
+	connect := func(ctx context.Context) (*pgx.Conn, error) { return connectPod(ctx, p.Status.PodIP, password) }
 	for range 3 {
-		f.writers.Go(func() { pinnedWriter(ctx, p.Status.PodIP, password, f.acks) })
+		f.writers.Go(func() { ledger.Pinned(ctx, connect, f.acks) })
 	}
 	waitfor.Condition(t, 20*time.Second, "the leader's own clients acknowledged", func() error {
 		if len(f.acks) < 10 {
@@ -91,51 +85,14 @@ func (f *frozenLeader) thawAndCheck(t *testing.T) {
 	f.stop()
 	f.writers.Wait()
 	close(f.acks)
-	late, inFlight := 0, 0
 	for a := range f.acks {
 		f.acked = append(f.acked, a)
-		switch {
-		case !a.execAt.Before(f.frozenAt):
-			late++
-		case a.at.After(thawed):
-			inFlight++
-		}
 	}
+	late, inFlight := ledger.AfterThaw(f.acked, f.frozenAt, thawed)
 	t.Logf("thawed old leader %s: %d commits executed after the freeze acknowledged in 8 s of trying with 3 clients; "+
 		"%d acknowledgements decided before the freeze delivered after the thaw", f.pod, late, inFlight)
 	if late > 0 {
 		t.Errorf("the thawed old leader %s acknowledged %d commits executed after the freeze", f.pod, late)
-	}
-}
-
-// pinnedWriter inserts rows into the pod at ip only, keeping its
-// connection or reconnecting to the same address after an error.
-func pinnedWriter(ctx context.Context, ip, password string, acks chan<- ack) {
-	var conn *pgx.Conn
-	for ctx.Err() == nil {
-		if conn == nil {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			conn, _ = connectPod(cctx, ip, password)
-			cancel()
-			if conn == nil {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-		}
-		var a ack
-		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := conn.QueryRow(qctx, "INSERT INTO t DEFAULT VALUES RETURNING id, at").Scan(&a.id, &a.execAt)
-		cancel()
-		if err != nil {
-			_ = conn.Close(context.Background())
-			conn = nil
-			continue
-		}
-		a.at = time.Now()
-		acks <- a
-	}
-	if conn != nil {
-		_ = conn.Close(context.Background())
 	}
 }
 
@@ -214,15 +171,7 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 		}
 		return rows.Err()
 	})
-	lost, lostAfterFreeze := 0, 0
-	for _, a := range frozen.acked {
-		if !have[a.id] {
-			lost++
-			if !a.execAt.Before(frozen.frozenAt) {
-				lostAfterFreeze++
-			}
-		}
-	}
+	lost, lostAfterFreeze := ledger.Lost(frozen.acked, have, frozen.frozenAt)
 	t.Logf("Async: %d of %d rows the old leader acknowledged are lost (committed before the freeze, not yet on the new leader)",
 		lost, len(frozen.acked))
 	if lostAfterFreeze > 0 {
