@@ -74,17 +74,36 @@ func (a *Agent) serveRelay(ctx context.Context) error {
 	return pipe.Serve(ctx, l, func(c net.Conn) { a.acceptRelay(ctx, c) })
 }
 
+// maxHandshake bounds the handshake line: a peer that sends more, or
+// nothing for handshakeTimeout, is refused before anything is allocated
+// for it.
+const (
+	maxHandshake     = 256
+	handshakeTimeout = 5 * time.Second
+)
+
 func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
+	_ = c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	// A reader no larger than a handshake: ReadSlice fails on a longer
+	// line, and the relay's own reads bypass so small a buffer.
+	r := bufio.NewReaderSize(c, maxHandshake)
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		a.log.Info("Refused a relay", "reason", "handshake longer than its limit")
+		_, _ = fmt.Fprintf(c, "NO handshake too long\n")
+		_ = c.Close()
+		return
+	}
 	if err != nil {
 		_ = c.Close()
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	h, err := parseHandshake(line)
+	h, err := parseHandshake(string(line))
 	epoch, peer := h.epoch, h.peer
+	if err == nil {
+		err = a.member(peer)
+	}
 	if err != nil || !a.ls.mayAck(epoch, a.clock.Now()) {
 		why := "not the leader of that epoch"
 		if err != nil {
@@ -118,6 +137,16 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	// Bytes the peer sent after its handshake line are in r's buffer.
 	check := func() bool { return a.ls.mayAck(epoch, a.clock.Now()) }
 	pipe.Both(&bufferedConn{Conn: c, r: r}, local, check)
+}
+
+// member checks that peer names another pod this cluster can have: slots
+// and WAL are only for members. (Who the peer really is, the handshake
+// cannot prove: that takes the peer's certificate.)
+func (a *Agent) member(peer string) error {
+	if i, ok := names.Ordinal(a.cfg.Cluster, peer); !ok || i >= names.MaxReplicas || peer == a.cfg.Pod {
+		return fmt.Errorf("%q is not a member of cluster %s", peer, a.cfg.Cluster)
+	}
+	return nil
 }
 
 // handshake is the first line a follower's agent sends: a replication
