@@ -316,10 +316,16 @@ func (r *ReplicaSetReconciler) listPods(ctx context.Context, rs *regentv1.Replic
 // name exists and belongs to someone else.
 type ForeignObjectError struct {
 	Kind, Name string
+	// Fix says what a person can do ("rename or delete it" when empty).
+	Fix string
 }
 
 func (e *ForeignObjectError) Error() string {
-	return fmt.Sprintf("%s %s exists and is not managed by this ReplicaSet: rename or delete it", e.Kind, e.Name)
+	fix := e.Fix
+	if fix == "" {
+		fix = "rename or delete it"
+	}
+	return fmt.Sprintf("%s %s exists and is not managed by this ReplicaSet: %s", e.Kind, e.Name, fix)
 }
 
 // ensureOurs fails with a *ForeignObjectError when an object of name exists

@@ -341,15 +341,34 @@ func TestSecondReconcileChangesNothing(t *testing.T) {
 
 func TestPasswordsAreNeverRegenerated(t *testing.T) {
 	ns := newNamespace(t)
-	// A Secret the user made beforehand keeps the user's password.
+	// A Secret of the app's name that is not labelled for the cluster is
+	// someone else's: refused, untouched.
 	mine := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-app"},
 		Data:       map[string][]byte{"password": []byte("chosen:by/user")},
 	}
 	NewWithT(t).Expect(k8s.Create(t.Context(), mine)).To(Succeed())
-	rs := createReplicaSet(t, newReplicaSet(ns, "db"))
-	waitReconciled(t, rs)
+	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Storage.PVCRetentionPolicy = regentv1.PVCDelete
+	}))
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		c := meta.FindStatusCondition(got.Status.Conditions, regentv1.ConditionDegraded)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(regentv1.ReasonNameTaken))
+		g.Expect(c.Message).To(Equal("Secret db-app exists and is not managed by this ReplicaSet: " +
+			"label it regent.dev/cluster=db for this cluster to use the password it holds, or rename or delete it"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	g := NewWithT(t)
+	theirs := get(t, g, ns, "db-app", &corev1.Secret{})
+	g.Expect(theirs.OwnerReferences).To(BeEmpty(), "the operator took over a Secret it did not create")
+	g.Expect(theirs.Data).To(Equal(map[string][]byte{"password": []byte("chosen:by/user")}))
+
+	// Labelled for the cluster, it keeps the user's password.
+	g.Expect(update(t, theirs, func(s *corev1.Secret) {
+		s.Labels = map[string]string{names.LabelCluster: "db"}
+	})).To(Succeed())
+	waitReconciled(t, rs)
 	app := get(t, g, ns, "db-app", &corev1.Secret{})
 	g.Expect(string(app.Data["password"])).To(Equal("chosen:by/user"))
 	uri, err := url.Parse(string(app.Data["uri"]))

@@ -30,6 +30,14 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 		if err != nil {
 			return fmt.Errorf("secret %s: %w", s.name, err)
 		}
+		// A Secret of that name that is not this cluster's (labelled so
+		// by Regent, or by a person who made it for the cluster) is never
+		// taken over: its password, its owner and its data are someone
+		// else's.
+		if existing.Name != "" && existing.Labels[names.LabelCluster] != rs.Name {
+			return &ForeignObjectError{Kind: "Secret", Name: s.name,
+				Fix: fmt.Sprintf("label it %s=%s for this cluster to use the password it holds, or rename or delete it", names.LabelCluster, rs.Name)}
+		}
 		password := string(existing.Data[corev1.BasicAuthPasswordKey])
 		created := password == ""
 		if created {
