@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -82,5 +85,40 @@ func TestAPIReportsForeignData(t *testing.T) {
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Code != "ForeignData" || apiErr.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("start on PostgreSQL 13 data: %v", err)
+	}
+}
+
+// The tools that take a conninfo get its password through their
+// environment: a process's arguments are readable by every user of the node.
+func TestToolsGetNoPasswordOnTheirCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "seen")
+	script := "#!/bin/sh\necho \"args: $*\" > " + out + "\necho \"env: $PGPASSWORD\" >> " + out + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "pg_basebackup"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{binDir: dir, log: logr.Discard(), children: processChildren}
+	for _, tc := range []struct{ conninfo, password string }{
+		{"host=/run port=5433 user=regent_replication password=s3cret application_name=db_1", "s3cret"},
+		{`host=/run password='a b\'c\\d' user=postgres`, `a b'c\d`},
+		{"host=/run user=postgres", ""},
+	} {
+		if _, err := r.runConninfo(t.Context(), 10*time.Second, "pg_basebackup", "--dbname", tc.conninfo, "--no-password"); err != nil {
+			t.Fatal(err)
+		}
+		seen, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, env, _ := strings.Cut(string(seen), "\n")
+		if strings.Contains(args, "password=") || (tc.password != "" && strings.Contains(args, tc.password)) {
+			t.Errorf("the password is on the command line: %s", args)
+		}
+		if !strings.Contains(args, "--dbname=host=/run") || !strings.Contains(args, "--no-password") {
+			t.Errorf("the other arguments did not arrive: %s", args)
+		}
+		if got := strings.TrimSpace(strings.TrimPrefix(env, "env: ")); got != tc.password {
+			t.Errorf("PGPASSWORD %q, want %q", got, tc.password)
+		}
 	}
 }

@@ -212,9 +212,8 @@ func (in *Instance) BaseBackup(ctx context.Context, conninfo string) error {
 	if err := in.prepareEmptyDir("base backup"); err != nil {
 		return err
 	}
-	_, err := in.tools.run(ctx, 6*time.Hour, "pg_basebackup",
-		"--pgdata="+in.cfg.PGData, "--dbname="+conninfo, "--wal-method=stream", "--checkpoint=fast",
-		"--no-password")
+	_, err := in.tools.runConninfo(ctx, 6*time.Hour, "pg_basebackup", "--dbname", conninfo,
+		"--pgdata="+in.cfg.PGData, "--wal-method=stream", "--checkpoint=fast", "--no-password")
 	if err != nil {
 		// A partial copy is ours (the directory was empty): clear it so a
 		// retry can start over.
@@ -233,8 +232,8 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		return err
 	}
-	_, err := in.tools.run(ctx, time.Hour, "pg_rewind",
-		"--target-pgdata="+in.cfg.PGData, "--source-server="+conninfo, "--progress")
+	_, err := in.tools.runConninfo(ctx, time.Hour, "pg_rewind", "--source-server", conninfo,
+		"--target-pgdata="+in.cfg.PGData, "--progress")
 	return err
 }
 

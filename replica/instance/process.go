@@ -53,11 +53,47 @@ func redactAll(args []string) []string {
 	return out
 }
 
+// withoutPassword splits the password out of a conninfo string, so that it
+// reaches a tool through its environment (PGPASSWORD) and never its
+// argument list, which every user of the node can read.
+func withoutPassword(conninfo string) (rest, password string) {
+	m := passwordRE.FindStringSubmatchIndex(conninfo)
+	if m == nil {
+		return conninfo, ""
+	}
+	value := conninfo[m[0]+len("password=") : m[1]]
+	if strings.HasPrefix(value, "'") {
+		value = strings.NewReplacer(`\\`, `\`, `\'`, `'`).Replace(value[1 : len(value)-1])
+	}
+	before, after := strings.TrimRight(conninfo[:m[0]], " "), strings.TrimLeft(conninfo[m[1]:], " ")
+	if before != "" && after != "" {
+		return before + " " + after, value
+	}
+	return before + after, value
+}
+
+// runConninfo runs a tool whose flag takes conninfo, the password passed in
+// the environment.
+func (r *runner) runConninfo(ctx context.Context, timeout time.Duration, tool, flag, conninfo string, args ...string) (string, error) {
+	rest, password := withoutPassword(conninfo)
+	var env []string
+	if password != "" {
+		env = []string{"PGPASSWORD=" + password}
+	}
+	return r.runEnv(ctx, timeout, env, tool, append([]string{flag + "=" + rest}, args...)...)
+}
+
 // run runs a tool to completion within timeout.
 func (r *runner) run(ctx context.Context, timeout time.Duration, tool string, args ...string) (string, error) {
+	return r.runEnv(ctx, timeout, nil, tool, args...)
+}
+
+// runEnv is run with extra environment variables for this call.
+func (r *runner) runEnv(ctx context.Context, timeout time.Duration, env []string, tool string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := r.command(ctx, tool, args...)
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
