@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/scram"
 )
 
 // localConn logs in to the local PostgreSQL as postgres.
@@ -61,8 +62,18 @@ func (a *Agent) bootstrapRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A password that cannot go as a SCRAM verifier (see scram.Verifier)
+	// goes in clear text: this session's statements are not logged.
+	if _, err := conn.Exec(ctx, "SET log_statement = 'none'"); err != nil {
+		return fmt.Errorf("keep the roles' passwords out of the log: %w", err)
+	}
 	role := func(name, attrs, pw string) error {
 		ident := pgx.Identifier{name}.Sanitize()
+		if verifier, ok, err := scram.Verifier(pw); err != nil {
+			return err
+		} else if ok {
+			pw = verifier
+		}
 		var exists bool
 		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", name).Scan(&exists); err != nil {
 			return err
