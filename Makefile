@@ -28,6 +28,7 @@ manifests: tools-codegen ## Generate the CRD and RBAC manifests from the Go mark
 	@# The Helm chart carries the same CRD and operator rules.
 	cp config/crd/bases/regent.dev_replicasets.yaml charts/regent/files/crd.yaml
 	cp config/rbac/role.yaml charts/regent/files/manager-role.yaml
+	cp config/policy/agent-lease-rights.yaml charts/regent/files/agent-lease-rights.yaml
 
 .PHONY: generate
 generate: tools-codegen ## Generate the API's deepcopy functions.
