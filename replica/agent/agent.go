@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -52,6 +53,8 @@ type Agent struct {
 
 	// ls is what every runnable of the agent shares (state.go).
 	ls leadershipState
+	// relayRefused counts the relay handshakes refused, by reason.
+	relayRefused *prometheus.CounterVec
 }
 
 // New returns an agent; Run starts it.
@@ -61,7 +64,9 @@ func New(cfg Config) *Agent {
 		c = clock.RealClock{}
 	}
 	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
-		relays: newRelaySet(), wake: make(chan struct{}, 1), ls: leadershipState{mode: api.ModeFollower}}
+		relays: newRelaySet(), wake: make(chan struct{}, 1), ls: leadershipState{mode: api.ModeFollower},
+		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "regent", Subsystem: "agent",
+			Name: "relay_refused_total", Help: "Relay handshakes refused by this agent, by reason."}, []string{"reason"})}
 }
 
 func (a *Agent) leaseName() string { return names.Lease(a.cfg.Cluster) }

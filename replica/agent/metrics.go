@@ -13,6 +13,7 @@ import (
 // status at every scrape.
 func (a *Agent) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.relayRefused)
 	gauge := func(name, help string, f func(api.Status) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "regent", Subsystem: "agent", Name: name, Help: help,

@@ -89,6 +89,7 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	r := bufio.NewReaderSize(c, maxHandshake)
 	line, err := r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
+		a.relayRefused.WithLabelValues("TooLong").Inc()
 		a.log.Info("Refused a relay", "reason", "handshake longer than its limit")
 		_, _ = fmt.Fprintf(c, "NO handshake too long\n")
 		_ = c.Close()
@@ -101,14 +102,18 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	h, err := parseHandshake(string(line))
 	epoch, peer := h.epoch, h.peer
+	reason := "Malformed"
 	if err == nil {
-		err = a.member(peer)
+		err, reason = a.member(peer), "NotAMember"
 	}
 	if err != nil || !a.ls.mayAck(epoch, a.clock.Now()) {
 		why := "not the leader of that epoch"
 		if err != nil {
 			why = err.Error()
+		} else {
+			reason = "NotTheLeader"
 		}
+		a.relayRefused.WithLabelValues(reason).Inc()
 		a.log.Info("Refused a relay", "peer", peer, "epoch", epoch, "reason", why)
 		_, _ = fmt.Fprintf(c, "NO %s\n", why)
 		_ = c.Close()
