@@ -61,6 +61,15 @@ func (a *Agent) pass(ctx context.Context) {
 	}
 	lead := a.leaderIntent(lease, pod, epoch)
 	a.ls.mu.Lock()
+	refusal := a.ls.history.observe(leadership.Of(lease))
+	a.ls.mu.Unlock()
+	if refusal != "" {
+		if lead {
+			a.log.Info("Refusing to lead", "reason", refusal)
+		}
+		lead = false
+	}
+	a.ls.mu.Lock()
 	changed := a.ls.epoch != epoch || (a.ls.mode == api.ModeLeader) != lead
 	oldMode, oldEpoch := a.ls.mode, a.ls.epoch
 	a.ls.epoch = epoch
@@ -88,6 +97,10 @@ func (a *Agent) pass(ctx context.Context) {
 	if actErr != nil {
 		a.ls.setReason(actErr.Error())
 		a.log.Info("Pass failed", "mode", a.ls.mode, "error", actErr.Error())
+	}
+	if refusal != "" {
+		// Reported in /status, which the operator's conditions quote.
+		a.ls.setReason(refusal)
 	}
 }
 

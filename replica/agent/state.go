@@ -46,6 +46,8 @@ type leadershipState struct {
 	// the leader: a PostgreSQL that died then releases the Lease; one that
 	// died in an earlier epoch (a leader elected again) is started.
 	ledEpoch int64
+	// history is what the pass has seen of the Lease's epochs and holders.
+	history leaseHistory
 }
 
 // mayAck is the leader's one safety predicate: it may let a commit of epoch
