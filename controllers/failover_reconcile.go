@@ -319,10 +319,10 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	return nil
 }
 
-// reconcileSyncStandbys keeps the Lease's synchronous-standby-names
-// annotation, which the leader's agent applies, in step with the spec and,
-// with dataDurability Preferred, with the followers standing (see
-// syncStandbyNames).
+// reconcileSyncStandbys keeps the synchronous standbys on the Lease, which
+// the leader's agent applies, in step with the spec and, with
+// dataDurability Preferred, with the followers standing (see
+// failover.SyncStandbys).
 func (r *ReplicaSetReconciler) reconcileSyncStandbys(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	holder := obs.holder()
 	if holder == "" {
