@@ -92,33 +92,35 @@ func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
 	}
 }
 
-// The relay's leader end accepts only the epoch its agent leads: a peer
-// claiming another epoch, or a follower's relay port, is refused.
+// The relay's leader end accepts only a member of its cluster, at the epoch
+// its agent leads: a peer claiming another epoch, a follower's relay port,
+// and a stranger's name are refused.
 func TestRelayRefusesAPeerOfAnotherEpoch(t *testing.T) {
 	c := newCluster(t, 2, "127.0.33")
 	for _, p := range c.pods {
 		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
-	handshake := func(ip string, epoch int) string {
+	handshake := func(ip string, epoch int, pod string) string {
 		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "5433"), 2*time.Second)
 		if err != nil {
 			return "dial: " + err.Error()
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(conn, "REGENT-RELAY/1 epoch=%d pod=intruder\n", epoch)
+		fmt.Fprintf(conn, "REGENT-RELAY/1 epoch=%d pod=%s\n", epoch, pod)
 		line, _ := bufio.NewReader(conn).ReadString('\n')
 		return strings.TrimSpace(line)
 	}
-	if got := handshake(c.pods[0].ip, 1); got != "OK" {
-		t.Errorf("the leader refused its own epoch: %q", got)
+	if got := handshake(c.pods[0].ip, 1, "db-1"); got != "OK" {
+		t.Errorf("the leader refused a member at its own epoch: %q", got)
 	}
 	for _, tc := range []struct {
 		ip    string
 		epoch int
-	}{{c.pods[0].ip, 2}, {c.pods[0].ip, 0}, {c.pods[1].ip, 1}} {
-		if got := handshake(tc.ip, tc.epoch); !strings.HasPrefix(got, "NO") {
-			t.Errorf("relay at %s accepted epoch %d: %q", tc.ip, tc.epoch, got)
+		pod   string
+	}{{c.pods[0].ip, 2, "db-1"}, {c.pods[0].ip, 0, "db-1"}, {c.pods[1].ip, 1, "db-0"}, {c.pods[0].ip, 1, "intruder"}} {
+		if got := handshake(tc.ip, tc.epoch, tc.pod); !strings.HasPrefix(got, "NO") {
+			t.Errorf("relay at %s accepted %s at epoch %d: %q", tc.ip, tc.pod, tc.epoch, got)
 		}
 	}
 }
