@@ -232,17 +232,24 @@ func TestSyncScaleDownSettles(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// livePreferredCluster is liveCluster in Sync mode with ANY 2 of the two
+// followers and dataDurability Preferred, every member at 0/3000100.
+func livePreferredCluster(t *testing.T) (string, []*hollowAgent) {
+	t.Helper()
+	return liveCluster(t, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Replication.Mode = regentv1.ReplicationSync
+		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
+		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
+	}, 0x3000100, 0x3000100, 0x3000100)
+}
+
 // With dataDurability Preferred, a follower lost for longer than the
 // lease duration leaves the quorum, so writes go on with the followers
 // left (an event says so); the election honours the old quorum until the
 // remaining follower holds what it acknowledged; the follower's return
 // restores the spec's quorum.
 func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
-	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
-		rs.Spec.Replication.Mode = regentv1.ReplicationSync
-		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
-		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
-	}, 0x3000100, 0x3000100, 0x3000100)
+	ns, agents := livePreferredCluster(t)
 	full := `ANY 2 ("db_1", "db_2")`
 	NewWithT(t).Eventually(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
@@ -287,11 +294,7 @@ func TestPreferredQuorumFollowsTheFollowersStanding(t *testing.T) {
 // duration (3 s), not at the first pass, which the pod's old condition
 // would allow.
 func TestPreferredQuorumWaitsALeaseForAFollowerLostRightAfterItStood(t *testing.T) {
-	ns, agents := liveCluster(t, func(rs *regentv1.ReplicaSet) {
-		rs.Spec.Replication.Mode = regentv1.ReplicationSync
-		rs.Spec.Replication.SyncReplicas = ptr.To[int32](2)
-		rs.Spec.Replication.DataDurability = regentv1.DataDurabilityPreferred
-	}, 0x3000100, 0x3000100, 0x3000100)
+	ns, agents := livePreferredCluster(t)
 	g := NewWithT(t)
 	pod := get(t, g, ns, "db-2", &corev1.Pod{})
 	pod.Status.Conditions = []corev1.PodCondition{
