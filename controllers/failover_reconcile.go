@@ -41,7 +41,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	log := ctrl.LoggerFrom(ctx)
 	start := time.Now()
 	now := r.now()
-	obs.agents = r.readAgents(ctx, client.ObjectKeyFromObject(rs), obs.pods)
+	obs.agents = r.readAgents(ctx, client.ObjectKeyFromObject(rs), obs.pods, obs.certificates.roots)
 	in := r.failoverInput(rs, obs, now)
 	d := failover.Decide(in)
 	obs.decision = &d

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"strconv"
 	"sync"
@@ -33,7 +34,7 @@ type hollowAgents struct {
 var hollow = &hollowAgents{agents: map[string]*hollowAgent{}}
 
 // Status implements AgentReader.
-func (h *hollowAgents) Status(_ context.Context, pod *corev1.Pod) (*api.Status, error) {
+func (h *hollowAgents) Status(_ context.Context, pod *corev1.Pod, _ *x509.CertPool) (*api.Status, error) {
 	h.mu.Lock()
 	a := h.agents[pod.Namespace+"/"+pod.Name]
 	h.mu.Unlock()

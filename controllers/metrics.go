@@ -20,6 +20,10 @@ var (
 		Name: "regent_member_lag_bytes",
 		Help: "WAL bytes a follower has not received yet, behind the leader's last reported position.",
 	}, []string{"namespace", "cluster", "pod"})
+	certificateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_certificate_expiry_timestamp_seconds",
+		Help: "When a member's certificate expires, in seconds since the epoch; the operator renews it after two thirds of its life.",
+	}, []string{"namespace", "cluster", "pod"})
 	decisionSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "regent_failover_decision_seconds",
 		Help:    "Time to read the agents and decide, per pass.",
@@ -28,5 +32,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, decisionSeconds)
+	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, certificateExpiry, decisionSeconds)
 }

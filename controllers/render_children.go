@@ -20,6 +20,7 @@ import (
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/pki"
 )
 
 // ownerReference makes rs the controller of a child, so that the child goes
@@ -150,6 +151,13 @@ func renderRole(rs *regentv1.ReplicaSet) *rbacv1ac.RoleApplyConfiguration {
 				WithResources("pods").
 				WithResourceNames(names.AllPods(rs.Name)...).
 				WithVerbs("get", "list", "watch"),
+			// Each pod reads its own key and certificate (Secret
+			// <pod>-tls) and follows their renewal.
+			rbacv1ac.PolicyRule().
+				WithAPIGroups(corev1.GroupName).
+				WithResources("secrets").
+				WithResourceNames(names.AllPodTLSSecrets(rs.Name)...).
+				WithVerbs("get", "list", "watch"),
 			rbacv1ac.PolicyRule().
 				WithAPIGroups(coordinationv1.GroupName).
 				WithResources("leases").
@@ -177,7 +185,7 @@ type credentials struct {
 
 // renderSecret renders a basic-auth Secret for c. The app Secret also
 // carries everything a client needs to connect, including a uri.
-func renderSecret(rs *regentv1.ReplicaSet, c credentials, app bool) *corev1ac.SecretApplyConfiguration {
+func renderSecret(rs *regentv1.ReplicaSet, c credentials, app bool, caPEM []byte) *corev1ac.SecretApplyConfiguration {
 	data := map[string]string{
 		corev1.BasicAuthUsernameKey: c.username,
 		corev1.BasicAuthPasswordKey: c.password,
@@ -190,11 +198,16 @@ func renderSecret(rs *regentv1.ReplicaSet, c credentials, app bool) *corev1ac.Se
 		data["host"] = host
 		data["port"] = port
 		data["dbname"] = db
+		// Remote clients connect only over TLS, and verify-full checks
+		// the server's certificate against the cluster's CA (ca.crt here,
+		// which the client names with sslrootcert or PGSSLROOTCERT).
+		data["sslmode"] = "verify-full"
+		data[pki.CACertKey] = string(caPEM)
 		uri := url.URL{Scheme: "postgresql", User: url.UserPassword(c.username, c.password),
-			Host: net.JoinHostPort(host, port), Path: "/" + db}
+			Host: net.JoinHostPort(host, port), Path: "/" + db, RawQuery: "sslmode=verify-full"}
 		data["uri"] = uri.String()
 		jdbc := url.URL{Scheme: "postgresql", Host: net.JoinHostPort(host, port), Path: "/" + db,
-			RawQuery: url.Values{"user": {c.username}, "password": {c.password}}.Encode()}
+			RawQuery: url.Values{"user": {c.username}, "password": {c.password}, "sslmode": {"verify-full"}}.Encode()}
 		data["jdbc-uri"] = "jdbc:" + jdbc.String()
 		data["pgpass"] = strings.Join([]string{host, port, db, pgpassEscape(c.username), pgpassEscape(c.password)}, ":") + "\n"
 	}

@@ -152,7 +152,9 @@ func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.C
 
 func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.ContainerApplyConfiguration {
 	httpProbe := func(path string) *corev1ac.ProbeApplyConfiguration {
-		return corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().
+		// The agent serves over TLS only; the kubelet does not check
+		// its certificate, the operator does.
+		return corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithScheme(corev1.URISchemeHTTPS).
 			WithPath(path).WithPort(intstr.FromString(names.PortNameAgentHTTP)))
 	}
 	c := corev1ac.Container().
@@ -176,7 +178,8 @@ func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.Cont
 			corev1ac.VolumeMount().WithName(names.VolumeSecrets).WithMountPath(names.SecretsMountPath).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName(names.VolumeSAToken).WithMountPath(names.SATokenMountPath).WithReadOnly(true),
 		).
-		// The agent answers /healthz as soon as it runs; a slow bootstrap
+		// The agent answers /healthz as soon as it runs with its
+		// certificate (the operator issues it before the pod is made); a slow bootstrap
 		// (initdb, a large base backup) shows in /readyz, not in restarts.
 		WithStartupProbe(httpProbe("/healthz").WithPeriodSeconds(1).WithFailureThreshold(60)).
 		WithLivenessProbe(httpProbe("/healthz").WithPeriodSeconds(5).WithTimeoutSeconds(2).WithFailureThreshold(6)).

@@ -260,7 +260,7 @@ func TestAppSecretURIEscapesPasswords(t *testing.T) {
 	rs := &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "prod"}}
 	for _, password := range []string{"plain32chars", "p@ss:w/rd?#%", `back\slash`} {
 		t.Run(password, func(t *testing.T) {
-			s := renderSecret(rs, credentials{secret: "db-app", username: "app", password: password}, true)
+			s := renderSecret(rs, credentials{secret: "db-app", username: "app", password: password}, true, []byte("CA"))
 			uri := string(s.Data["uri"])
 			u, err := url.Parse(uri)
 			if err != nil {

@@ -65,7 +65,7 @@ type ReplicaSetReconciler struct {
 // +kubebuilder:rbac:groups=regent.dev,resources=replicasets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=regent.dev,resources=replicasets/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;secrets;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;secrets;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -158,6 +158,8 @@ type observation struct {
 	unstandingSince map[string]time.Time
 	// switchoverRefused says why a requested switchover is not done.
 	switchoverRefused string
+	// certificates are the cluster's CA and its members' certificates' expiry.
+	certificates *certificates
 	// requeueAfter is when to look again at the latest (0: on events).
 	requeueAfter time.Duration
 }
@@ -196,7 +198,12 @@ func (o *observation) holder() string {
 // reconcileChildren applies every child in dependency order. It returns the
 // step that failed, in words that fit "could not ...".
 func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) (string, error) {
-	if err := r.reconcileSecrets(ctx, rs); err != nil {
+	certs, err := r.reconcileCA(ctx, rs)
+	if err != nil {
+		return "make the cluster's CA", err
+	}
+	obs.certificates = certs
+	if err := r.reconcileSecrets(ctx, rs, certs.ca.CertPEM); err != nil {
 		return "apply Secrets", err
 	}
 	// apply applies a child after checking that an object of that name is
@@ -239,6 +246,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		return "fail over", err
 	}
 
+	if err := r.reconcileMemberCertificates(ctx, rs, obs); err != nil {
+		return "issue the members' certificates", err
+	}
 	for _, svc := range renderServices(rs, obs.epoch()) {
 		if err := apply("apply Service "+*svc.Name, svc, &corev1.Service{}, *svc.Name); err != nil {
 			return "apply Services", err
@@ -365,6 +375,7 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
@@ -424,6 +435,7 @@ func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:                   byLabel,
 		&corev1.Secret{}:                byLabel,
+		&corev1.ConfigMap{}:             byLabel,
 		&corev1.Service{}:               byLabel,
 		&corev1.ServiceAccount{}:        byLabel,
 		&corev1.PersistentVolumeClaim{}: byLabel,

@@ -188,6 +188,8 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 		g.Expect(role.Rules).To(ConsistOf(
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"},
 				ResourceNames: names.AllPods("db"), Verbs: []string{"get", "list", "watch"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
+				ResourceNames: names.AllPodTLSSecrets("db"), Verbs: []string{"get", "list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
 				ResourceNames: []string{"db-leader"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
 		))
@@ -213,6 +215,10 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 		g.Expect(allowed("update", "coordination.k8s.io", "leases", "db-leader")).To(BeTrue())
 		g.Expect(allowed("update", "coordination.k8s.io", "leases", "other-leader")).To(BeFalse())
 		g.Expect(allowed("delete", "coordination.k8s.io", "leases", "db-leader")).To(BeFalse())
+		g.Expect(allowed("watch", "", "secrets", "db-1-tls")).To(BeTrue())
+		for _, secret := range []string{"db-app", "db-superuser", "db-replication", "db-ca"} {
+			g.Expect(allowed("get", "", "secrets", secret)).To(BeFalse(), "the agent reads "+secret)
+		}
 		g.Expect(allowed("create", "coordination.k8s.io", "leases", "")).To(BeFalse())
 		g.Expect(allowed("get", "", "secrets", "db-superuser")).To(BeFalse())
 		g.Expect(allowed("get", "regent.dev", "replicasets", "db")).To(BeFalse(), "the agent never reads or writes the ReplicaSet")

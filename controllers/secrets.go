@@ -16,8 +16,9 @@ import (
 // reconcileSecrets applies the superuser, replication and app Secrets. A
 // password is generated once, when its Secret has none, and then read back
 // on every pass: never overwritten. A Secret the user created beforehand
-// keeps the user's password.
-func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv1.ReplicaSet) error {
+// keeps the user's password. The app Secret also carries the CA's
+// certificate (caPEM), which its URIs' sslmode=verify-full needs.
+func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv1.ReplicaSet, caPEM []byte) error {
 	for _, s := range []struct {
 		name, user string
 		app        bool
@@ -46,7 +47,7 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 			}
 		}
 		c := credentials{secret: s.name, username: s.user, password: password}
-		secret := renderSecret(rs, c, s.app)
+		secret := renderSecret(rs, c, s.app, caPEM)
 		if existing.Type != "" {
 			// A Secret's type cannot change: one the user made
 			// beforehand (say Opaque) keeps its type.

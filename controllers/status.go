@@ -46,6 +46,13 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		}
 	}
 
+	if c := obs.certificates; c != nil {
+		st.Certificates = &regentv1.CertificatesStatus{CAExpiresAt: metav1.NewTime(c.ca.Cert.NotAfter)}
+		if !c.expires.IsZero() {
+			st.Certificates.ExpiresAt = ptr.To(metav1.NewTime(c.expires))
+		}
+	}
+
 	f := facts(rs, obs, reconcileErr)
 	for _, c := range []metav1.Condition{availableCondition(f), progressingCondition(f), degradedCondition(f), failingOverCondition(f)} {
 		c.ObservedGeneration = rs.Generation

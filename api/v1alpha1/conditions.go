@@ -82,6 +82,9 @@ const (
 	EventLeaseCreated = "LeaseCreated"
 	// EventSecretCreated: the operator generated a credentials Secret.
 	EventSecretCreated = "SecretCreated"
+	// EventCertificateIssued: the operator made the cluster's CA or issued
+	// a member's certificate.
+	EventCertificateIssued = "CertificateIssued"
 	// EventLeaderLabelled: the operator labelled the Lease holder as leader.
 	EventLeaderLabelled = "LeaderLabelled"
 	// EventReconcileFailed: applying a child object failed.

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -77,4 +78,13 @@ func (rs *ReplicaSet) AppOwner() string {
 		return "app"
 	}
 	return rs.Spec.Bootstrap.Owner
+}
+
+// CertificateLifetime is spec.tls.certificateLifetime, or its default of
+// 90 days.
+func (rs *ReplicaSet) CertificateLifetime() time.Duration {
+	if rs.Spec.TLS.CertificateLifetime == nil || rs.Spec.TLS.CertificateLifetime.Duration <= 0 {
+		return 90 * 24 * time.Hour
+	}
+	return rs.Spec.TLS.CertificateLifetime.Duration
 }

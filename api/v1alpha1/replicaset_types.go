@@ -63,6 +63,28 @@ type ReplicaSetSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`
+
+	// tls tunes the certificates the operator issues from the cluster's
+	// own CA: every member's, for replication, the agents' API and
+	// PostgreSQL's client connections.
+	// +kubebuilder:default={}
+	// +optional
+	TLS TLSSpec `json:"tls,omitempty"`
+}
+
+// TLSSpec tunes the cluster's certificates (docs/architecture.md, "Who may
+// reach the data").
+type TLSSpec struct {
+	// certificateLifetime is how long a member's certificate is valid. The
+	// operator renews it once two thirds of its life have passed, and the
+	// agent and PostgreSQL load the new one without a restart. Shorter
+	// limits how long a stolen key is good for; longer rides out a longer
+	// outage of the operator. Between 1m and 8760h; default 2160h (90
+	// days).
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('8760h')",message="tls.certificateLifetime must be between 1m and 8760h"
+	// +optional
+	CertificateLifetime *metav1.Duration `json:"certificateLifetime,omitempty"`
 }
 
 // PostgresSpec configures the PostgreSQL container.
@@ -477,6 +499,20 @@ type ReplicaSetStatus struct {
 	// lastFailover is the receipt of the last change of leader.
 	// +optional
 	LastFailover *FailoverRecord `json:"lastFailover,omitempty"`
+
+	// certificates says when the cluster's certificates expire.
+	// +optional
+	Certificates *CertificatesStatus `json:"certificates,omitempty"`
+}
+
+// CertificatesStatus says when the cluster's certificates expire.
+type CertificatesStatus struct {
+	// caExpiresAt is when the cluster's CA expires (Secret <name>-ca).
+	CAExpiresAt metav1.Time `json:"caExpiresAt"`
+	// expiresAt is when the first member's certificate expires (Secrets
+	// <pod>-tls); the operator renews each long before.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 }
 
 // ReplicaSet is a leader-follower PostgreSQL cluster: one leader pod takes

@@ -212,6 +212,22 @@ func ReplicationSecret(cluster string) string { return cluster + "-replication" 
 // AppSecret holds the application role's credentials and a ready-to-use uri.
 func AppSecret(cluster string) string { return cluster + "-app" }
 
+// CA names the Secret that holds the cluster's CA (certificate and key)
+// and the ConfigMap that publishes its certificate.
+func CA(cluster string) string { return cluster + "-ca" }
+
+// PodTLSSecret names the Secret that holds a pod's key and certificate.
+func PodTLSSecret(pod string) string { return pod + "-tls" }
+
+// AllPodTLSSecrets names the TLS Secrets of every ordinal a cluster can have.
+func AllPodTLSSecrets(cluster string) []string {
+	out := AllPods(cluster)
+	for i := range out {
+		out[i] = PodTLSSecret(out[i])
+	}
+	return out
+}
+
 // Pod is the name of the pod with ordinal i.
 func Pod(cluster string, i int) string { return fmt.Sprintf("%s-%d", cluster, i) }
 

@@ -53,6 +53,10 @@ type Agent struct {
 
 	// ls is what every runnable of the agent shares (state.go).
 	ls leadershipState
+	// tls is the pod's key pair and the cluster's CA (tls.go);
+	// tlsChanged wakes keepTLS when a new pair is loaded.
+	tls        memberTLS
+	tlsChanged chan struct{}
 	// relayRefused counts the relay handshakes refused, by reason.
 	relayRefused *prometheus.CounterVec
 }
@@ -64,7 +68,8 @@ func New(cfg Config) *Agent {
 		c = clock.RealClock{}
 	}
 	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
-		relays: newRelaySet(), wake: make(chan struct{}, 1), ls: leadershipState{mode: api.ModeFollower},
+		relays: newRelaySet(), wake: make(chan struct{}, 1), tlsChanged: make(chan struct{}, 1),
+		ls: leadershipState{mode: api.ModeFollower},
 		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "regent", Subsystem: "agent",
 			Name: "relay_refused_total", Help: "Relay handshakes refused by this agent, by reason."}, []string{"reason"})}
 }
@@ -87,13 +92,17 @@ func (a *Agent) longOperation(limit time.Duration) (context.Context, context.Can
 // decides and acts; the lease keeper (lease.go) and the contact keeper
 // (contact.go); the commit gate (gate.go); the relay's server and dialer
 // (relay.go); the WAL server (wal.go); the HTTP API (http.go); and the
-// watches that wake the pass (watch.go). A runnable that fails stops them
+// watches that wake the pass (watch.go); and the certificate's keeper
+// (tls.go), which is also awaited before anything else starts. A runnable that fails stops them
 // all, and the pass shuts PostgreSQL down cleanly on the way out.
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	a.runCtx = ctx
+	if err := a.awaitTLS(ctx); err != nil {
+		return err
+	}
 	a.watchObjects(ctx)
-	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.runGate, a.watchInstance} {
+	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.runGate, a.watchInstance, a.keepTLS} {
 		g.Go(func() error { run(ctx); return nil })
 	}
 	for _, serve := range []func(context.Context) error{a.serveRelay, a.serveLocalAPI, a.serveFollowerRelay, a.serveHTTP} {

@@ -85,10 +85,12 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
 	mux.Handle("GET /metrics", a.metricsHandler())
+	// Over TLS with the pod's certificate: the operator elects by what
+	// /status says, and checks that the pod itself says it.
 	srv := &http.Server{Addr: net.JoinHostPort(a.cfg.PodIP, strconv.Itoa(a.cfg.HTTPPort)), Handler: mux,
-		ReadHeaderTimeout: 5 * time.Second}
+		ReadHeaderTimeout: 5 * time.Second, TLSConfig: a.serverConfig(false)}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

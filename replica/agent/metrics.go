@@ -45,6 +45,15 @@ func (a *Agent) metricsHandler() http.Handler {
 		}
 		return max(0, s.LeaseDeadline.Sub(a.clock.Now()).Seconds())
 	})
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "regent", Subsystem: "agent",
+		Name: "certificate_expiry_timestamp_seconds",
+		Help: "When the pod's current certificate expires, in seconds since the epoch (0 before it has one)."},
+		func() float64 {
+			if t := a.tls.expiry(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
 	gauge("write_lsn_bytes", "The leader's current WAL position, in bytes.", func(s api.Status) float64 { return float64(s.WriteLSN) })
 	gauge("received_lsn_bytes", "The last WAL position a follower received, in bytes.", func(s api.Status) float64 {
 		return float64(s.ReceivedLSN)

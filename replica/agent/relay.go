@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pipe"
+	"github.com/regent-dev/regent/internal/pki"
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
@@ -71,7 +73,7 @@ func (a *Agent) serveRelay(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay listener: %w", err)
 	}
-	return pipe.Serve(ctx, l, func(c net.Conn) { a.acceptRelay(ctx, c) })
+	return pipe.Serve(ctx, tls.NewListener(l, a.serverConfig(true)), func(c net.Conn) { a.acceptRelay(ctx, c) })
 }
 
 // maxHandshake bounds the handshake line: a peer that sends more, or
@@ -83,7 +85,16 @@ const (
 )
 
 func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	// Mutual TLS first: only a member's certificate of the cluster's CA
+	// gets as far as the handshake line, which must then name that member.
+	certified, err := a.peerOf(ctx, c)
+	if err != nil {
+		a.relayRefused.WithLabelValues("Certificate").Inc()
+		a.log.Info("Refused a relay", "remote", c.RemoteAddr().String(), "reason", err.Error())
+		_ = c.Close()
+		return
+	}
 	// A reader no larger than a handshake: ReadSlice fails on a longer
 	// line, and the relay's own reads bypass so small a buffer.
 	r := bufio.NewReaderSize(c, maxHandshake)
@@ -99,12 +110,15 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	h, err := parseHandshake(string(line))
 	epoch, peer := h.epoch, h.peer
 	reason := "Malformed"
 	if err == nil {
 		err, reason = a.member(peer), "NotAMember"
+	}
+	if err == nil && peer != certified {
+		err, reason = fmt.Errorf("the handshake names %s, the certificate %s", peer, certified), "CertificateMismatch"
 	}
 	if err != nil || !a.ls.mayAck(epoch, a.clock.Now()) {
 		why := "not the leader of that epoch"
@@ -144,9 +158,24 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	pipe.Both(&bufferedConn{Conn: c, r: r}, local, check)
 }
 
+// peerOf completes c's TLS handshake and returns the pod its verified
+// certificate names.
+func (a *Agent) peerOf(ctx context.Context, c net.Conn) (string, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return "", errors.New("not a TLS connection")
+	}
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return "", fmt.Errorf("TLS: %w", err)
+	}
+	return pki.PeerPod(tc.ConnectionState())
+}
+
 // member checks that peer names another pod this cluster can have: slots
-// and WAL are only for members. (Who the peer really is, the handshake
-// cannot prove: that takes the peer's certificate.)
+// and WAL are only for members. (That the peer is that pod, its
+// certificate proves: acceptRelay checks both.)
 func (a *Agent) member(peer string) error {
 	if i, ok := names.Ordinal(a.cfg.Cluster, peer); !ok || i >= names.MaxReplicas || peer == a.cfg.Pod {
 		return fmt.Errorf("%q is not a member of cluster %s", peer, a.cfg.Cluster)
@@ -251,7 +280,12 @@ func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn,
 	if err != nil || pod.Status.PodIP == "" {
 		return nil, nil, 0, errors.New("leader pod address unknown")
 	}
-	var d net.Dialer
+	config, err := a.clientConfig(holder)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	// The leader's certificate must name the Lease's holder.
+	d := tls.Dialer{Config: config}
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	remote, err := d.DialContext(dctx, "tcp", net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(a.cfg.RelayPort)))

@@ -52,6 +52,10 @@ type (
 	ConfigureRequest struct {
 		SynchronousStandbyNames string `json:"synchronousStandbyNames"`
 	}
+	// TLSRequest carries the pod's key and certificate, PEM-encoded.
+	TLSRequest struct {
+		Cert, Key []byte
+	}
 	// WaitResponse is GET /wait's answer.
 	WaitResponse struct {
 		Gen uint64 `json:"gen"`
@@ -113,6 +117,12 @@ func (in *Instance) Handler() http.Handler {
 		var req ConfigureRequest
 		if decode(w, r, &req) {
 			reply(w, nil, in.Configure(r.Context(), req.SynchronousStandbyNames))
+		}
+	})
+	mux.HandleFunc("POST /tls", func(w http.ResponseWriter, r *http.Request) {
+		var req TLSRequest
+		if decode(w, r, &req) {
+			reply(w, nil, in.SetTLS(r.Context(), req.Cert, req.Key))
 		}
 	})
 	// The archive's files, for the agent to serve to followers that fell
@@ -293,6 +303,11 @@ func (c *Client) Stop(ctx context.Context, mode StopMode) (lsn.LSN, error) {
 func (c *Client) Promote(ctx context.Context, deadline time.Time, epoch int64, synchronousStandbyNames string) error {
 	return c.call(ctx, http.MethodPost, "/promote", PromoteRequest{Deadline: deadline, Epoch: epoch,
 		SynchronousStandbyNames: synchronousStandbyNames}, nil)
+}
+
+// SetTLS installs the pod's key and certificate (and reloads PostgreSQL).
+func (c *Client) SetTLS(ctx context.Context, certPEM, keyPEM []byte) error {
+	return c.call(ctx, http.MethodPost, "/tls", TLSRequest{Cert: certPEM, Key: keyPEM}, nil)
 }
 
 // Configure changes synchronous_standby_names of the running PostgreSQL.

@@ -10,6 +10,7 @@ package instance
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,9 @@ type Settings struct {
 	PrimaryConninfo, PrimarySlotName string
 	// SynchronousStandbyNames is set by the agent on a leader.
 	SynchronousStandbyNames string
+	// TLSDir holds the pod's server.crt and server.key (SetTLS); empty
+	// leaves TLS off, and then no remote client can log in (hbaConf).
+	TLSDir string
 	// ArchiveCommand and RestoreCommand ship WAL through the agents
 	// (`regent wal-push`, `regent wal-fetch`); empty leaves archiving off.
 	ArchiveCommand, RestoreCommand string
@@ -110,6 +114,12 @@ func regentConf(s Settings) string {
 		set["archive_mode"] = "always"
 		set["archive_command"] = s.ArchiveCommand
 	}
+	if s.TLSDir != "" {
+		set["ssl"] = "on"
+		set["ssl_cert_file"] = filepath.Join(s.TLSDir, "server.crt")
+		set["ssl_key_file"] = filepath.Join(s.TLSDir, "server.key")
+		set["ssl_min_protocol_version"] = "TLSv1.2"
+	}
 	if s.RestoreCommand != "" {
 		set["restore_command"] = s.RestoreCommand
 	}
@@ -133,15 +143,17 @@ include 'regent.conf'
 `
 
 // hbaConf allows replication only through the local socket (the agent's
-// relay, which checks the epoch) and password (SCRAM) logins for clients.
+// relay, which checks the epoch and the peer's certificate) and password
+// (SCRAM) logins for remote clients only over TLS.
 func hbaConf() string {
 	return `# Written by regent instance at every start.
-# TYPE  DATABASE     USER                 ADDRESS    METHOD
-local   replication  ` + names.ReplicationUser + `                 scram-sha-256
-local   replication  all                             reject
-local   all          all                             scram-sha-256
-host    replication  all                  all        reject
-host    all          all                  all        scram-sha-256
+# TYPE    DATABASE     USER                 ADDRESS    METHOD
+local     replication  ` + names.ReplicationUser + `                 scram-sha-256
+local     replication  all                             reject
+local     all          all                             scram-sha-256
+host      replication  all                  all        reject
+hostssl   all          all                  all        scram-sha-256
+hostnossl all          all                  all        reject
 `
 }
 

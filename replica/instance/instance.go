@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -290,6 +291,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		s.Role = RoleFollower
 	}
 	s.SynchronousStandbyNames = opts.SynchronousStandbyNames
+	s.TLSDir = in.installedTLS()
 	if err := in.writeConfig(s); err != nil {
 		return err
 	}
@@ -432,6 +434,78 @@ func (in *Instance) Configure(ctx context.Context, synchronousStandbyNames strin
 	return nil
 }
 
+// Files of the pod's key and certificate, in the run directory (memory,
+// the pod's own): never on the data volume, which base backups copy.
+const (
+	tlsDirName  = "tls"
+	tlsCertFile = "server.crt"
+	tlsKeyFile  = "server.key"
+)
+
+func (in *Instance) tlsDir() string { return filepath.Join(in.cfg.Settings.SocketDir, tlsDirName) }
+
+// installedTLS is the directory of the key and certificate SetTLS
+// installed, or "" when there are none yet.
+func (in *Instance) installedTLS() string {
+	for _, f := range []string{tlsCertFile, tlsKeyFile} {
+		if _, err := os.Stat(filepath.Join(in.tlsDir(), f)); err != nil {
+			return ""
+		}
+	}
+	return in.tlsDir()
+}
+
+// SetTLS installs the pod's key and certificate for PostgreSQL's TLS,
+// readable only by PostgreSQL's user, and reloads a running PostgreSQL:
+// a renewed certificate needs no restart.
+func (in *Instance) SetTLS(ctx context.Context, certPEM, keyPEM []byte) error {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	dir := in.tlsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	c := in.cfg.Credential
+	if c != nil {
+		if err := os.Chown(dir, int(c.Uid), int(c.Gid)); err != nil {
+			return err
+		}
+	}
+	for name, content := range map[string][]byte{tlsCertFile: certPEM, tlsKeyFile: keyPEM} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p+".tmp", content, 0o600); err != nil {
+			return err
+		}
+		if c != nil {
+			if err := os.Chown(p+".tmp", int(c.Uid), int(c.Gid)); err != nil {
+				return err
+			}
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			return err
+		}
+	}
+	in.mu.Lock()
+	s, running := in.settings, in.pg != nil
+	in.mu.Unlock()
+	if !running {
+		return nil
+	}
+	s.TLSDir = dir
+	err := in.reload(ctx, s, 10*time.Second, func(ctx context.Context) bool {
+		got, err := in.show(ctx, "ssl")
+		return err == nil && got == "on"
+	})
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	in.log.Info("Loaded the pod's certificate")
+	return nil
+}
+
 // reload writes s as the running PostgreSQL's configuration, signals it,
 // and waits (up to limit) until taken says the new values are in force.
 func (in *Instance) reload(ctx context.Context, s Settings, limit time.Duration, taken func(context.Context) bool) error {
@@ -463,13 +537,19 @@ func (in *Instance) reload(ctx context.Context, s Settings, limit time.Duration,
 }
 
 func (in *Instance) showSyncNames(ctx context.Context) (string, error) {
+	return in.show(ctx, "synchronous_standby_names")
+}
+
+// show reads a setting of the running PostgreSQL (name is one of ours,
+// never input).
+func (in *Instance) show(ctx context.Context, name string) (string, error) {
 	conn, err := in.connect(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close(ctx)
 	var v string
-	err = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v)
+	err = conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
 	return v, err
 }
 

@@ -6,6 +6,7 @@ package dataplane_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/pki"
 	"github.com/regent-dev/regent/internal/testenv"
 	"github.com/regent-dev/regent/replica/api"
 
@@ -103,7 +105,10 @@ type pod struct {
 	name, ip, runDir, logDir string
 	// password is the postgres role's, when not superPW.
 	password string
-	procs    []*exec.Cmd
+	// roots and caFile are the cluster's CA, which p's certificate chains to.
+	roots  *x509.CertPool
+	caFile string
+	procs  []*exec.Cmd
 	// starts remembers how procs were started, for restart.
 	starts [][]string
 	env    []string
@@ -115,6 +120,10 @@ type cluster struct {
 	pods []*pod
 	// pgBinDir replaces `pg_config --bindir` for the instances when set.
 	pgBinDir string
+	// ca issues the pods' certificates when the operator does not (caPEM
+	// is its certificate, or the operator's CA's).
+	ca    *pki.CA
+	caPEM []byte
 }
 
 // clusterOption changes how newCluster starts the pods.
@@ -148,6 +157,7 @@ func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *clus
 	for _, o := range opts {
 		o(c)
 	}
+	c.newCA(t)
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: names.Lease("db"), Labels: names.Labels("db")},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-0"), LeaseTransitions: ptr.To[int32](1),
@@ -174,6 +184,7 @@ func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *clus
 		if _, err := cs.CoreV1().Pods(c.ns).UpdateStatus(t.Context(), created, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		c.issueCertificate(t, p)
 		c.launch(t, p, map[string]string{"superuser-password": superPW, "replication-password": replPW, "app-password": appPW})
 		c.pods = append(c.pods, p)
 	}
@@ -198,6 +209,7 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	})
 	_ = os.Chmod(base, 0o755)
 	p.runDir, p.logDir = filepath.Join(base, "run"), base
+	c.trustCA(t, p)
 	secrets := filepath.Join(base, "secrets")
 	for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -285,8 +297,7 @@ func (c *cluster) stop() {
 
 func (p *pod) status() (api.Status, error) {
 	var st api.Status
-	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + p.ip + ":8008/status")
+	resp, err := p.https().Get(p.agentURL("/status"))
 	if err != nil {
 		return st, err
 	}
@@ -295,8 +306,7 @@ func (p *pod) status() (api.Status, error) {
 }
 
 func (p *pod) ready() error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + p.ip + ":8008/readyz")
+	resp, err := p.https().Get(p.agentURL("/readyz"))
 	if err != nil {
 		return err
 	}
@@ -310,11 +320,7 @@ func (p *pod) ready() error {
 }
 
 func (p *pod) conn(ctx context.Context) (*pgx.Conn, error) {
-	pw := p.password
-	if pw == "" {
-		pw = superPW
-	}
-	return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", p.ip, pw))
+	return p.connect(ctx, 3*time.Second)
 }
 
 func exec1(ctx context.Context, p *pod, sql string) error {
@@ -404,7 +410,7 @@ func TestLeaderFollowersReplicateAndPromote(t *testing.T) {
 	leader, f1, f2 := c.pods[0], c.pods[1], c.pods[2]
 	ctx := t.Context()
 	for p, want := range map[*pod]string{leader: "regent_agent_leader 1", f1: "regent_agent_streaming 1"} {
-		resp, err := http.Get("http://" + p.ip + ":8008/metrics")
+		resp, err := p.https().Get(p.agentURL("/metrics"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,9 @@ package dataplane_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,9 +19,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/pki"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -92,35 +96,104 @@ func TestLeaderWhoseLeaseIsTakenStopsWriting(t *testing.T) {
 	}
 }
 
-// The relay's leader end accepts only a member of its cluster, at the epoch
-// its agent leads: a peer claiming another epoch, a follower's relay port,
-// and a stranger's name are refused.
-func TestRelayRefusesAPeerOfAnotherEpoch(t *testing.T) {
+// Only members reach the data. The relay's leader end accepts a member of
+// its cluster, by its certificate, at the epoch its agent leads; a
+// stranger without a certificate, one with another cluster's, a member
+// naming another pod, a peer claiming another epoch, a follower's relay
+// port and a made-up name are refused, and no one logs in to PostgreSQL
+// without TLS.
+func TestOnlyMembersReachTheData(t *testing.T) {
 	c := newCluster(t, 2, "127.0.33")
 	for _, p := range c.pods {
 		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
-	handshake := func(ip string, epoch int, pod string) string {
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "5433"), 2*time.Second)
+	leader, follower := c.pods[0], c.pods[1]
+	member := func(ca *pki.CA, pod string) []tls.Certificate {
+		certPEM, keyPEM, err := ca.Issue(pki.Member{Pod: pod}, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []tls.Certificate{pair}
+	}
+	otherCA := &cluster{}
+	otherCA.newCA(t)
+	handshake := func(p *pod, cert []tls.Certificate, hello string) string {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", net.JoinHostPort(p.ip, "5433"),
+			&tls.Config{Certificates: cert, RootCAs: p.roots, ServerName: p.name, MinVersion: tls.VersionTLS13})
 		if err != nil {
 			return "dial: " + err.Error()
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
-		fmt.Fprintf(conn, "REGENT-RELAY/1 epoch=%d pod=%s\n", epoch, pod)
-		line, _ := bufio.NewReader(conn).ReadString('\n')
+		fmt.Fprintln(conn, hello)
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			return "refused: " + err.Error()
+		}
 		return strings.TrimSpace(line)
 	}
-	if got := handshake(c.pods[0].ip, 1, "db-1"); got != "OK" {
+	db1 := member(c.ca, "db-1")
+	if got := handshake(leader, db1, "REGENT-RELAY/1 epoch=1 pod=db-1"); got != "OK" {
 		t.Errorf("the leader refused a member at its own epoch: %q", got)
 	}
 	for _, tc := range []struct {
-		ip    string
-		epoch int
-		pod   string
-	}{{c.pods[0].ip, 2, "db-1"}, {c.pods[0].ip, 0, "db-1"}, {c.pods[1].ip, 1, "db-0"}, {c.pods[0].ip, 1, "intruder"}} {
-		if got := handshake(tc.ip, tc.epoch, tc.pod); !strings.HasPrefix(got, "NO") {
-			t.Errorf("relay at %s accepted %s at epoch %d: %q", tc.ip, tc.pod, tc.epoch, got)
+		name  string
+		p     *pod
+		cert  []tls.Certificate
+		hello string
+	}{
+		{"a stranger without a certificate", leader, nil, "REGENT-RELAY/1 epoch=1 pod=db-1"},
+		{"a stranger after WAL", leader, nil, "REGENT-WAL/1 epoch=1 pod=db-1 file=000000010000000000000001"},
+		{"another cluster's certificate", leader, member(otherCA.ca, "db-1"), "REGENT-RELAY/1 epoch=1 pod=db-1"},
+		{"a member naming another pod", leader, db1, "REGENT-RELAY/1 epoch=1 pod=db-2"},
+		{"a later epoch", leader, db1, "REGENT-RELAY/1 epoch=2 pod=db-1"},
+		{"an earlier epoch", leader, db1, "REGENT-RELAY/1 epoch=0 pod=db-1"},
+		{"a follower's relay", follower, member(c.ca, "db-0"), "REGENT-RELAY/1 epoch=1 pod=db-0"},
+		{"a made-up slot", leader, member(c.ca, "intruder"), "REGENT-RELAY/1 epoch=1 pod=intruder"},
+	} {
+		if got := handshake(tc.p, tc.cert, tc.hello); got == "OK" || strings.HasPrefix(got, "OK ") {
+			t.Errorf("%s: the relay at %s accepted %q: %q", tc.name, tc.p.name, tc.hello, got)
+		}
+	}
+	// No slot was made for anyone but the members.
+	conn, err := leader.conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	var slots []string
+	rows, _ := conn.Query(t.Context(), "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+	if slots, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if s != names.Slot("db-1") && s != names.CommitGate {
+			t.Errorf("the leader has a slot %q for no member (slots: %v)", s, slots)
+		}
+	}
+	// PostgreSQL: no login without TLS, even with the right password.
+	plain, err := pgx.Connect(t.Context(), fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app "+
+		"connect_timeout=3 sslmode=disable", leader.ip, superPW))
+	if err == nil {
+		_ = plain.Close(t.Context())
+		t.Error("PostgreSQL let a client in without TLS")
+	} else if !strings.Contains(err.Error(), "no encryption") {
+		t.Errorf("a login without TLS failed for another reason: %v", err)
+	}
+	// The refusals are counted by reason.
+	resp, err := leader.https().Get(leader.agentURL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, reason := range []string{"Certificate", "CertificateMismatch", "NotTheLeader"} {
+		if !strings.Contains(string(body), fmt.Sprintf("regent_agent_relay_refused_total{reason=%q}", reason)) {
+			t.Errorf("no refusal counted for %s", reason)
 		}
 	}
 }

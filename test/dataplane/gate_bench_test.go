@@ -48,7 +48,8 @@ func BenchmarkCommitGate(b *testing.B) {
 	base := []string{"-h", leader.ip, "-p", "5432", "-U", "postgres"}
 	run := func(args []string, syncCommit string) (string, error) {
 		cmd := exec.CommandContext(b.Context(), pgbench, append(append(slices.Clone(base), args...), "app")...)
-		cmd.Env = append(os.Environ(), "PGPASSWORD="+superPW, "PGOPTIONS=-c synchronous_commit="+syncCommit)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+superPW, "PGOPTIONS=-c synchronous_commit="+syncCommit,
+			"PGSSLMODE=verify-full", "PGSSLROOTCERT="+leader.caFile)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}

@@ -287,8 +287,7 @@ func (w *writer) connect(ctx context.Context) (*pgx.Conn, string, error) {
 	}
 	for _, p := range w.c.pods {
 		if p.name == leadership.Of(lease).Holder {
-			conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1",
-				p.ip, p.password))
+			conn, err := p.connect(ctx, time.Second)
 			return conn, p.name, err
 		}
 	}
@@ -627,7 +626,7 @@ func frozenLeaderAcknowledgesNothingOnceThawed(t *testing.T, ipBase string, mode
 	pctx, stopPinned := context.WithCancel(ctx)
 	var pinned sync.WaitGroup
 	connect := func(ctx context.Context) (*pgx.Conn, error) {
-		return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=1", old.ip, old.password))
+		return old.connect(ctx, time.Second)
 	}
 	for range 3 {
 		pinned.Go(func() { ledger.Pinned(pctx, connect, acks) })
