@@ -3,11 +3,13 @@ package controllers
 import (
 	"os"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -60,6 +62,12 @@ func TestInvalidSpecsAreRefusedOnCreate(t *testing.T) {
 		{"lease too short", "", func(rs *regentv1.ReplicaSet) {
 			rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](1)
 		}, "spec.failover.leaseDurationSeconds: Invalid value: 1: spec.failover.leaseDurationSeconds in body should be greater than or equal to 3"},
+		{"certificates of a few seconds", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.TLS.CertificateLifetime = &metav1.Duration{Duration: 30 * time.Second}
+		}, "tls.certificateLifetime must be between 1m and 8760h"},
+		{"certificates of ten years", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.TLS.CertificateLifetime = &metav1.Duration{Duration: 87600 * time.Hour}
+		}, "tls.certificateLifetime must be between 1m and 8760h"},
 		{"name that cannot name a Service", "db.main", nil,
 			"metadata.name must be at most 50 lower-case letters"},
 		{"name too long for its Services", "a23456789012345678901234567890123456789012345678901", nil,

@@ -45,9 +45,11 @@ The cluster is up. In this shell:
   export KUBECONFIG=$KUBECONFIG
   export PATH=$bin:\$PATH
 
-Connect with psql through the service proxy (it follows the leader):
+Connect with psql through the service proxy (it follows the leader), over
+TLS checked against the cluster's CA (sslmode=verify-full):
   localcluster proxy pg-leader --listen 127.0.0.1:15432 &
-  psql "\$(kubectl get secret pg-app -o jsonpath='{.data.uri}' | base64 -d | sed 's#@[^/]*/#@127.0.0.1:15432/#')"
+  kubectl get configmap pg-ca -o jsonpath='{.data.ca\.crt}' > pg-ca.crt
+  psql "\$(kubectl get secret pg-app -o jsonpath='{.data.uri}' | base64 -d)&hostaddr=127.0.0.1&port=15432&sslrootcert=pg-ca.crt"
 
 Watch a failover:
   kubectl get dbrs -w &

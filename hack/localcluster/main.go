@@ -270,7 +270,7 @@ func proxyCmd(cfg *cluster.Config) *cobra.Command {
 		Use:   "proxy SERVICE",
 		Short: "Forward a port on 127.0.0.1 to a ready endpoint of a Service, following it as it moves",
 		Example: "  localcluster proxy pg-leader --namespace default --listen 127.0.0.1:15432\n" +
-			"  psql postgresql://app:PASSWORD@127.0.0.1:15432/app",
+			"  psql 'host=pg-leader.default.svc hostaddr=127.0.0.1 port=15432 dbname=app user=app sslmode=verify-full sslrootcert=pg-ca.crt'",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			cs, err := clientFor(cfg.AdminKubeconfig())

@@ -34,6 +34,16 @@ func TestRegentConfWinsAndFollowsTheRole(t *testing.T) {
 				"archive_command = '/regent/bin/regent wal-push %p'"},
 		},
 		{
+			name: "TLS once the pod has its certificate",
+			s:    Settings{TLSDir: "/regent/run/tls"},
+			want: []string{"ssl = 'on'", "ssl_cert_file = '/regent/run/tls/server.crt'", "ssl_key_file = '/regent/run/tls/server.key'"},
+		},
+		{
+			name:    "no TLS before it",
+			s:       Settings{},
+			notWant: []string{"ssl"},
+		},
+		{
 			name: "logical decoding is the user's choice",
 			s:    Settings{Parameters: map[string]string{"wal_level": "logical"}},
 			want: []string{"wal_level = 'logical'"},
@@ -73,33 +83,47 @@ func TestUserConfSkipsOwnedParametersAndQuotes(t *testing.T) {
 	}
 }
 
-func TestHBAAllowsReplicationOnlyLocally(t *testing.T) {
+// PostgreSQL decides by the first pg_hba.conf line that matches: over the
+// network, replication is refused whatever the encryption, and clients
+// log in with SCRAM over TLS only.
+func TestHBAAllowsReplicationOnlyLocallyAndClientsOnlyOverTLS(t *testing.T) {
 	hba := hbaConf()
-	lines := strings.Split(hba, "\n")
-	var firstHostReplication, firstHostAll int
-	for i, l := range lines {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		if f[0] == "host" && f[1] == "replication" && firstHostReplication == 0 {
-			firstHostReplication = i
-			if f[len(f)-1] != "reject" {
-				t.Errorf("replication over the network is not rejected: %q", l)
+	// method is the method of the first line matching a connection of
+	// this kind (local: over the socket) to database db.
+	method := func(local, ssl bool, db string) string {
+		for _, l := range strings.Split(hba, "\n") {
+			f := strings.Fields(l)
+			if len(f) < 4 || strings.HasPrefix(f[0], "#") {
+				continue
+			}
+			kind := f[0] == "host" || f[0] == "hostssl" && ssl || f[0] == "hostnossl" && !ssl
+			if local {
+				kind = f[0] == "local"
+			}
+			// "all" matches every database but not replication.
+			if kind && (f[1] == db || f[1] == "all" && db != "replication") {
+				return f[len(f)-1]
 			}
 		}
-		if f[0] == "host" && f[1] == "all" && firstHostAll == 0 {
-			firstHostAll = i
-			if f[len(f)-1] != "scram-sha-256" {
-				t.Errorf("clients do not need SCRAM: %q", l)
-			}
-		}
-		if f[len(f)-1] == "trust" {
-			t.Errorf("trust authentication: %q", l)
+		return "none"
+	}
+	for _, tc := range []struct {
+		local, ssl bool
+		db, want   string
+	}{
+		{false, true, "replication", "reject"},
+		{false, false, "replication", "reject"},
+		{false, true, "app", "scram-sha-256"},
+		{false, false, "app", "reject"},
+		{true, false, "app", "scram-sha-256"},
+		{true, false, "replication", "scram-sha-256"},
+	} {
+		if got := method(tc.local, tc.ssl, tc.db); got != tc.want {
+			t.Errorf("local=%v ssl=%v database %s: %s, want %s\n%s", tc.local, tc.ssl, tc.db, got, tc.want, hba)
 		}
 	}
-	if firstHostReplication == 0 || firstHostAll == 0 || firstHostReplication > firstHostAll {
-		t.Errorf("network replication must be rejected before the catch-all rule:\n%s", hba)
+	if strings.Contains(hba, "trust") {
+		t.Errorf("trust authentication:\n%s", hba)
 	}
 }
 

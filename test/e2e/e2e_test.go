@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -96,16 +97,48 @@ func fieldIn(t *testing.T, namespace, path string) string {
 	return strings.TrimSpace(kubectl(t, "-n", namespace, "get", "dbrs/db", "-o", "jsonpath={"+path+"}"))
 }
 
-// dialPod connects to PostgreSQL on a pod's address, inside the cluster's
-// network namespace.
-// connectPod logs in to the pod at ip as postgres.
-func connectPod(ctx context.Context, ip, password string) (*pgx.Conn, error) {
-	c, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3", ip, password))
+// connectPod logs in as postgres to pod (at ip) of namespace, inside the
+// cluster's network namespace, over TLS: sslmode=verify-full with the
+// cluster's published CA, checking that the certificate names the pod.
+func connectPod(ctx context.Context, namespace, pod, ip, password string) (*pgx.Conn, error) {
+	caFile, err := clusterCAFile(ctx, namespace)
 	if err != nil {
 		return nil, err
 	}
+	c, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=postgres password=%s dbname=app connect_timeout=3 "+
+		"sslmode=verify-full sslrootcert=%s", ip, password, caFile))
+	if err != nil {
+		return nil, err
+	}
+	c.TLSConfig.ServerName = pod
 	c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return netns.Dial(ctx, cfg.NetNS, network, addr)
+	}
+	return pgx.ConnectConfig(ctx, c)
+}
+
+// clusterCAFile writes the CA the operator publishes in ConfigMap db-ca of
+// namespace to a file, for libpq's sslrootcert, and returns its path.
+func clusterCAFile(ctx context.Context, namespace string) (string, error) {
+	cm, err := cs.CoreV1().ConfigMaps(namespace).Get(ctx, "db-ca", metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("the cluster's CA: %w", err)
+	}
+	path := filepath.Join(os.TempDir(), "regent-e2e-"+namespace+"-ca.crt")
+	return path, os.WriteFile(path, []byte(cm.Data["ca.crt"]), 0o644) //nolint:gosec // a CA certificate is public
+}
+
+// connectVia connects with dsn, whose host is a Service's name, through a
+// local proxy of that Service at proxyAddr: verify-full checks the
+// Service's name against the leader's certificate.
+func connectVia(ctx context.Context, dsn, proxyAddr string) (*pgx.Conn, error) {
+	c, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", proxyAddr)
 	}
 	return pgx.ConnectConfig(ctx, c)
 }
@@ -113,15 +146,15 @@ func connectPod(ctx context.Context, ip, password string) (*pgx.Conn, error) {
 // writer inserts rows through the leader Service (the service proxy, as a
 // user would) and keeps every acknowledgement with the database's clock.
 type writer struct {
-	dsn string
-	mu  sync.Mutex
-	ids []int
-	at  []time.Time // clock_timestamp() of each acknowledged row
+	dsn, proxy string
+	mu         sync.Mutex
+	ids        []int
+	at         []time.Time // clock_timestamp() of each acknowledged row
 }
 
 func (w *writer) run(ctx context.Context) {
 	connect := func(ctx context.Context) (*pgx.Conn, string, error) {
-		conn, err := pgx.Connect(ctx, w.dsn)
+		conn, err := connectVia(ctx, w.dsn, w.proxy)
 		return conn, "", err
 	}
 	ledger.Client{Connect: connect, QueryTimeout: 3 * time.Second, Acked: func(a ledger.Ack, _ string) {
@@ -260,20 +293,30 @@ func TestUserStory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = l.Addr().String()
-	dsn := u.String() + "?connect_timeout=2"
+	// As a client in the cluster would: the uri as it is (sslmode
+	// verify-full, the Service's name), the Secret's ca.crt as the root.
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, secret.Data["ca.crt"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("connect_timeout", "2")
+	q.Set("sslrootcert", caFile)
+	u.RawQuery = q.Encode()
+	dsn := u.String()
 	var conn *pgx.Conn
 	waitfor.Condition(t, 30*time.Second, "the app uri connects through db-leader", func() error {
 		var err error
-		conn, err = pgx.Connect(ctx, dsn)
+		conn, err = connectVia(ctx, dsn, l.Addr().String())
 		return err
 	})
+	checkPsqlVerifyFull(t, secret, caFile, l.Addr().(*net.TCPAddr).Port)
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
 	_ = conn.Close(ctx)
 
-	w := &writer{dsn: dsn}
+	w := &writer{dsn: dsn, proxy: l.Addr().String()}
 	wctx, stopWriter := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.run(wctx) })
@@ -380,7 +423,7 @@ func TestUserStory(t *testing.T) {
 	maxID := slices.Max(w.ids)
 	for _, pod := range pods.Items {
 		waitfor.Condition(t, 30*time.Second, pod.Name+" holds every acknowledged row", func() error {
-			c, err := connectPod(ctx, pod.Status.PodIP, string(super.Data["password"]))
+			c, err := connectPod(ctx, ns, pod.Name, pod.Status.PodIP, string(super.Data["password"]))
 			if err != nil {
 				return err
 			}
@@ -523,5 +566,34 @@ func (g group) freeze(t *testing.T, on bool) {
 	t.Helper()
 	if err := cgroup.Group(g).Freeze(on); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkPsqlVerifyFull logs in with psql as the app Secret says, through the
+// leader Service's proxy on 127.0.0.1:port (hostaddr), with
+// sslmode=verify-full: the session must be TLS. Under a name the
+// certificate does not carry, psql must refuse the server.
+func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile string, port int) {
+	t.Helper()
+	bindir, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		t.Fatalf("pg_config: %v", err)
+	}
+	psql := func(host string) (string, error) {
+		conninfo := fmt.Sprintf("host=%s hostaddr=127.0.0.1 port=%d dbname=%s user=%s sslmode=verify-full sslrootcert=%s connect_timeout=5",
+			host, port, secret.Data["dbname"], secret.Data["user"], caFile)
+		cmd := exec.Command(filepath.Join(strings.TrimSpace(string(bindir)), "psql"), conninfo, "-Atc",
+			"SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+string(secret.Data["password"]))
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := psql(string(secret.Data["host"])); err != nil || !strings.HasPrefix(out, "t|TLSv1.") {
+		t.Errorf("psql sslmode=verify-full through the leader Service: %q, %v", out, err)
+	} else {
+		t.Logf("psql sslmode=verify-full through %s: ssl|version = %s", secret.Data["host"], out)
+	}
+	if out, err := psql("db-elsewhere.example"); err == nil || !strings.Contains(out, "does not match host name") {
+		t.Errorf("psql accepted the leader's certificate for another name: %q, %v", out, err)
 	}
 }

@@ -39,7 +39,9 @@ func freezeLeader(t *testing.T, namespace, pod, password string) *frozenLeader {
 	f := &frozenLeader{namespace: namespace, pod: pod, acks: make(chan ledger.Ack, 1<<16)}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
-	connect := func(ctx context.Context) (*pgx.Conn, error) { return connectPod(ctx, p.Status.PodIP, password) }
+	connect := func(ctx context.Context) (*pgx.Conn, error) {
+		return connectPod(ctx, namespace, pod, p.Status.PodIP, password)
+	}
 	for range 3 {
 		f.writers.Go(func() { ledger.Pinned(ctx, connect, f.acks) })
 	}
@@ -118,7 +120,7 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 	}
 	old, epoch := fieldIn(t, ans, ".status.leader"), fieldIn(t, ans, ".status.epoch")
 	waitfor.Condition(t, 30*time.Second, "the table on the leader", func() error {
-		c, err := connectPod(ctx, podIP(old), password)
+		c, err := connectPod(ctx, ans, old, podIP(old), password)
 		if err != nil {
 			return err
 		}
@@ -137,7 +139,7 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 		return nil
 	})
 	waitfor.Condition(t, 30*time.Second, leader+" accepts a write", func() error {
-		c, err := connectPod(ctx, podIP(leader), password)
+		c, err := connectPod(ctx, ans, leader, podIP(leader), password)
 		if err != nil {
 			return err
 		}
@@ -153,7 +155,7 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 	// What the new leader has of what the old one acknowledged.
 	have := map[int]bool{}
 	waitfor.Condition(t, 30*time.Second, "the rows on the new leader", func() error {
-		c, err := connectPod(ctx, podIP(leader), password)
+		c, err := connectPod(ctx, ans, leader, podIP(leader), password)
 		if err != nil {
 			return err
 		}

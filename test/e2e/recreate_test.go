@@ -40,7 +40,7 @@ func TestRecreatedClusterComesBackAsItWas(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return connectPod(ctx, ip, password)
+		return connectPod(ctx, rns, pod, ip, password)
 	}
 	exec := func(pod, sql string) error {
 		c, err := connect(pod)
