@@ -74,6 +74,7 @@ func TestManagerRefusesBadFlags(t *testing.T) {
 		{[]string{"manager", "--image-pull-policy=Sometimes"}, `--image-pull-policy "Sometimes": want Always, IfNotPresent or Never`},
 		{[]string{"manager", "--regent-image="}, "--regent-image must not be empty"},
 		{[]string{"manager", "--postgres-image="}, "--postgres-image must not be empty"},
+		{[]string{"manager", "--watch-namespaces=team-a,Team_B"}, `--watch-namespaces: "Team_B" is not a namespace name`},
 		{[]string{"manager", "--no-such-flag"}, "unknown flag: --no-such-flag"},
 	}
 	for _, tt := range tests {

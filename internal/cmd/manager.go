@@ -5,13 +5,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -30,7 +33,9 @@ type managerOptions struct {
 	regentImage             string
 	postgresImage           string
 	pullPolicy              string
-	zap                     zap.Options
+	// watchNamespaces limits the operator to these namespaces (none: all).
+	watchNamespaces []string
+	zap             zap.Options
 }
 
 func (o *managerOptions) validate() error {
@@ -40,6 +45,11 @@ func (o *managerOptions) validate() error {
 	}
 	if o.postgresImage == "" {
 		errs = append(errs, errors.New("--postgres-image must not be empty"))
+	}
+	for _, ns := range o.watchNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(msgs, "; ")))
+		}
 	}
 	switch corev1.PullPolicy(o.pullPolicy) {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -77,6 +87,8 @@ func newManagerCommand() *cobra.Command {
 		"PostgreSQL image for clusters whose spec.postgres.image is empty.")
 	f.StringVar(&o.pullPolicy, "image-pull-policy", "",
 		"Pull policy of the pods' images: Always, IfNotPresent or Never (default: Kubernetes' own).")
+	f.StringSliceVar(&o.watchNamespaces, "watch-namespaces", nil,
+		"Comma-separated namespaces whose ReplicaSets the operator manages, with RBAC in those alone; default: every namespace.")
 	fs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.zap.BindFlags(fs)
 	f.AddGoFlagSet(fs)
@@ -95,9 +107,18 @@ func runManager(o *managerOptions) error {
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)
 	}
+	cacheOptions := controllers.CacheOptions()
+	if len(o.watchNamespaces) > 0 {
+		// Every watch and list then stays in these namespaces, so
+		// namespaced Roles there are all the operator needs.
+		cacheOptions.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.watchNamespaces {
+			cacheOptions.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   controllers.CacheOptions(),
+		Cache:                   cacheOptions,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
@@ -129,6 +150,6 @@ func runManager(o *managerOptions) error {
 		return err
 	}
 	log.Info("Starting the operator", "version", version.Version, "regentImage", o.regentImage,
-		"postgresImage", o.postgresImage, "leaderElect", o.leaderElect, "pid", os.Getpid())
+		"postgresImage", o.postgresImage, "leaderElect", o.leaderElect, "watchNamespaces", o.watchNamespaces, "pid", os.Getpid())
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -74,11 +74,12 @@ func TestChartLints(t *testing.T) {
 
 func TestSchemaRefusesBadValues(t *testing.T) {
 	for set, want := range map[string]string{
-		"replicaCount=3":         "replicaCount",
-		"logLevel=loud":          "logLevel",
-		"image.pullPolicy=Often": "pullPolicy",
-		"metrics.port=80":        "port",
-		"nosuchvalue=1":          "nosuchvalue",
+		"replicaCount=3":           "replicaCount",
+		"logLevel=loud":            "logLevel",
+		"image.pullPolicy=Often":   "pullPolicy",
+		"metrics.port=80":          "port",
+		"nosuchvalue=1":            "nosuchvalue",
+		"watchNamespaces={Team_B}": "watchNamespaces",
 	} {
 		_, err := helm(t, "template", "r", chartDir(), "--set", set)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -129,6 +130,56 @@ func TestOperatorRBACIsTheGeneratedOne(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(got.Rules, want.Rules) {
 		t.Errorf("the chart's ClusterRole rules differ from config/rbac/role.yaml")
+	}
+}
+
+// With watchNamespaces, the operator watches those namespaces alone and
+// has the generated rules as a Role in each: nothing cluster-wide.
+func TestNamespacedInstall(t *testing.T) {
+	objs := render(t, "watchNamespaces={team-a,team-b}")
+	if n := len(objs["ClusterRole"]) + len(objs["ClusterRoleBinding"]); n != 0 {
+		t.Errorf("a namespaced install renders %d cluster-wide RBAC objects", n)
+	}
+	b, err := os.ReadFile(filepath.Join(root(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want rbacv1.ClusterRole
+	if err := yaml.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	bound := map[string]bool{}
+	for _, doc := range objs["Role"] {
+		var role rbacv1.Role
+		if err := yaml.UnmarshalStrict(doc, &role); err != nil {
+			t.Fatal(err)
+		}
+		if role.Namespace == "team-a" || role.Namespace == "team-b" {
+			bound[role.Namespace] = true
+			if !equality.Semantic.DeepEqual(role.Rules, want.Rules) {
+				t.Errorf("the Role in %s differs from config/rbac/role.yaml", role.Namespace)
+			}
+		}
+	}
+	if !bound["team-a"] || !bound["team-b"] {
+		t.Errorf("Roles rendered in %v, want team-a and team-b", bound)
+	}
+	var bindings int
+	for _, doc := range objs["RoleBinding"] {
+		var rb rbacv1.RoleBinding
+		if err := yaml.UnmarshalStrict(doc, &rb); err != nil {
+			t.Fatal(err)
+		}
+		if (rb.Namespace == "team-a" || rb.Namespace == "team-b") && rb.RoleRef.Kind == "Role" &&
+			len(rb.Subjects) == 1 && rb.Subjects[0].Namespace == "regent-system" {
+			bindings++
+		}
+	}
+	if bindings != 2 {
+		t.Errorf("%d RoleBindings bind the operator in the watched namespaces, want 2", bindings)
+	}
+	if !strings.Contains(string(objs["Deployment"][0]), "- --watch-namespaces=team-a,team-b") {
+		t.Error("the operator is not told which namespaces to watch")
 	}
 }
 
