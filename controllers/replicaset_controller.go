@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -55,8 +56,10 @@ type ReplicaSetReconciler struct {
 	Images    Images
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Agents reads the agents' /status; nil means HTTP on <pod IP>:8008.
+	// Agents reads the agents' /status; nil means HTTPS on <pod IP>:8008.
 	Agents AgentReader
+	// NetworkPolicies, when set, gives every cluster a NetworkPolicy.
+	NetworkPolicies *NetworkPolicies
 
 	memory memory
 }
@@ -69,6 +72,7 @@ type ReplicaSetReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -278,6 +282,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	if err := r.reconcilePodDisruptionBudget(ctx, rs, apply); err != nil {
 		return "apply the PodDisruptionBudget", err
 	}
+	if err := r.reconcileNetworkPolicy(ctx, rs, apply); err != nil {
+		return "apply the NetworkPolicy", err
+	}
 
 	if err := r.growVolumes(ctx, rs); err != nil {
 		return "grow the data volumes", err
@@ -380,6 +387,7 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		// Pods belong to the StatefulSet, not to the ReplicaSet, and the
 		// Secrets and the Lease have no owner when they are kept with the
 		// data (keptWithTheData): map them to their cluster by label.
@@ -443,6 +451,7 @@ func CacheOptions() cache.Options {
 		&rbacv1.Role{}:                  byLabel,
 		&rbacv1.RoleBinding{}:           byLabel,
 		&policyv1.PodDisruptionBudget{}: byLabel,
+		&networkingv1.NetworkPolicy{}:   byLabel,
 		&coordinationv1.Lease{}:         byLabel,
 	}}
 }

@@ -107,6 +107,8 @@ func newTestReconciler(mgr ctrl.Manager) *ReplicaSetReconciler {
 		Images:    testImage,
 		// Pods in envtest run nothing: hollow agents answer for them.
 		Agents: hollow,
+		// As the chart's networkPolicy.enabled runs it.
+		NetworkPolicies: testNetworkPolicies,
 	}
 }
 

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -64,12 +65,30 @@ type ReplicaSetSpec struct {
 	// +optional
 	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`
 
+	// networkPolicy says who may reach PostgreSQL's port when the operator
+	// runs with network policies on (the chart's networkPolicy.enabled).
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
 	// tls tunes the certificates the operator issues from the cluster's
 	// own CA: every member's, for replication, the agents' API and
 	// PostgreSQL's client connections.
 	// +kubebuilder:default={}
 	// +optional
 	TLS TLSSpec `json:"tls,omitempty"`
+}
+
+// NetworkPolicySpec says who may reach the cluster's PostgreSQL port. The
+// relay and agent ports are open only to the cluster's own pods and the
+// operator, whatever this says (docs/architecture.md, "Who may reach the
+// data").
+type NetworkPolicySpec struct {
+	// postgresFrom are the sources allowed to port 5432, as in a
+	// NetworkPolicy's ingress rule; empty allows every source (TLS and
+	// passwords still apply).
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	PostgresFrom []networkingv1.NetworkPolicyPeer `json:"postgresFrom,omitempty"`
 }
 
 // TLSSpec tunes the cluster's certificates (docs/architecture.md, "Who may

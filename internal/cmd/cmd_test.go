@@ -75,6 +75,7 @@ func TestManagerRefusesBadFlags(t *testing.T) {
 		{[]string{"manager", "--regent-image="}, "--regent-image must not be empty"},
 		{[]string{"manager", "--postgres-image="}, "--postgres-image must not be empty"},
 		{[]string{"manager", "--watch-namespaces=team-a,Team_B"}, `--watch-namespaces: "Team_B" is not a namespace name`},
+		{[]string{"manager", "--network-policies", "--operator-namespace=regent-system"}, "--network-policies needs --operator-namespace"},
 		{[]string{"manager", "--no-such-flag"}, "unknown flag: --no-such-flag"},
 	}
 	for _, tt := range tests {

@@ -35,7 +35,12 @@ type managerOptions struct {
 	pullPolicy              string
 	// watchNamespaces limits the operator to these namespaces (none: all).
 	watchNamespaces []string
-	zap             zap.Options
+	// networkPolicies gives every cluster a NetworkPolicy that lets the
+	// operator's pods (operatorNamespace, operatorPodLabels) read agents.
+	networkPolicies   bool
+	operatorNamespace string
+	operatorPodLabels map[string]string
+	zap               zap.Options
 }
 
 func (o *managerOptions) validate() error {
@@ -50,6 +55,10 @@ func (o *managerOptions) validate() error {
 		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(msgs, "; ")))
 		}
+	}
+	if o.networkPolicies && (o.operatorNamespace == "" || len(o.operatorPodLabels) == 0) {
+		errs = append(errs, errors.New("--network-policies needs --operator-namespace (or $POD_NAMESPACE) and --operator-pod-labels: "+
+			"the policies let the operator's pods, and only them besides the members, reach the agents"))
 	}
 	switch corev1.PullPolicy(o.pullPolicy) {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -89,6 +98,13 @@ func newManagerCommand() *cobra.Command {
 		"Pull policy of the pods' images: Always, IfNotPresent or Never (default: Kubernetes' own).")
 	f.StringSliceVar(&o.watchNamespaces, "watch-namespaces", nil,
 		"Comma-separated namespaces whose ReplicaSets the operator manages, with RBAC in those alone; default: every namespace.")
+	f.BoolVar(&o.networkPolicies, "network-policies", false,
+		"Give every cluster a NetworkPolicy: its relay and agent ports open to its own pods and the operator only, "+
+			"PostgreSQL to spec.networkPolicy.postgresFrom.")
+	f.StringVar(&o.operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace of the operator's pods, for --network-policies (default $POD_NAMESPACE).")
+	f.StringToStringVar(&o.operatorPodLabels, "operator-pod-labels", nil,
+		"Labels of the operator's pods (k=v,k=v), for --network-policies.")
 	fs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	o.zap.BindFlags(fs)
 	f.AddGoFlagSet(fs)
@@ -139,6 +155,9 @@ func runManager(o *managerOptions) error {
 			Postgres:   o.postgresImage,
 			PullPolicy: corev1.PullPolicy(o.pullPolicy),
 		},
+	}
+	if o.networkPolicies {
+		r.NetworkPolicies = &controllers.NetworkPolicies{OperatorNamespace: o.operatorNamespace, OperatorLabels: o.operatorPodLabels}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the ReplicaSet controller: %w", err)

@@ -200,6 +200,9 @@ func Lease(cluster string) string { return cluster + "-leader" }
 // PodDisruptionBudget is the cluster's PodDisruptionBudget.
 func PodDisruptionBudget(cluster string) string { return cluster }
 
+// NetworkPolicy names the cluster's NetworkPolicy.
+func NetworkPolicy(cluster string) string { return cluster }
+
 // Agent is the name of the agent's ServiceAccount, Role and RoleBinding.
 func Agent(cluster string) string { return cluster + "-agent" }
 

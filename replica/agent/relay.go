@@ -79,10 +79,11 @@ func (a *Agent) serveRelay(ctx context.Context) error {
 // maxHandshake bounds the handshake line: a peer that sends more, or
 // nothing for handshakeTimeout, is refused before anything is allocated
 // for it.
-const (
-	maxHandshake     = 256
-	handshakeTimeout = 5 * time.Second
-)
+const maxHandshake = 256
+
+// handshakeTimeout bounds the TLS handshake and the handshake line
+// together (a variable for the tests).
+var handshakeTimeout = 5 * time.Second
 
 func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -90,7 +91,7 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	// gets as far as the handshake line, which must then name that member.
 	certified, err := a.peerOf(ctx, c)
 	if err != nil {
-		a.relayRefused.WithLabelValues("Certificate").Inc()
+		a.relayRefused.WithLabelValues(tlsRefusal(err)).Inc()
 		a.log.Info("Refused a relay", "remote", c.RemoteAddr().String(), "reason", err.Error())
 		_ = c.Close()
 		return
@@ -171,6 +172,18 @@ func (a *Agent) peerOf(ctx context.Context, c net.Conn) (string, error) {
 		return "", fmt.Errorf("TLS: %w", err)
 	}
 	return pki.PeerPod(tc.ConnectionState())
+}
+
+// tlsRefusal names why a peer failed the TLS handshake, for the refusal
+// metric: Certificate when it showed none, or one this cluster's CA did not
+// sign or that names no member; TLS when it did not speak TLS 1.3 at all
+// (garbage, plain text, a handshake that never ended).
+func tlsRefusal(err error) string {
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) || strings.Contains(err.Error(), "certificate") {
+		return "Certificate"
+	}
+	return "TLS"
 }
 
 // member checks that peer names another pod this cluster can have: slots

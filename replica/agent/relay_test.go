@@ -74,6 +74,25 @@ func TestRelayRefusesStrangersAndEndlessHandshakes(t *testing.T) {
 	}
 	a.ls.mode, a.ls.epoch, a.ls.deadline = api.ModeLeader, 3, time.Now().Add(time.Hour)
 	member, other := ca.pair("db-1"), newTestCA(t, "other").pair("db-1")
+	// A peer that starts a TLS handshake and never finishes it is cut.
+	t.Run("a handshake that never ends", func(t *testing.T) {
+		defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
+		handshakeTimeout = 200 * time.Millisecond
+		before := testutil.ToFloat64(a.relayRefused.WithLabelValues("TLS"))
+		server, client := net.Pipe()
+		defer client.Close()
+		done := make(chan struct{})
+		go func() { defer close(done); a.acceptRelay(context.Background(), tls.Server(server, a.serverConfig(true))) }()
+		go func() { _, _ = client.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00}) }() // a record header, then silence
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the relay still waits for the handshake")
+		}
+		if n := testutil.ToFloat64(a.relayRefused.WithLabelValues("TLS")) - before; n != 1 {
+			t.Errorf("regent_agent_relay_refused_total{reason=\"TLS\"} rose by %v, want 1", n)
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		// cert is the client's (none when nil); plain skips TLS.
@@ -83,7 +102,8 @@ func TestRelayRefusesStrangersAndEndlessHandshakes(t *testing.T) {
 	}{
 		{name: "no certificate", hello: "REGENT-RELAY/1 epoch=3 pod=db-1\n", why: "Certificate"},
 		{name: "another cluster's certificate", cert: other, hello: "REGENT-RELAY/1 epoch=3 pod=db-1\n", why: "Certificate"},
-		{name: "no TLS at all", plain: true, hello: "REGENT-RELAY/1 epoch=3 pod=db-1\n", why: "Certificate"},
+		{name: "no TLS at all", plain: true, hello: "REGENT-RELAY/1 epoch=3 pod=db-1\n", why: "TLS"},
+		{name: "TLS garbage", plain: true, hello: "\x16\x03\x01\x00\x05hello\n", why: "TLS"},
 		{name: "a member's certificate with another pod's name", cert: member, hello: "REGENT-RELAY/1 epoch=3 pod=db-2\n",
 			want: "NO the handshake names db-2, the certificate db-1", why: "CertificateMismatch"},
 		{name: "a WAL file in another pod's name", cert: member, hello: "REGENT-WAL/1 epoch=3 pod=db-2 file=000000010000000000000002\n",

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -218,5 +219,49 @@ func TestDeploymentIsHardenedAndConfigured(t *testing.T) {
 		if ps := d.Spec.Template.Spec.SecurityContext; ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot {
 			t.Error("the pod may run as root")
 		}
+	}
+}
+
+// With networkPolicy.enabled, the operator makes the clusters' policies and
+// names its own pods in them by the labels its Deployment gives them.
+func TestNetworkPolicyNamesTheOperatorsPods(t *testing.T) {
+	var d appsv1.Deployment
+	if err := yaml.UnmarshalStrict(render(t, "networkPolicy.enabled=true")["Deployment"][0], &d); err != nil {
+		t.Fatal(err)
+	}
+	args := d.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--network-policies") {
+		t.Fatalf("no --network-policies in %v", args)
+	}
+	labels := map[string]string{}
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--operator-pod-labels="); ok {
+			for _, pair := range strings.Split(v, ",") {
+				k, v, _ := strings.Cut(pair, "=")
+				labels[k] = v
+			}
+		}
+	}
+	if len(labels) == 0 {
+		t.Fatalf("no --operator-pod-labels in %v", args)
+	}
+	for k, v := range labels {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("the policies would select %s=%s; the operator's pods have %v", k, v, d.Spec.Template.Labels)
+		}
+	}
+	var namespaceFromAPI bool
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		namespaceFromAPI = namespaceFromAPI || e.Name == "POD_NAMESPACE" && e.ValueFrom != nil
+	}
+	if !namespaceFromAPI {
+		t.Error("the operator is not told its namespace ($POD_NAMESPACE)")
+	}
+	d = appsv1.Deployment{}
+	if err := yaml.UnmarshalStrict(render(t)["Deployment"][0], &d); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--network-policies") {
+		t.Error("network policies are on by default")
 	}
 }

@@ -136,6 +136,8 @@ func connectVia(ctx context.Context, dsn, proxyAddr string) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The host has no cluster DNS: the name is only what TLS checks.
+	c.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
 	c.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", proxyAddr)

@@ -19,3 +19,12 @@ app.kubernetes.io/component: operator
 {{- define "regent.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* The selector labels as k=v,k=v, for the operator's flags. */}}
+{{- define "regent.selectorLabelPairs" -}}
+{{- $pairs := list }}
+{{- range $k, $v := (include "regent.selectorLabels" . | fromYaml) }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end -}}
