@@ -61,7 +61,7 @@ func (r *ReplicaSetReconciler) reconcileCA(ctx context.Context, rs *regentv1.Rep
 	}
 	ca, err := pki.ParseCA(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s holds no usable CA (%w): delete it to have a new one made, and every member's certificate reissued", name, err)
+		return nil, fmt.Errorf("the Secret %s holds no usable CA (%w): delete it to have a new one made, and every member's certificate reissued", name, err)
 	}
 	roots, err := pki.Pool(certPEM)
 	if err != nil {

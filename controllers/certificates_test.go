@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
-	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/pki"
 )
 

@@ -18,8 +18,8 @@ import (
 	"github.com/regent-dev/regent/internal/names"
 )
 
-// NetworkPolicies, when the operator runs with them, gives every cluster a
-// NetworkPolicy: the relay and the agents' API only from the cluster's own
+// NetworkPolicies are the operator's settings for the NetworkPolicy it
+// gives every cluster when it runs with them: the relay and the agents' API only from the cluster's own
 // pods and the operator, PostgreSQL from spec.networkPolicy.postgresFrom.
 type NetworkPolicies struct {
 	// OperatorNamespace and OperatorLabels select the operator's pods,

@@ -82,7 +82,10 @@ func TestRelayRefusesStrangersAndEndlessHandshakes(t *testing.T) {
 		server, client := net.Pipe()
 		defer client.Close()
 		done := make(chan struct{})
-		go func() { defer close(done); a.acceptRelay(context.Background(), tls.Server(server, a.serverConfig(true))) }()
+		go func() {
+			defer close(done)
+			a.acceptRelay(context.Background(), tls.Server(server, a.serverConfig(true)))
+		}()
 		go func() { _, _ = client.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00}) }() // a record header, then silence
 		select {
 		case <-done:

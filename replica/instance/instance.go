@@ -442,7 +442,7 @@ const (
 	tlsKeyFile  = "server.key"
 )
 
-func (in *Instance) tlsDir() string { return filepath.Join(in.cfg.Settings.SocketDir, tlsDirName) }
+func (in *Instance) tlsDir() string { return filepath.Join(in.cfg.SocketDir, tlsDirName) }
 
 // installedTLS is the directory of the key and certificate SetTLS
 // installed, or "" when there are none yet.

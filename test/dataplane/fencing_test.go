@@ -15,16 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pki"
-
 	"github.com/regent-dev/regent/internal/waitfor"
 )
 

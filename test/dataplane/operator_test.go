@@ -412,7 +412,7 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 	// The operator's record of it.
 	got := &regentv1.ReplicaSet{}
 	waitfor.Condition(t, 20*time.Second, "status.lastFailover", func() error {
-		if err := rtClient(t).Get(ctx, ctrlKey(c.ns, "db"), got); err != nil {
+		if err := rtClient(t).Get(ctx, ctrlKey(c.ns), got); err != nil {
 			return err
 		}
 		if got.Status.LastFailover == nil || got.Status.LastFailover.To != winner || got.Status.LastFailover.From != "db-0" {
@@ -458,7 +458,8 @@ func rtClient(t *testing.T) client.Client {
 	return c
 }
 
-func ctrlKey(ns, name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+// ctrlKey is the key of the test's ReplicaSet, db, in namespace ns.
+func ctrlKey(ns string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: "db"} }
 
 // postmasterPID reads the pod's postmaster.pid.
 func (p *pod) postmasterPID() (int, error) {
@@ -489,7 +490,7 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 	asked := time.Now()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		rs := &regentv1.ReplicaSet{}
-		if err := rt.Get(ctx, ctrlKey(c.ns, "db"), rs); err != nil {
+		if err := rt.Get(ctx, ctrlKey(c.ns), rs); err != nil {
 			return err
 		}
 		rs.Annotations = map[string]string{names.AnnotationSwitchoverTo: "db-2"}
@@ -517,7 +518,7 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 	}
 	rs := &regentv1.ReplicaSet{}
 	waitfor.Condition(t, 20*time.Second, "the switchover recorded and its request cleared", func() error {
-		if err := rt.Get(ctx, ctrlKey(c.ns, "db"), rs); err != nil {
+		if err := rt.Get(ctx, ctrlKey(c.ns), rs); err != nil {
 			return err
 		}
 		if rs.Annotations[names.AnnotationSwitchoverTo] != "" || rs.Status.LastFailover == nil ||

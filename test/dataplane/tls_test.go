@@ -71,7 +71,7 @@ func (c *cluster) trustCA(t testing.TB, p *pod) {
 		t.Fatal(err)
 	}
 	p.roots, p.caFile = roots, filepath.Join(p.logDir, "ca.crt")
-	if err := os.WriteFile(p.caFile, c.caPEM, 0o644); err != nil { //nolint:gosec // a CA certificate is public
+	if err := os.WriteFile(p.caFile, c.caPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -192,7 +192,7 @@ func TestCertificatesAreRenewedWithoutARestart(t *testing.T) {
 			},
 		} {
 			if got, err := serve(); err != nil || got != now {
-				return fmt.Errorf("%s serves %s (%v), the Secret holds %s", what, got, err, now)
+				return fmt.Errorf("%s serves %s (%w), the Secret holds %s", what, got, err, now)
 			}
 		}
 		return nil
@@ -227,13 +227,13 @@ func TestCertificatesAreRenewedWithoutARestart(t *testing.T) {
 			defer conn.Close(ctx)
 			var n int
 			if err := conn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
-				return fmt.Errorf("%d rows, %v", n, err)
+				return fmt.Errorf("%d rows, %w", n, err)
 			}
 			return nil
 		})
 	}
 	rs := &regentv1.ReplicaSet{}
-	if err := rtClient(t).Get(ctx, ctrlKey(c.ns, "db"), rs); err != nil {
+	if err := rtClient(t).Get(ctx, ctrlKey(c.ns), rs); err != nil {
 		t.Fatal(err)
 	}
 	if e := rs.Status.Certificates; e == nil || e.ExpiresAt == nil || e.ExpiresAt.Before(&metav1.Time{Time: renewalAsked}) {
