@@ -131,7 +131,11 @@ func (a *Agent) runPasses(ctx context.Context) {
 }
 
 // everySecond runs f once a second until ctx ends.
-func everySecond(ctx context.Context, f func(context.Context)) {
+func everySecond(ctx context.Context, f func(context.Context)) { everySecondOr(ctx, nil, f) }
+
+// everySecondOr runs f once a second, and at once whenever wake fires (a
+// nil wake never does), until ctx ends.
+func everySecondOr(ctx context.Context, wake <-chan struct{}, f func(context.Context)) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -139,6 +143,7 @@ func everySecond(ctx context.Context, f func(context.Context)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 		f(ctx)
 	}

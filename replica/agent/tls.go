@@ -181,15 +181,5 @@ func (a *Agent) awaitTLS(ctx context.Context) error {
 
 // keepTLS hands every renewed pair to instance, retrying until it takes it.
 func (a *Agent) keepTLS(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.tlsChanged:
-		case <-t.C:
-		}
-		a.installTLS(ctx)
-	}
+	everySecondOr(ctx, a.tlsChanged, func(ctx context.Context) { a.installTLS(ctx) })
 }
