@@ -10,6 +10,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -122,6 +124,30 @@ func (r *ReplicaSetReconciler) reconcileMemberCertificates(ctx context.Context, 
 			certs.expires = cert.NotAfter
 		}
 		obs.requeue(pki.RenewAt(cert).Sub(now))
+	}
+	return r.removeFormerMembersCertificates(ctx, rs, ips)
+}
+
+// removeFormerMembersCertificates deletes the key Secrets of the ordinals
+// past replicas once their pods are gone: a scaled-down member's key is
+// not left lying around (its certificate stays valid until it expires).
+func (r *ReplicaSetReconciler) removeFormerMembersCertificates(ctx context.Context, rs *regentv1.ReplicaSet, ips map[string]string) error {
+	for i := int(rs.DesiredReplicas()); i < names.MaxReplicas; i++ {
+		pod := names.Pod(rs.Name, i)
+		if _, running := ips[pod]; running {
+			continue
+		}
+		secret := &corev1.Secret{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.PodTLSSecret(pod)}, secret)
+		if apierrors.IsNotFound(err) || err == nil && !metav1.IsControlledBy(secret, rs) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := client.IgnoreNotFound(r.Delete(ctx, secret)); err != nil {
+			return fmt.Errorf("delete Secret %s: %w", secret.Name, err)
+		}
 	}
 	return nil
 }

@@ -9,8 +9,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/pki"
@@ -70,6 +73,15 @@ func TestEveryMemberGetsACertificateOfTheClustersCA(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(cert.IPAddresses).To(HaveLen(1))
 		g.Expect(cert.IPAddresses[0].String()).To(Equal("192.0.2.1"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	// Scaled down, a former member's key goes once its pod has.
+	rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+	g.Expect(update(t, rs, func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](2) })).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "db-2-tls"}, &corev1.Secret{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "db-2-tls: %v", err)
+		get(t, g, ns, "db-1-tls", &corev1.Secret{})
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
