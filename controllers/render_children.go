@@ -151,6 +151,13 @@ func renderRole(rs *regentv1.ReplicaSet) *rbacv1ac.RoleApplyConfiguration {
 				WithResources("pods").
 				WithResourceNames(names.AllPods(rs.Name)...).
 				WithVerbs("get", "list", "watch"),
+			// The StatefulSet's replicas say who is a member: the
+			// leader drops the slots of the others.
+			rbacv1ac.PolicyRule().
+				WithAPIGroups(appsv1.GroupName).
+				WithResources("statefulsets").
+				WithResourceNames(names.StatefulSet(rs.Name)).
+				WithVerbs("get"),
 			// Each pod reads its own key and certificate (Secret
 			// <pod>-tls) and follows their renewal.
 			rbacv1ac.PolicyRule().

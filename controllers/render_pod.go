@@ -132,6 +132,7 @@ func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.C
 		WithCommand(names.BinaryPath, "instance").
 		WithEnv(podEnv(rs.Name)...).
 		WithEnv(corev1ac.EnvVar().WithName(names.EnvPGParameters).WithValue(string(paramsJSON))).
+		WithEnv(corev1ac.EnvVar().WithName(names.EnvStorageSize).WithValue(storageSize(rs))).
 		WithPorts(corev1ac.ContainerPort().WithName(names.PortNamePostgres).
 			WithContainerPort(names.PortPostgres).WithProtocol(corev1.ProtocolTCP)).
 		WithVolumeMounts(
@@ -285,4 +286,14 @@ func convertJSON[T any](in any) *T {
 		panic(fmt.Sprintf("unmarshal %T into %T: %v", in, out, err))
 	}
 	return out
+}
+
+// storageSize is the data volume's size as instance sizes the WAL from it
+// (spec.storage.size, which the CRD checks, or its default).
+func storageSize(rs *regentv1.ReplicaSet) string {
+	q, err := rs.StorageSize()
+	if err != nil {
+		return ""
+	}
+	return q.String()
 }

@@ -205,6 +205,10 @@ func TestPodTemplate(t *testing.T) {
 				if got := envOf(pg)[names.EnvPGParameters].Value; got != `{"max_connections":"200","work_mem":"8MB"}` {
 					t.Errorf("parameters for instance: %s", got)
 				}
+				// The WAL's budget follows the volume's size.
+				if got := envOf(pg)[names.EnvStorageSize].Value; got != "1Gi" {
+					t.Errorf("storage size for instance: %q", got)
+				}
 			},
 		},
 		{

@@ -188,6 +188,8 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 		g.Expect(role.Rules).To(ConsistOf(
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"},
 				ResourceNames: names.AllPods("db"), Verbs: []string{"get", "list", "watch"}},
+			rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"statefulsets"},
+				ResourceNames: []string{"db"}, Verbs: []string{"get"}},
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
 				ResourceNames: names.AllPodTLSSecrets("db"), Verbs: []string{"get", "list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},

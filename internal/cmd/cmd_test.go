@@ -123,12 +123,14 @@ func TestInstallCopiesTheBinary(t *testing.T) {
 }
 
 func TestInstanceRefusesBadEnvironment(t *testing.T) {
-	_, err := run("instance", "--pod-ip=not-an-ip", "--pod-name=", "--parameters={", "--superuser-password-file=/nonexistent")
+	_, err := run("instance", "--pod-ip=not-an-ip", "--pod-name=", "--parameters={", "--superuser-password-file=/nonexistent",
+		"--storage-size=lots")
 	var exit ExitError
 	if !errors.As(err, &exit) || exit.Code != 2 {
 		t.Fatalf("got %v, want exit code 2", err)
 	}
-	for _, want := range []string{`--pod-ip "not-an-ip" is not an IP address`, "--pod-name is empty", "--parameters", "superuser password"} {
+	for _, want := range []string{`--pod-ip "not-an-ip" is not an IP address`, "--pod-name is empty", "--parameters", "superuser password",
+		`--storage-size "lots" is not a positive quantity`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

@@ -17,13 +17,15 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/instance"
+	"github.com/regent-dev/regent/replica/walarchive"
 )
 
 type instanceOptions struct {
-	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs string
+	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs, storageSize string
 }
 
 func envOr(name, def string) string {
@@ -56,6 +58,8 @@ func newInstanceCommand() *cobra.Command {
 	f.StringVar(&o.podIP, "pod-ip", os.Getenv("POD_IP"), "the only address PostgreSQL listens on ($POD_IP)")
 	f.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the pod's name ($POD_NAME)")
 	f.StringVar(&o.parameters, "parameters", os.Getenv(names.EnvPGParameters), "PostgreSQL settings as a JSON object ($"+names.EnvPGParameters+")")
+	f.StringVar(&o.storageSize, "storage-size", os.Getenv(names.EnvStorageSize),
+		"the data volume's size, a quantity such as 10Gi ($"+names.EnvStorageSize+"): the WAL is sized from it; empty: PostgreSQL's defaults")
 	f.StringVar(&o.passwordFile, "superuser-password-file", names.SecretsMountPath+"/superuser-password", "the postgres role's password")
 	f.StringVar(&o.binDir, "pg-bindir", "", "directory of PostgreSQL's programs (default: where postgres is on PATH)")
 	f.StringVar(&o.runAs, "run-as-user", "", "run PostgreSQL as this user (for development as root; pods run as their own user)")
@@ -77,6 +81,15 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	if o.parameters != "" {
 		if err := json.Unmarshal([]byte(o.parameters), &params); err != nil {
 			errs = append(errs, fmt.Errorf("--parameters: %w", err))
+		}
+	}
+	var budget instance.StorageBudget
+	if o.storageSize != "" {
+		q, err := resource.ParseQuantity(o.storageSize)
+		if err != nil || q.Sign() <= 0 {
+			errs = append(errs, fmt.Errorf("--storage-size %q is not a positive quantity such as 10Gi", o.storageSize))
+		} else {
+			budget.Volume = volumeBytes(q.Value(), filepath.Dir(filepath.Clean(o.pgdata)))
 		}
 	}
 	if _, err := os.Stat(o.passwordFile); err != nil {
@@ -123,7 +136,9 @@ func (o *instanceOptions) config() (instance.Config, error) {
 		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile, Credential: cred,
 		ArchiveDir: archive,
 		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,
-			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s %%p", shellQuote(self), shellQuote(archive)),
+			Budget: budget,
+			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s --keep=%d %%p", shellQuote(self), shellQuote(archive),
+				budget.ArchiveSegments(walarchive.DefaultKeep)),
 			RestoreCommand: fmt.Sprintf("%s wal-fetch --run-dir=%s %%f %%p", shellQuote(self), shellQuote(o.runDir)),
 		},
 	}, nil
@@ -164,4 +179,16 @@ func runInstance(cfg instance.Config, runDir string) error {
 		return fmt.Errorf("instance API: %w", err)
 	}
 	return nil
+}
+
+// volumeBytes is the smaller of the claimed size and the filesystem's
+// under dir: a volume provisioner that does not enforce sizes must not
+// make the budget larger than asked, and one that rounds down must not
+// make it larger than there is.
+func volumeBytes(claimed int64, dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks == 0 {
+		return claimed
+	}
+	return min(claimed, int64(st.Blocks)*st.Bsize) //nolint:gosec // G115: block counts fit an int64
 }

@@ -129,6 +129,10 @@ const (
 // `regent instance` in the postgres container.
 const EnvPGParameters = "REGENT_PG_PARAMETERS"
 
+// EnvStorageSize carries the data volume's size (spec.storage.size, a
+// quantity) to `regent instance`, which sizes the WAL from it.
+const EnvStorageSize = "REGENT_STORAGE_SIZE"
+
 // EnvAppDatabase and EnvAppOwner tell the agent which application database
 // and role to create with the first leader (spec.bootstrap).
 const (

@@ -57,6 +57,8 @@ type Agent struct {
 	// tlsChanged wakes keepTLS when a new pair is loaded.
 	tls        memberTLS
 	tlsChanged chan struct{}
+	// members is the cluster's size, as the StatefulSet says (slots.go).
+	members membership
 	// relayRefused counts the relay handshakes refused, by reason.
 	relayRefused *prometheus.CounterVec
 }
@@ -93,7 +95,8 @@ func (a *Agent) longOperation(limit time.Duration) (context.Context, context.Can
 // (contact.go); the commit gate (gate.go); the relay's server and dialer
 // (relay.go); the WAL server (wal.go); the HTTP API (http.go); and the
 // watches that wake the pass (watch.go); and the certificate's keeper
-// (tls.go), which is also awaited before anything else starts. A runnable that fails stops them
+// (tls.go), which is also awaited before anything else starts; and the
+// membership keeper, which drops former members' slots (slots.go). A runnable that fails stops them
 // all, and the pass shuts PostgreSQL down cleanly on the way out.
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
@@ -102,7 +105,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.watchObjects(ctx)
-	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.runGate, a.watchInstance, a.keepTLS} {
+	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.runGate, a.watchInstance, a.keepTLS, a.keepMembership} {
 		g.Go(func() error { run(ctx); return nil })
 	}
 	for _, serve := range []func(context.Context) error{a.serveRelay, a.serveLocalAPI, a.serveFollowerRelay, a.serveHTTP} {

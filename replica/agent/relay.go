@@ -190,8 +190,12 @@ func tlsRefusal(err error) string {
 // and WAL are only for members. (That the peer is that pod, its
 // certificate proves: acceptRelay checks both.)
 func (a *Agent) member(peer string) error {
-	if i, ok := names.Ordinal(a.cfg.Cluster, peer); !ok || i >= names.MaxReplicas || peer == a.cfg.Pod {
+	i, ok := names.Ordinal(a.cfg.Cluster, peer)
+	if !ok || i >= names.MaxReplicas || peer == a.cfg.Pod {
 		return fmt.Errorf("%q is not a member of cluster %s", peer, a.cfg.Cluster)
+	}
+	if !a.members.counts(i) {
+		return fmt.Errorf("%q is no longer a member of cluster %s (%d members)", peer, a.cfg.Cluster, a.members.replicas.Load())
 	}
 	return nil
 }

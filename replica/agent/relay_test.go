@@ -73,6 +73,7 @@ func TestRelayRefusesStrangersAndEndlessHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.ls.mode, a.ls.epoch, a.ls.deadline = api.ModeLeader, 3, time.Now().Add(time.Hour)
+	a.members.replicas.Store(3)
 	member, other := ca.pair("db-1"), newTestCA(t, "other").pair("db-1")
 	// A peer that starts a TLS handshake and never finishes it is cut.
 	t.Run("a handshake that never ends", func(t *testing.T) {
@@ -123,6 +124,8 @@ func TestRelayRefusesStrangersAndEndlessHandshakes(t *testing.T) {
 		{name: "an endless line", cert: member, hello: strings.Repeat("x", 64<<10), want: "NO handshake too long", why: "TooLong"},
 		{name: "a member of an epoch it does not lead", cert: member, hello: "REGENT-RELAY/1 epoch=2 pod=db-1\n",
 			want: "NO not the leader of that epoch", why: "NotTheLeader"},
+		{name: "a member scaled away", cert: ca.pair("db-3"), hello: "REGENT-RELAY/1 epoch=3 pod=db-3\n",
+			want: `NO "db-3" is no longer a member of cluster db (3 members)`, why: "NotAMember"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(a.relayRefused.WithLabelValues(tc.why))

@@ -46,6 +46,9 @@ type Settings struct {
 	PrimaryConninfo, PrimarySlotName string
 	// SynchronousStandbyNames is set by the agent on a leader.
 	SynchronousStandbyNames string
+	// Budget sizes the WAL from the data volume's size; the user's
+	// parameters override it.
+	Budget StorageBudget
 	// TLSDir holds the pod's server.crt and server.key (SetTLS); empty
 	// leaves TLS off, and then no remote client can log in (hbaConf).
 	TLSDir string
@@ -65,8 +68,8 @@ var defaultParameters = map[string]string{
 // userConf renders the user's parameters, skipping any Regent owns (the
 // CRD refuses them; an object that slipped past it must not break
 // fencing).
-func userConf(user map[string]string) (string, []string) {
-	params := maps.Clone(defaultParameters)
+func userConf(budget StorageBudget, user map[string]string) (string, []string) {
+	params := withBudget(budget)
 	maps.Copy(params, user)
 	var b strings.Builder
 	b.WriteString("# spec.postgres.parameters, written by regent instance at every start.\n")
@@ -96,7 +99,6 @@ func regentConf(s Settings) string {
 		"wal_log_hints":         "on",
 		"full_page_writes":      "on",
 		"hot_standby":           "on",
-		"wal_keep_size":         "128MB",
 		// A crashed postmaster stays down: instance reports it and the
 		// agent releases the Lease; nothing restarts a leader behind the
 		// operator's back.

@@ -67,7 +67,7 @@ func TestRegentConfWinsAndFollowsTheRole(t *testing.T) {
 }
 
 func TestUserConfSkipsOwnedParametersAndQuotes(t *testing.T) {
-	conf, ignored := userConf(map[string]string{
+	conf, ignored := userConf(StorageBudget{}, map[string]string{
 		"work_mem": "8MB", "port": "6000", "search_path": `"$user", public`, "application_name": "it's",
 	})
 	if len(ignored) != 1 || ignored[0] != "port" {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -299,21 +298,11 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	in.settings = s
 	in.mu.Unlock()
 	cmd := in.tools.command(context.Background(), "postgres", "-D", in.cfg.PGData)
-	logPath := filepath.Join(in.cfg.PGData, "..", "postgres.log")
-	var logStart int64
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err == nil {
-		if fi, err := logFile.Stat(); err == nil {
-			logStart = fi.Size()
-		}
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		defer logFile.Close()
-		if in.cfg.Credential != nil {
-			_ = logFile.Chown(int(in.cfg.Credential.Uid), int(in.cfg.Credential.Gid))
-		}
-	} else {
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	}
+	// PostgreSQL's log goes to the container's output (kubectl logs -c
+	// postgres), never to a file on the data volume; the tail since this
+	// start is kept to say why a start failed.
+	tail := newLogTail(os.Stderr, 256)
+	cmd.Stdout, cmd.Stderr = tail, tail
 	if err := in.tools.children.start(cmd); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
@@ -341,7 +330,7 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 		in.log.Info("PostgreSQL exited", "result", in.lastExit)
 	}()
 	if err := in.waitReady(ctx, exited); err != nil {
-		if why := lastFatal(logPath, logStart); why != "" {
+		if why := lastFatal(tail.lines()); why != "" {
 			return fmt.Errorf("%w: %s", err, why)
 		}
 		return err
@@ -364,7 +353,7 @@ func (in *Instance) waitReady(ctx context.Context, exited <-chan struct{}) error
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("postgres exited while starting (%s); see postgres.log beside the data directory", in.lastExitText())
+			return fmt.Errorf("postgres exited while starting (%s); see the postgres container's log", in.lastExitText())
 		case <-ctx.Done():
 			return fmt.Errorf("postgres did not accept connections: %w", err)
 		case <-time.After(50 * time.Millisecond):
@@ -372,31 +361,24 @@ func (in *Instance) waitReady(ctx context.Context, exited <-chan struct{}) error
 	}
 }
 
-// lastFatal returns the last FATAL or PANIC message PostgreSQL wrote to
-// its log after offset from, with its DETAIL and HINT: why a start failed,
-// in the error the agent logs and reports, so that nobody has to find the
-// log file to learn it.
-func lastFatal(path string, from int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return ""
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	if err != nil {
-		return ""
-	}
-	var last []string
+// lastFatal returns the last FATAL or PANIC message among PostgreSQL's
+// log lines, with its DETAIL and HINT, and before it the lines that name
+// the parameters a configuration error is about: why a start failed, in
+// the error the agent logs and reports, so that nobody has to search the
+// log to learn it.
+func lastFatal(lines []string) string {
+	var last, parameters []string
 	inFatal := false
-	for line := range strings.Lines(string(b)) {
+	for _, line := range lines {
 		line = strings.TrimSpace(line)
 		switch {
 		case strings.Contains(line, "FATAL:") || strings.Contains(line, "PANIC:"):
 			_, msg, _ := strings.Cut(line, "] ")
-			last, inFatal = []string{strings.Join(strings.Fields(msg), " ")}, true
+			last, inFatal = append(parameters, strings.Join(strings.Fields(msg), " ")), true
+			parameters = nil
+		case strings.Contains(line, `parameter "`):
+			_, msg, _ := strings.Cut(line, "] ")
+			parameters, inFatal = append(parameters, strings.Join(strings.Fields(msg), " ")), false
 		case inFatal && (strings.Contains(line, "DETAIL:") || strings.Contains(line, "HINT:")):
 			_, msg, _ := strings.Cut(line, "] ")
 			last = append(last, strings.Join(strings.Fields(msg), " "))
@@ -805,7 +787,7 @@ func (in *Instance) clearPartial() {
 }
 
 func (in *Instance) writeConfig(s Settings) error {
-	user, ignored := userConf(s.Parameters)
+	user, ignored := userConf(s.Budget, s.Parameters)
 	if len(ignored) > 0 {
 		in.log.Info("Ignoring parameters Regent owns", "parameters", ignored)
 	}

@@ -348,3 +348,43 @@ func TestFollowerDataStartedAsLeaderGetsANewTimeline(t *testing.T) {
 		t.Errorf("status %+v: want a leader on timeline 2", st)
 	}
 }
+
+// A parameter PostgreSQL refuses fails the start with PostgreSQL's own
+// words, and leaves no log file on the data volume: the log is the
+// container's output.
+func TestABadParameterFailsTheStartWithPostgreSQLsReason(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.5")
+	in.cfg.Parameters = map[string]string{"shared_buffers": "lots"}
+	if err := in.Initdb(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Minute)})
+	if err == nil || !strings.Contains(err.Error(), `invalid value for parameter "shared_buffers": "lots"`) {
+		t.Fatalf("started with shared_buffers=lots, or failed without saying why: %v", err)
+	}
+	entries, err := os.ReadDir(filepath.Dir(in.cfg.PGData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".log") {
+			t.Errorf("a log file on the data volume: %s", e.Name())
+		}
+	}
+}
+
+func TestLogTailKeepsTheLastLinesBounded(t *testing.T) {
+	var out strings.Builder
+	tail := newLogTail(&out, 3)
+	for i := range 5 {
+		fmt.Fprintf(tail, "line %d\n", i)
+	}
+	_, _ = tail.Write([]byte(strings.Repeat("x", 2*maxLine)))
+	got := tail.lines()
+	if len(got) != 3 || got[0] != "line 3" || got[1] != "line 4" || len(got[2]) != maxLine {
+		t.Errorf("kept %d lines: %q…", len(got), got[:min(2, len(got))])
+	}
+	if !strings.HasPrefix(out.String(), "line 0\nline 1\n") || out.Len() != 5*len("line 0\n")+2*maxLine {
+		t.Errorf("passed through %d bytes, want every byte", out.Len())
+	}
+}

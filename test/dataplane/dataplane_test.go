@@ -286,7 +286,7 @@ func (c *cluster) stop() {
 	for _, p := range c.pods {
 		p.kill()
 		if c.t.Failed() {
-			for _, f := range []string{"instance.log", "agent.log", "data/postgres.log"} {
+			for _, f := range []string{"instance.log", "agent.log"} {
 				b, _ := os.ReadFile(filepath.Join(p.logDir, f))
 				lines := strings.Split(string(b), "\n")
 				c.t.Logf("== %s %s (tail)\n%s", p.name, f, strings.Join(lines[max(0, len(lines)-25):], "\n"))

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -779,4 +780,59 @@ func TestPreferredQuorumLetsWritesGoOnWithoutALostFollower(t *testing.T) {
 	lost.freeze(t, false)
 	thawed = true
 	syncLeaderWithTable(t, leader, `ANY 2 ("db_1", "db_2")`)
+}
+
+// A member scaled away loses its slot on the leader once its pod is gone:
+// nothing holds WAL for a pod that will not come back.
+func TestAMemberScaledAwayLosesItsSlot(t *testing.T) {
+	c := operatedCluster(t, "127.0.49", func(*regentv1.ReplicaSet) {})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	ctx := t.Context()
+	leader := c.pods[0]
+	slots := func() ([]string, error) {
+		conn, err := leader.conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close(ctx)
+		rows, _ := conn.Query(ctx, "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'db\\_%' ORDER BY 1")
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	waitfor.Condition(t, 30*time.Second, "a slot for each follower", func() error {
+		got, err := slots()
+		if err != nil || !slices.Equal(got, []string{"db_1", "db_2"}) {
+			return fmt.Errorf("slots %v (%v)", got, err)
+		}
+		return nil
+	})
+	rt := rtClient(t)
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		rs := &regentv1.ReplicaSet{}
+		if err := rt.Get(ctx, ctrlKey(c.ns), rs); err != nil {
+			return err
+		}
+		rs.Spec.Replicas = ptr.To[int32](2)
+		return rt.Update(ctx, rs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The StatefulSet controller deletes pod db-2; its "kubelet" stops it.
+	waitfor.Condition(t, 30*time.Second, "db-2 deleted", func() error {
+		if _, err := cs.CoreV1().Pods(c.ns).Get(ctx, "db-2", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	c.pods[2].kill()
+	stopped := time.Now()
+	waitfor.Condition(t, 30*time.Second, "only db-1's slot left", func() error {
+		got, err := slots()
+		if err != nil || !slices.Equal(got, []string{"db_1"}) {
+			return fmt.Errorf("slots %v (%v)", got, err)
+		}
+		return nil
+	})
+	t.Logf("db-2's slot dropped %s after its pod stopped", time.Since(stopped).Round(100*time.Millisecond))
 }
