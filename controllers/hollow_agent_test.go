@@ -61,6 +61,8 @@ type hollowAgent struct {
 	reads   int
 	// reason is the Reason the agent reports.
 	reason string
+	// diskUsed and diskTotal are the data volume's, in bytes.
+	diskUsed, diskTotal int64
 }
 
 // startHollowAgent runs an agent for pod until the test ends.
@@ -117,7 +119,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	if a.writing {
 		a.lsn += 0x100
 	}
-	frozen, crashed, at, reason := a.frozen, a.crashed, lsn.LSN(a.lsn), a.reason
+	frozen, crashed, at, reason, used, total := a.frozen, a.crashed, lsn.LSN(a.lsn), a.reason, a.diskUsed, a.diskTotal
 	a.mu.Unlock()
 	if frozen {
 		return
@@ -139,7 +141,8 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	sealed := proto.Sealed()
 	leads := holder == a.pod && pod.Labels[names.LabelRole] == names.RoleLeader &&
 		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) && !sealed
-	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now, Reason: reason}
+	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now, Reason: reason,
+		DiskUsedBytes: used, DiskTotalBytes: total}
 	switch {
 	case holder == a.pod && (crashed || proto.SwitchoverTo != ""):
 		// PostgreSQL died, or a clean stop for a handover: release.

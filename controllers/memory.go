@@ -48,6 +48,9 @@ type clusterMemory struct {
 	// confirm commits (its pod missing, or not ready and not streaming in
 	// the epoch), by its own clock; a follower seen standing leaves it.
 	unstanding map[string]time.Time
+	// filling: the members whose volumes were last seen filling, so
+	// that the Warning is sent when it starts, not every pass.
+	filling string
 }
 
 // noteStanding records which of the pods the spec asks for stand (see

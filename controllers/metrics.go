@@ -24,6 +24,14 @@ var (
 		Name: "regent_certificate_expiry_timestamp_seconds",
 		Help: "When a member's certificate expires, in seconds since the epoch; the operator renews it after two thirds of its life.",
 	}, []string{"namespace", "cluster", "pod"})
+	memberDiskUsedBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_member_disk_used_bytes",
+		Help: "Bytes used on a member's data volume.",
+	}, []string{"namespace", "cluster", "pod"})
+	memberDiskCapacityBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_member_disk_capacity_bytes",
+		Help: "Size of a member's data volume, in bytes.",
+	}, []string{"namespace", "cluster", "pod"})
 	decisionSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "regent_failover_decision_seconds",
 		Help:    "Time to read the agents and decide, per pass.",
@@ -32,5 +40,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, certificateExpiry, decisionSeconds)
+	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, decisionSeconds)
 }

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
@@ -60,6 +62,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	}
 	st.Phase = phase(f)
 	recordMetrics(rs, obs)
+	r.warnDiskFilling(rs, f.filling)
 	if reconcileErr == nil {
 		st.ObservedGeneration = rs.Generation
 	}
@@ -85,6 +88,8 @@ type statusFacts struct {
 	decision          *failover.Decision
 	blocked           bool
 	switchoverRefused string
+	// filling says which members' volumes are DiskFillingPercent full.
+	filling string
 }
 
 func (f statusFacts) available() bool { return f.leader != nil && f.leader.Ready }
@@ -102,7 +107,23 @@ func facts(rs *regentv1.ReplicaSet, obs *observation, reconcileErr error) status
 	if f.leader != nil {
 		f.leaderReason = agentReason(obs, f.leader.Name)
 	}
+	f.filling = fillingVolumes(rs.Status.Members)
 	return f
+}
+
+// fillingVolumes says which members' data volumes are at least
+// DiskFillingPercent full, with how full ("" when none is).
+func fillingVolumes(members []regentv1.MemberStatus) string {
+	var full []string
+	for _, m := range members {
+		if m.DiskUsedBytes == nil || m.DiskCapacityBytes == nil || *m.DiskCapacityBytes <= 0 {
+			continue
+		}
+		if pct := *m.DiskUsedBytes * 100 / *m.DiskCapacityBytes; pct >= regentv1.DiskFillingPercent {
+			full = append(full, fmt.Sprintf("%s %d%%", m.Name, pct))
+		}
+	}
+	return strings.Join(full, ", ")
 }
 
 func condition(typ string, status bool, reason, message string) metav1.Condition {
@@ -160,6 +181,10 @@ func degradedCondition(f statusFacts) metav1.Condition {
 	case f.reconcileErr != nil:
 		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
 			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", f.failedStep))
+	case f.filling != "":
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonDiskFilling,
+			fmt.Sprintf("data volumes at least %d%% full: %s; grow spec.storage.size before PostgreSQL stops on a full disk",
+				regentv1.DiskFillingPercent, f.filling))
 	case f.available() && f.ready < f.desired:
 		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonFollowersNotReady,
 			fmt.Sprintf("%d of %d followers ready: fewer copies of the data than asked for",
@@ -233,6 +258,9 @@ func members(cluster string, obs *observation) []regentv1.MemberStatus {
 			if a.Mode == api.ModeLeader && a.WriteLSN != 0 {
 				m.ReceivedLSN = a.WriteLSN.Text()
 			}
+			if a.DiskTotalBytes > 0 {
+				m.DiskUsedBytes, m.DiskCapacityBytes = ptr.To(a.DiskUsedBytes), ptr.To(a.DiskTotalBytes)
+			}
 			if a.ReceivedLSN != 0 && obs.leaderLSN != 0 && pod.Name != obs.holder() {
 				m.LagBytes = ptr.To(int64(obs.leaderLSN.Sub(a.ReceivedLSN))) //nolint:gosec // G115: WAL distances stay far below 2^63
 			}
@@ -277,6 +305,10 @@ func recordMetrics(rs *regentv1.ReplicaSet, obs *observation) {
 		if m.LagBytes != nil {
 			memberLagBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.LagBytes))
 		}
+		if m.DiskCapacityBytes != nil && m.DiskUsedBytes != nil {
+			memberDiskUsedBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.DiskUsedBytes))
+			memberDiskCapacityBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.DiskCapacityBytes))
+		}
 	}
 }
 
@@ -297,4 +329,19 @@ func agentReason(obs *observation, pod string) string {
 		return ": " + a.Reason
 	}
 	return ""
+}
+
+// warnDiskFilling sends a Warning when members' volumes start filling (or
+// others join them), once, not every pass.
+func (r *ReplicaSetReconciler) warnDiskFilling(rs *regentv1.ReplicaSet, filling string) {
+	key := client.ObjectKeyFromObject(rs)
+	r.memory.mu.Lock()
+	m := r.memory.get(key)
+	changed := m.filling != filling
+	m.filling = filling
+	r.memory.mu.Unlock()
+	if changed && filling != "" {
+		r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, regentv1.EventDiskFilling, "DiskFilling",
+			"Data volumes at least %d%% full: %s", regentv1.DiskFillingPercent, filling)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
@@ -88,7 +89,24 @@ func TestDegradedCondition(t *testing.T) {
 			metav1.ConditionTrue, regentv1.ReasonFailoverRefused},
 		{"a switchover refused comes first", healthy(func(f *statusFacts) { f.decision, f.switchoverRefused = refuse, "db-7 does not exist" }),
 			metav1.ConditionTrue, regentv1.ReasonSwitchoverRefused},
+		{"a volume filling", healthy(func(f *statusFacts) { f.filling = "db-1 85%" }), metav1.ConditionTrue, regentv1.ReasonDiskFilling},
+		{"a volume filling comes before a follower not ready", healthy(func(f *statusFacts) { f.filling, f.ready = "db-1 85%", 2 }),
+			metav1.ConditionTrue, regentv1.ReasonDiskFilling},
 	})
+}
+
+// A volume counts as filling from 80 % full; a member that did not report
+// its disk is not counted.
+func TestFillingVolumes(t *testing.T) {
+	gib := int64(1 << 30)
+	member := func(name string, used int64) regentv1.MemberStatus {
+		return regentv1.MemberStatus{Name: name, DiskUsedBytes: ptr.To(used), DiskCapacityBytes: ptr.To(gib)}
+	}
+	got := fillingVolumes([]regentv1.MemberStatus{member("db-0", gib*79/100), member("db-1", gib*80/100+1),
+		member("db-2", gib), {Name: "db-3"}})
+	if got != "db-1 80%, db-2 100%" {
+		t.Errorf("filling: %q", got)
+	}
 }
 
 func TestFailingOverCondition(t *testing.T) {

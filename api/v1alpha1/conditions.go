@@ -45,6 +45,9 @@ const (
 	// ReasonFollowersNotReady (Degraded=True): the leader serves but some
 	// followers are not ready, so fewer copies of the data exist.
 	ReasonFollowersNotReady = "FollowersNotReady"
+	// ReasonDiskFilling: a member's data volume is at least
+	// DiskFillingPercent full.
+	ReasonDiskFilling = "DiskFilling"
 	// ReasonReconcileFailed (Degraded=True): the operator could not apply a
 	// child object; the message says which and why.
 	ReasonReconcileFailed = "ReconcileFailed"
@@ -85,6 +88,8 @@ const (
 	// EventCertificateIssued: the operator made the cluster's CA or issued
 	// a member's certificate.
 	EventCertificateIssued = "CertificateIssued"
+	// EventDiskFilling: a member's data volume passed DiskFillingPercent.
+	EventDiskFilling = "DiskFilling"
 	// EventLeaderLabelled: the operator labelled the Lease holder as leader.
 	EventLeaderLabelled = "LeaderLabelled"
 	// EventReconcileFailed: applying a child object failed.
@@ -111,3 +116,7 @@ const (
 	// again.
 	EventSyncQuorumRestored = "SyncQuorumRestored"
 )
+
+// DiskFillingPercent is how full a member's data volume may be before the
+// cluster is Degraded (DiskFilling).
+const DiskFillingPercent = 80

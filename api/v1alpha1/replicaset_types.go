@@ -386,6 +386,13 @@ type MemberStatus struct {
 	// +optional
 	LagBytes *int64 `json:"lagBytes,omitempty"`
 
+	// diskUsedBytes and diskCapacityBytes are the member's data volume's
+	// use and size, as its filesystem reports them.
+	// +optional
+	DiskUsedBytes *int64 `json:"diskUsedBytes,omitempty"`
+	// +optional
+	DiskCapacityBytes *int64 `json:"diskCapacityBytes,omitempty"`
+
 	// eligible says whether a follower may be promoted now.
 	// +optional
 	Eligible *bool `json:"eligible,omitempty"`

@@ -122,6 +122,16 @@ func (in *MemberStatus) DeepCopyInto(out *MemberStatus) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.DiskUsedBytes != nil {
+		in, out := &in.DiskUsedBytes, &out.DiskUsedBytes
+		*out = new(int64)
+		**out = **in
+	}
+	if in.DiskCapacityBytes != nil {
+		in, out := &in.DiskCapacityBytes, &out.DiskCapacityBytes
+		*out = new(int64)
+		**out = **in
+	}
 	if in.Eligible != nil {
 		in, out := &in.Eligible, &out.Eligible
 		*out = new(bool)

@@ -26,6 +26,7 @@ func (a *Agent) Status() api.Status {
 		WriteLSN: a.ls.pgStatus.WriteLSN, ReceivedLSN: a.ls.pgStatus.ReceivedLSN, ReplayedLSN: a.ls.pgStatus.ReplayedLSN,
 		Streaming: a.ls.pgStatus.Streaming, CommitGate: string(a.ls.gate),
 		SynchronousStandbyNames: a.ls.pgStatus.SynchronousStandbyNames,
+		DiskUsedBytes:           a.ls.pgStatus.DiskUsedBytes, DiskTotalBytes: a.ls.pgStatus.DiskTotalBytes,
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)

@@ -59,6 +59,9 @@ type Status struct {
 	CommitGate string `json:"commitGate,omitempty"`
 	// Fenced says the agent stopped its leader from acknowledging writes.
 	Fenced bool `json:"fenced"`
+	// DiskUsedBytes and DiskTotalBytes are the data volume's.
+	DiskUsedBytes  int64 `json:"diskUsedBytes,omitempty"`
+	DiskTotalBytes int64 `json:"diskTotalBytes,omitempty"`
 	// Reason explains the current state in a few words.
 	Reason string `json:"reason,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/regent-dev/regent/internal/lsn"
@@ -40,6 +41,10 @@ type Status struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// Fenced says why the watchdog last stopped a leader.
 	Fenced string `json:"fenced,omitempty"`
+	// DiskUsedBytes and DiskTotalBytes are the data volume's (statfs),
+	// whether PostgreSQL runs or not.
+	DiskUsedBytes  int64 `json:"diskUsedBytes,omitempty"`
+	DiskTotalBytes int64 `json:"diskTotalBytes,omitempty"`
 	// LastExit is how PostgreSQL last ended.
 	LastExit string `json:"lastExit,omitempty"`
 	// ClusterState is pg_control's "Database cluster state" while
@@ -61,6 +66,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 		st.Deadline = &d
 	}
 	in.mu.Unlock()
+	st.DiskUsedBytes, st.DiskTotalBytes = diskUsage(filepath.Dir(filepath.Clean(in.cfg.PGData)))
 	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		st.Data = err.Error()
 	} else {
@@ -116,3 +122,15 @@ const followerTimelineSQL = `GREATEST((SELECT timeline_id FROM pg_control_checkp
 	COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
 	COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::bigint) FROM pg_ls_waldir()
 		WHERE name ~ '^[0-9A-F]{8}\.history$'), 0))`
+
+// diskUsage is the used and total bytes of the filesystem under dir (zero
+// when it cannot tell). Used counts what the volume's users cannot have:
+// total less what is available to them.
+func diskUsage(dir string) (used, total int64) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0
+	}
+	total = int64(st.Blocks) * st.Bsize             //nolint:gosec // G115: block counts fit an int64
+	return total - int64(st.Bavail)*st.Bsize, total //nolint:gosec // G115: as above
+}
