@@ -24,7 +24,7 @@ const (
 // Shares of the volume, and the bounds that keep each sane on very small
 // and very large volumes.
 var (
-	maxWALShare  = share{num: 1, den: 5, floor: 4 * segment, ceil: 16 << 30}  // checkpoints start once this much WAL is written
+	maxWALShare  = share{num: 1, den: 5, floor: 4 * segment, ceil: 16 << 30} // checkpoints start once this much WAL is written
 	minWALShare  = share{num: 1, den: 20, floor: 2 * segment, ceil: 1 << 30} // recycled rather than removed
 	keepShare    = share{num: 1, den: 20, floor: 2 * segment, ceil: 8 << 30} // kept for followers that reconnect
 	slotShare    = share{num: 1, den: 8, floor: 4 * segment, ceil: 32 << 30} // the most a lagging follower's slot holds
