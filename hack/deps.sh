@@ -2,7 +2,8 @@
 # Installs the Debian packages the local cluster and the data-plane tests
 # need, when they are missing: PostgreSQL 15 (the local cluster's
 # postgres:15 image and the data plane's tests), iproute2 (network
-# namespaces), util-linux (nsenter), and spin with gcc (the protocol's model
+# namespaces), util-linux (nsenter, losetup, findmnt), e2fsprogs (the local
+# cluster's size-enforced volumes: mkfs.ext4, resize2fs), and spin with gcc (the protocol's model
 # check, hack/modelcheck.sh). Everything else is built from Go modules by
 # hack/build-tools.sh.
 set -euo pipefail
@@ -10,7 +11,8 @@ set -euo pipefail
 missing=()
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || missing+=(postgresql-15 postgresql-client-15)
 command -v ip >/dev/null || missing+=(iproute2)
-command -v nsenter >/dev/null || missing+=(util-linux)
+command -v nsenter >/dev/null && command -v losetup >/dev/null || missing+=(util-linux)
+command -v mkfs.ext4 >/dev/null && command -v resize2fs >/dev/null || missing+=(e2fsprogs)
 command -v spin >/dev/null || missing+=(spin)
 command -v gcc >/dev/null || missing+=(gcc)
 if [[ ${#missing[@]} -eq 0 ]]; then

@@ -25,6 +25,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
+	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/pki"
 )
@@ -62,6 +63,7 @@ func (c Config) AdminKubeconfig() string { return filepath.Join(c.StateDir, "kub
 
 func (c Config) pkiDir() string             { return filepath.Join(c.StateDir, "pki") }
 func (c Config) logDir() string             { return filepath.Join(c.StateDir, "logs") }
+func (c Config) volumeDir() string          { return filepath.Join(c.StateDir, "volumes") }
 func (c Config) pidDir() string             { return filepath.Join(c.StateDir, "pids") }
 func (c Config) kubeconfig(n string) string { return filepath.Join(c.StateDir, n+".kubeconfig") }
 
@@ -124,7 +126,7 @@ func (c Config) processes() []process {
 		}},
 		{name: "provisioner", inNS: true, argv: []string{bin("localcluster"), "provisioner",
 			"--kubeconfig=" + c.kubeconfig("provisioner"),
-			"--dir=" + filepath.Join(c.StateDir, "volumes"),
+			"--dir=" + c.volumeDir(),
 		}},
 	}
 	for i := 1; i <= c.Nodes; i++ {
@@ -243,6 +245,10 @@ func Down(c Config, logf func(string, ...any)) error {
 		errs = append(errs, err)
 	}
 	if err := netns.Delete(c.NetNS); err != nil {
+		errs = append(errs, err)
+	}
+	// The volumes' images stay; the provisioner mounts them again at up.
+	if err := loopvol.UnmountAll(c.volumeDir()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

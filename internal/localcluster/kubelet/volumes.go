@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -147,6 +148,9 @@ func (w *podWorker) prepareClaim(ctx context.Context, volume, claim string, fsGr
 		path = pv.Spec.Local.Path
 	default:
 		return fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
+	}
+	if err := loopvol.Ready(path); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return err

@@ -1,7 +1,8 @@
 // Package provisioner turns claims of the local cluster's default
-// StorageClass into PersistentVolumes backed by directories, and deletes
-// the directory when a released volume's reclaim policy is Delete. Data
-// lives in the directory, so it survives pod restarts and deletions.
+// StorageClass into PersistentVolumes of the claimed size (loop-mounted
+// ext4 images, package loopvol), grows them when their claims grow, and
+// deletes them when a released volume's reclaim policy is Delete. Data
+// lives in the image, so it survives pod restarts and deletions.
 package provisioner
 
 import (
@@ -15,9 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 )
 
 const (
@@ -52,6 +56,8 @@ type Provisioner struct {
 	// Dir holds one directory per volume.
 	Dir string
 	Log logr.Logger
+	// failedGrow remembers the growths that failed, to say so once.
+	failedGrow map[string]bool
 }
 
 // Run provisions and reclaims until ctx ends. It polls: a local cluster has
@@ -103,6 +109,28 @@ func (p *Provisioner) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	bound := map[string]*corev1.PersistentVolumeClaim{}
+	for i := range claims.Items {
+		if claims.Items[i].Spec.VolumeName != "" {
+			bound[claims.Items[i].Spec.VolumeName] = &claims.Items[i]
+		}
+	}
+	for i := range volumes.Items {
+		pv := &volumes.Items[i]
+		if pv.Annotations[provisionedBy] != Name || pv.Spec.HostPath == nil || pv.Status.Phase == corev1.VolumeReleased {
+			continue
+		}
+		// After the cluster was down, or the machine restarted.
+		if err := loopvol.EnsureMounted(pv.Spec.HostPath.Path); err != nil {
+			p.Log.Error(err, "Mount volume", "volume", pv.Name)
+			continue
+		}
+		if pvc := bound[pv.Name]; pvc != nil {
+			if err := p.resize(ctx, pv, pvc); err != nil {
+				p.Log.Error(err, "Resize volume", "volume", pv.Name)
+			}
+		}
+	}
 	for i := range volumes.Items {
 		pv := &volumes.Items[i]
 		if pv.Annotations[provisionedBy] != Name || pv.Status.Phase != corev1.VolumeReleased ||
@@ -110,7 +138,7 @@ func (p *Provisioner) pass(ctx context.Context) error {
 			continue
 		}
 		if pv.Spec.HostPath != nil {
-			if err := os.RemoveAll(pv.Spec.HostPath.Path); err != nil {
+			if err := loopvol.Remove(pv.Spec.HostPath.Path); err != nil {
 				p.Log.Error(err, "Remove volume directory", "volume", pv.Name)
 				continue
 			}
@@ -128,13 +156,13 @@ func (p *Provisioner) pass(ctx context.Context) error {
 func (p *Provisioner) provision(ctx context.Context, pvc *corev1.PersistentVolumeClaim, sc *storagev1.StorageClass) error {
 	name := "pvc-" + string(pvc.UID)
 	dir := filepath.Join(p.Dir, fmt.Sprintf("%s_%s_%s", pvc.Namespace, pvc.Name, pvc.UID))
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return err
-	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		return err
-	}
 	size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	if size.Value() <= 0 {
+		return fmt.Errorf("claim %s/%s asks for no storage", pvc.Namespace, pvc.Name)
+	}
+	if err := loopvol.Create(dir, size.Value()); err != nil {
+		return err
+	}
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{provisionedBy: Name}},
 		Spec: corev1.PersistentVolumeSpec{
@@ -159,4 +187,52 @@ func (p *Provisioner) provision(ctx context.Context, pvc *corev1.PersistentVolum
 	}
 	p.Log.Info("Provisioned volume", "claim", pvc.Namespace+"/"+pvc.Name, "volume", name, "dir", dir)
 	return nil
+}
+
+// resize grows a bound volume to its claim's request, online, and records
+// the new size on the volume and the claim, as an external resizer does.
+func (p *Provisioner) resize(ctx context.Context, pv *corev1.PersistentVolume, pvc *corev1.PersistentVolumeClaim) error {
+	want := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	have := pv.Spec.Capacity[corev1.ResourceStorage]
+	if !loopvol.HasImage(pv.Spec.HostPath.Path) {
+		return nil
+	}
+	if want.Cmp(have) <= 0 {
+		if got := pvc.Status.Capacity[corev1.ResourceStorage]; got.Cmp(have) != 0 && pvc.Status.Phase == corev1.ClaimBound {
+			return p.recordClaimSize(ctx, pvc, have)
+		}
+		return nil
+	}
+	if err := loopvol.Grow(pv.Spec.HostPath.Path, want.Value()); err != nil {
+		// Said once per size asked: the pass runs twice a second.
+		key := pv.Name + "=" + want.String()
+		if p.failedGrow[key] {
+			return nil
+		}
+		if p.failedGrow == nil {
+			p.failedGrow = map[string]bool{}
+		}
+		p.failedGrow[key] = true
+		return err
+	}
+	pv = pv.DeepCopy()
+	pv.Spec.Capacity[corev1.ResourceStorage] = want
+	if _, err := p.Client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	p.Log.Info("Grew volume", "volume", pv.Name, "from", have.String(), "to", want.String())
+	return p.recordClaimSize(ctx, pvc, want)
+}
+
+func (p *Provisioner) recordClaimSize(ctx context.Context, pvc *corev1.PersistentVolumeClaim, size resource.Quantity) error {
+	pvc = pvc.DeepCopy()
+	if pvc.Status.Capacity == nil {
+		pvc.Status.Capacity = corev1.ResourceList{}
+	}
+	pvc.Status.Capacity[corev1.ResourceStorage] = size
+	pvc.Status.Conditions = nil
+	pvc.Status.AllocatedResources = nil
+	pvc.Status.AllocatedResourceStatuses = nil
+	_, err := p.Client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
+	return err
 }
