@@ -374,8 +374,8 @@ func lastFatal(lines []string) string {
 		switch {
 		case strings.Contains(line, "FATAL:") || strings.Contains(line, "PANIC:"):
 			_, msg, _ := strings.Cut(line, "] ")
-			last, inFatal = append(parameters, strings.Join(strings.Fields(msg), " ")), true
-			parameters = nil
+			parameters = append(parameters, strings.Join(strings.Fields(msg), " "))
+			last, parameters, inFatal = parameters, nil, true
 		case strings.Contains(line, `parameter "`):
 			_, msg, _ := strings.Cut(line, "] ")
 			parameters, inFatal = append(parameters, strings.Join(strings.Fields(msg), " ")), false

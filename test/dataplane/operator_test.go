@@ -803,7 +803,7 @@ func TestAMemberScaledAwayLosesItsSlot(t *testing.T) {
 	waitfor.Condition(t, 30*time.Second, "a slot for each follower", func() error {
 		got, err := slots()
 		if err != nil || !slices.Equal(got, []string{"db_1", "db_2"}) {
-			return fmt.Errorf("slots %v (%v)", got, err)
+			return fmt.Errorf("slots %v (%w)", got, err)
 		}
 		return nil
 	})
@@ -821,7 +821,7 @@ func TestAMemberScaledAwayLosesItsSlot(t *testing.T) {
 	// The StatefulSet controller deletes pod db-2; its "kubelet" stops it.
 	waitfor.Condition(t, 30*time.Second, "db-2 deleted", func() error {
 		if _, err := cs.CoreV1().Pods(c.ns).Get(ctx, "db-2", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("still there (%v)", err)
+			return fmt.Errorf("still there (%w)", err)
 		}
 		return nil
 	})
@@ -830,7 +830,7 @@ func TestAMemberScaledAwayLosesItsSlot(t *testing.T) {
 	waitfor.Condition(t, 30*time.Second, "only db-1's slot left", func() error {
 		got, err := slots()
 		if err != nil || !slices.Equal(got, []string{"db_1"}) {
-			return fmt.Errorf("slots %v (%v)", got, err)
+			return fmt.Errorf("slots %v (%w)", got, err)
 		}
 		return nil
 	})

@@ -7,11 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 )
 
 // prepareVolumes fills <pod>/volumes/<name> for every volume of the pod but
