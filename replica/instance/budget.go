@@ -26,7 +26,7 @@ const (
 var (
 	maxWALShare  = share{num: 1, den: 5, floor: 4 * segment, ceil: 16 << 30} // checkpoints start once this much WAL is written
 	minWALShare  = share{num: 1, den: 20, floor: 2 * segment, ceil: 1 << 30} // recycled rather than removed
-	keepShare    = share{num: 1, den: 20, floor: 2 * segment, ceil: 8 << 30} // kept for followers that reconnect
+	keepShare    = share{num: 1, den: 20, floor: 4 * segment, ceil: 8 << 30} // kept for followers that reconnect, and for pg_rewind
 	slotShare    = share{num: 1, den: 8, floor: 4 * segment, ceil: 32 << 30} // the most a lagging follower's slot holds
 	archiveShare = share{num: 1, den: 10, floor: 4 * segment, ceil: 1 << 40} // the pod's own archive
 )

@@ -63,6 +63,11 @@ var defaultParameters = map[string]string{
 	// retries after this instead of PostgreSQL's 5 s: it is also how soon
 	// a Sync-mode leader gets its first acknowledgement after a failover.
 	"wal_retrieve_retry_interval": "250ms",
+	// A deposed leader's own WAL back to the checkpoint before the
+	// divergence is what pg_rewind reads: without some kept, the shutdown
+	// checkpoint removes it and only a fresh clone is left. The storage
+	// budget replaces this with its share of the volume.
+	"wal_keep_size": "128MB",
 }
 
 // userConf renders the user's parameters, skipping any Regent owns (the
