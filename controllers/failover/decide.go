@@ -287,6 +287,9 @@ func elect(in Input, d Decision) Decision {
 		case !in.Spec.Sync && leaderLSN.Sub(c.received) > uint64(max(in.Spec.MaxLagBytes, 0)):
 			return fmt.Sprintf("lags the leader's last known position by %d bytes, more than maxLagBytes (%d)",
 				leaderLSN.Sub(c.received), in.Spec.MaxLagBytes)
+		case diskFull(a):
+			return fmt.Sprintf("its data volume is %d%% full: as leader it would stop on a full disk",
+				a.DiskUsedBytes*100/a.DiskTotalBytes)
 		}
 		return ""
 	}
@@ -419,4 +422,13 @@ func member(ms []Member, name string) *Member {
 		}
 	}
 	return nil
+}
+
+// DiskFullPercent is how full a follower's data volume may be and the
+// follower still be promoted: a leader on a volume this full would soon
+// stop on ENOSPC, taking writes down again.
+const DiskFullPercent = 95
+
+func diskFull(a *api.Status) bool {
+	return a.DiskTotalBytes > 0 && a.DiskUsedBytes*100/a.DiskTotalBytes >= DiskFullPercent
 }

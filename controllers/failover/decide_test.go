@@ -174,6 +174,22 @@ func TestDecide(t *testing.T) {
 			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "API server"},
 		},
 		{
+			name: "a candidate whose volume is full is not eligible",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0),
+					agent(sealed("db-1", 1, 0x5000100), func(a *api.Status) { a.DiskUsedBytes, a.DiskTotalBytes = 97, 100 }),
+					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.DiskUsedBytes, a.DiskTotalBytes = 94, 100 })}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "97% full"},
+		},
+		{
+			name: "Sync: the best candidate's volume full: wait, never promote one that may miss a commit",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0),
+					agent(sealed("db-1", 1, 0x5000100), func(a *api.Status) { a.DiskUsedBytes, a.DiskTotalBytes = 99, 100 }),
+					sealed("db-2", 2, 0x5000000)}},
+			want: Wait, reasonHas: "99% full", ineligible: map[string]string{"db-1": "99% full"},
+		},
+		{
 			name: "a candidate on an older timeline is not eligible",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
