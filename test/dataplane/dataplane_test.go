@@ -33,6 +33,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pki"
 	"github.com/regent-dev/regent/internal/testenv"
@@ -120,6 +121,9 @@ type cluster struct {
 	pods []*pod
 	// pgBinDir replaces `pg_config --bindir` for the instances when set.
 	pgBinDir string
+	// volumes gives the named pods a data volume of that many bytes that
+	// enforces its size (a loop-mounted filesystem), as a cloud disk would.
+	volumes map[string]int64
 	// ca issues the pods' certificates when the operator does not (caPEM
 	// is its certificate, or the operator's CA's).
 	ca    *pki.CA
@@ -128,6 +132,16 @@ type cluster struct {
 
 // clusterOption changes how newCluster starts the pods.
 type clusterOption func(*cluster)
+
+// withVolume gives pod a data volume of size bytes that enforces its size.
+func withVolume(pod string, size int64) clusterOption {
+	return func(c *cluster) {
+		if c.volumes == nil {
+			c.volumes = map[string]int64{}
+		}
+		c.volumes[pod] = size
+	}
+}
 
 // withPGBinDir runs the PostgreSQL tools from dir.
 func withPGBinDir(dir string) clusterOption { return func(c *cluster) { c.pgBinDir = dir } }
@@ -211,6 +225,14 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	p.runDir, p.logDir = filepath.Join(base, "run"), base
 	c.trustCA(t, p)
 	secrets := filepath.Join(base, "secrets")
+	if size := c.volumes[p.name]; size > 0 {
+		data := filepath.Join(base, "data")
+		if err := loopvol.Create(data, size); err != nil {
+			t.Fatal(err)
+		}
+		// After the pod's processes stop (c.stop runs first), before base goes.
+		t.Cleanup(func() { _ = loopvol.Remove(data) })
+	}
 	for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

@@ -91,7 +91,7 @@ func startOperator(t *testing.T) {
 // the StatefulSet controller creates and the test runs, as a kubelet
 // would: it gives each pod an address, starts its instance and agent, and
 // reports its readiness from the agent's /readyz.
-func operatedCluster(t *testing.T, ipBase string, mutate func(*regentv1.ReplicaSet)) *cluster {
+func operatedCluster(t *testing.T, ipBase string, mutate func(*regentv1.ReplicaSet), opts ...clusterOption) *cluster {
 	t.Helper()
 	ns, err := cs.CoreV1().Namespaces().Create(t.Context(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "op-"}}, metav1.CreateOptions{})
@@ -99,6 +99,9 @@ func operatedCluster(t *testing.T, ipBase string, mutate func(*regentv1.ReplicaS
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, ns: ns.Name}
+	for _, o := range opts {
+		o(c)
+	}
 	startOperator(t)
 	rs := &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "db"}}
 	rs.Spec.Replicas = ptr.To[int32](3)
