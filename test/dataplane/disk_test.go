@@ -78,23 +78,11 @@ func TestALeaderWhoseDiskFills(t *testing.T) {
 	if err := exec1(ctx, leader, "DROP TABLE fill"); err != nil {
 		t.Fatalf("dropping the table that filled the disk: %v", err)
 	}
-	waitfor.Condition(t, 30*time.Second, "db-0 accepts writes again", func() error {
-		if _, ok := w.firstOn("db-0", freed); !ok {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
-	first, _ := w.firstOn("db-0", freed)
+	first := w.awaitFirstOn(t, "db-0", freed, 30*time.Second, "db-0 accepts writes again")
 	t.Logf("room made → first write accepted again: %s", first.Sub(freed).Round(time.Millisecond))
 	stop()
-	have := rowIDs(t, leader)
-	lost := 0
-	for _, id := range w.acked {
-		if !have[id] {
-			lost++
-		}
-	}
-	t.Logf("%d rows acknowledged, %d lost", len(w.acked), lost)
+	lost, acked := w.missingOn(t, leader)
+	t.Logf("%d rows acknowledged, %d lost", acked, lost)
 	if lost > 0 {
 		t.Fatalf("%d acknowledged rows missing", lost)
 	}

@@ -330,6 +330,20 @@ func (w *writer) firstOn(pod string, t0 time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// awaitFirstOn waits up to limit for pod to accept a write after since,
+// and returns when it did.
+func (w *writer) awaitFirstOn(t *testing.T, pod string, since time.Time, limit time.Duration, what string) time.Time {
+	t.Helper()
+	waitfor.Condition(t, limit, what, func() error {
+		if _, ok := w.firstOn(pod, since); !ok {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	first, _ := w.firstOn(pod, since)
+	return first
+}
+
 // The operator's whole failover with real agents and PostgreSQL, in Sync
 // mode: the leader's PostgreSQL is killed (SIGKILL of the postmaster)
 // under a writer; the agent releases the Lease, the operator seals epoch
@@ -402,14 +416,8 @@ func TestOperatorFailsOverWithoutLosingAnAcknowledgedRow(t *testing.T) {
 			newLeader = p
 		}
 	}
-	have := rowIDs(t, newLeader)
-	lost := 0
-	for _, id := range w.acked {
-		if !have[id] {
-			lost++
-		}
-	}
-	t.Logf("%d rows acknowledged, %d lost", len(w.acked), lost)
+	lost, acked := w.missingOn(t, newLeader)
+	t.Logf("%d rows acknowledged, %d lost", acked, lost)
 	if lost > 0 {
 		t.Fatalf("%d acknowledged rows are missing on the new leader", lost)
 	}
@@ -503,13 +511,7 @@ func TestOperatorSwitchesOverOnRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Condition(t, 60*time.Second, "db-2 accepts writes at epoch 2", func() error {
-		if _, ok := w.firstOn("db-2", asked); !ok {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
-	first, _ := w.firstOn("db-2", asked)
+	first := w.awaitFirstOn(t, "db-2", asked, 60*time.Second, "db-2 accepts writes at epoch 2")
 	t.Logf("switchover asked → first write accepted by db-2: %s", first.Sub(asked).Round(time.Millisecond))
 	stop()
 
@@ -571,6 +573,21 @@ func (p *pod) freeze(t *testing.T, on bool) {
 }
 
 // rowIDs is the set of ids in table t on pod p.
+// missingOn counts the rows w had acknowledged that p does not hold, and
+// how many were acknowledged.
+func (w *writer) missingOn(t *testing.T, p *pod) (missing, acked int) {
+	t.Helper()
+	have := rowIDs(t, p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range w.acked {
+		if !have[id] {
+			missing++
+		}
+	}
+	return missing, len(w.acked)
+}
+
 func rowIDs(t *testing.T, p *pod) map[int]bool {
 	t.Helper()
 	cn, err := p.conn(t.Context())
@@ -766,16 +783,7 @@ func TestPreferredQuorumLetsWritesGoOnWithoutALostFollower(t *testing.T) {
 
 	// Every commit acknowledged so far is on db-1, the standby left.
 	stop()
-	have := rowIDs(t, left)
-	w.mu.Lock()
-	missing := 0
-	for _, id := range w.acked {
-		if !have[id] {
-			missing++
-		}
-	}
-	acked := len(w.acked)
-	w.mu.Unlock()
+	missing, acked := w.missingOn(t, left)
 	if missing != 0 {
 		t.Errorf("%d of %d acknowledged rows are not on db-1", missing, acked)
 	}
