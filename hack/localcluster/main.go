@@ -200,6 +200,13 @@ func kubeletCmd() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
 	f.StringVar(&imageMap, "image-map", "", "image map")
 	f.StringVar(&apiserver, "apiserver", cluster.APIServerIP+":6443", "API server address for pods")
+	f.IntVar(&kcfg.Serving.Port, "port", cluster.KubeletPort, "port of the node's API (kubectl logs), on its InternalIP")
+	f.StringVar(&kcfg.Serving.CertFile, "tls-cert-file", "", "the node's serving certificate")
+	f.StringVar(&kcfg.Serving.KeyFile, "tls-private-key-file", "", "the node's serving key")
+	f.StringVar(&kcfg.Serving.ClientCAFile, "client-ca-file", "", "CA of the clients' certificates (the API server's)")
+	for _, required := range []string{"node", "state", "kubeconfig", "tls-cert-file", "tls-private-key-file", "client-ca-file"} {
+		_ = c.MarkFlagRequired(required)
+	}
 	return c
 }
 

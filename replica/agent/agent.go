@@ -53,6 +53,8 @@ type Agent struct {
 
 	// ls is what every runnable of the agent shares (state.go).
 	ls leadershipState
+	// startBackoff spaces failed starts of PostgreSQL (backoff.go).
+	startBackoff startBackoff
 	// tls is the pod's key pair and the cluster's CA (tls.go);
 	// tlsChanged wakes keepTLS when a new pair is loaded.
 	tls        memberTLS

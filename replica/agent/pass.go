@@ -232,7 +232,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		// initdb takes seconds on a busy machine: start with the deadline
 		// of the renewals made meanwhile.
 		leaderStart.Deadline = a.ls.currentDeadline()
-		if err := a.instance.Start(ctx, leaderStart); err != nil {
+		if err := a.start(ctx, leaderStart); err != nil {
 			return fmt.Errorf("start leader: %w", err)
 		}
 		a.ls.setLedEpoch(epoch)
@@ -243,7 +243,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		return a.release(ctx, 0, "PostgreSQL exited under the leader ("+st.LastExit+")")
 	case stepStartLeader:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
-		if err := a.instance.Start(ctx, leaderStart); err != nil {
+		if err := a.start(ctx, leaderStart); err != nil {
 			return err
 		}
 		a.ls.setLedEpoch(epoch)
@@ -405,7 +405,7 @@ func (a *Agent) startFollower(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.instance.Start(ctx, instance.StartOptions{Role: instance.RoleFollower,
+	return a.start(ctx, instance.StartOptions{Role: instance.RoleFollower,
 		PrimaryConninfo: replication, PrimarySlotName: names.Slot(a.cfg.Pod)})
 }
 

@@ -8,10 +8,12 @@ import (
 // StorageBudget divides a data volume between the data and what grows with
 // writes: PostgreSQL's WAL (between checkpoints, kept for followers and
 // pg_rewind, held by slots) and the pod's WAL archive (docs/data-plane.md,
-// "The storage budget"). PostgreSQL keeps a segment while any of these
-// needs it, each counted back from the current position, so they overlap:
-// pg_wal holds about a quarter of the volume at most, the archive a tenth,
-// and the rest is the data's.
+// "The storage budget"). pg_wal spans from the oldest segment a checkpoint,
+// wal_keep_size or a slot needs, counted back from the current position, to
+// the segments recycled ahead, up to max_wal_size past the last checkpoint:
+// at most max_wal_size plus the larger of the two keeps, a fifth of the
+// volume. With the archive's twentieth, WAL takes a quarter at most and the
+// rest is the data's.
 type StorageBudget struct {
 	// Volume is the data volume's size in bytes; 0 leaves PostgreSQL's own
 	// defaults and the archive's.
@@ -26,11 +28,11 @@ const (
 // Shares of the volume, and the bounds that keep each sane on very small
 // and very large volumes.
 var (
-	maxWALShare  = share{num: 1, den: 5, floor: 4 * segment, ceil: 16 << 30} // checkpoints start once this much WAL is written
-	minWALShare  = share{num: 1, den: 20, floor: 2 * segment, ceil: 1 << 30} // recycled rather than removed
-	keepShare    = share{num: 1, den: 5, floor: 4 * segment, ceil: 16 << 30} // back to the checkpoint before a divergence, for pg_rewind
-	slotShare    = share{num: 1, den: 4, floor: 4 * segment, ceil: 32 << 30} // the most a lagging follower's slot holds
-	archiveShare = share{num: 1, den: 10, floor: 4 * segment, ceil: 1 << 40} // the pod's own archive
+	maxWALShare  = share{num: 1, den: 10, floor: 4 * segment, ceil: 16 << 30} // checkpoints start once about half of this is written
+	minWALShare  = share{num: 1, den: 40, floor: 2 * segment, ceil: 1 << 30}  // recycled rather than removed
+	keepShare    = share{num: 1, den: 10, floor: 4 * segment, ceil: 16 << 30} // back to the checkpoint before a divergence, for pg_rewind
+	slotShare    = share{num: 1, den: 10, floor: 4 * segment, ceil: 16 << 30} // the most a lagging follower's slot holds
+	archiveShare = share{num: 1, den: 20, floor: 4 * segment, ceil: 1 << 40}  // the pod's own archive
 )
 
 type share struct{ num, den, floor, ceil int64 }

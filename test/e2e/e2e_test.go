@@ -247,6 +247,11 @@ func TestUserStory(t *testing.T) {
 	ctx := t.Context()
 	createHealthyCluster(t, ns, "mode: Sync\n    syncReplicas: 1")
 	t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs"))
+	// PostgreSQL's own log is the postgres container's output.
+	if out := kubectl(t, "-n", ns, "logs", field(t, ".status.leader"), "-c", "postgres"); !strings.Contains(out,
+		"database system is ready to accept connections") {
+		t.Errorf("kubectl logs -c postgres of the leader shows no PostgreSQL start:\n%s", out)
+	}
 
 	// Exactly one leader, and the Services' endpoints follow the labels.
 	leader := field(t, ".status.leader")
@@ -276,49 +281,21 @@ func TestUserStory(t *testing.T) {
 	})
 
 	// The app Secret's uri connects, through the leader Service.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, stopProxy := context.WithCancel(context.Background())
-	defer stopProxy()
-	p := &proxy.Proxy{Client: cs, Namespace: ns, Service: "db-leader", Log: logr.Discard(),
-		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
-		}}
-	go func() { _ = p.Serve(pctx, l) }()
-	secret, err := cs.CoreV1().Secrets(ns).Get(ctx, "db-app", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(string(secret.Data["uri"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As a client in the cluster would: the uri as it is (sslmode
-	// verify-full, the Service's name), the Secret's ca.crt as the root.
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, secret.Data["ca.crt"], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("connect_timeout", "2")
-	q.Set("sslrootcert", caFile)
-	u.RawQuery = q.Encode()
-	dsn := u.String()
+	proxyAddr := serviceProxy(t, ns, "db-leader")
+	secret, dsn, caFile := appDSN(t, ns)
 	var conn *pgx.Conn
 	waitfor.Condition(t, 30*time.Second, "the app uri connects through db-leader", func() error {
 		var err error
-		conn, err = connectVia(ctx, dsn, l.Addr().String())
+		conn, err = connectVia(ctx, dsn, proxyAddr)
 		return err
 	})
-	checkPsqlVerifyFull(t, secret, caFile, l.Addr().(*net.TCPAddr).Port)
+	checkPsqlVerifyFull(t, secret, caFile, proxyAddr)
 	if _, err := conn.Exec(ctx, "CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
 		t.Fatal(err)
 	}
 	_ = conn.Close(ctx)
 
-	w := &writer{dsn: dsn, proxy: l.Addr().String()}
+	w := &writer{dsn: dsn, proxy: proxyAddr}
 	wctx, stopWriter := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { w.run(wctx) })
@@ -456,11 +433,26 @@ func TestUserStory(t *testing.T) {
 	}
 	t.Logf("%d rows acknowledged, none lost", len(w.ids))
 
-	// Scale 3 → 5 → 3.
+	// Scale 3 → 5 → 3: the leader keeps a slot for each follower, and
+	// none for the members scaled away (they would hold WAL for good).
 	for _, n := range []int{5, 3} {
 		kubectl(t, "-n", ns, "scale", "dbrs/db", "--replicas="+strconv.Itoa(n))
 		kubectl(t, "-n", ns, "wait", "dbrs/db", fmt.Sprintf("--for=jsonpath={.status.ready}=%d/%d", n, n), "--timeout=5m")
 		kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
+		waitfor.Condition(t, 60*time.Second, fmt.Sprintf("the leader's slots at %d members", n), func() error {
+			leader := field(t, ".status.leader")
+			var want []string
+			for i := range n {
+				if m := fmt.Sprintf("db-%d", i); m != leader {
+					want = append(want, strings.ReplaceAll(m, "-", "_"))
+				}
+			}
+			got, err := slotsOf(ctx, leader, string(super.Data["password"]))
+			if err != nil || !slices.Equal(got, want) {
+				return fmt.Errorf("slots on %s: %v, want %v (%v)", leader, got, want, err)
+			}
+			return nil
+		})
 	}
 
 	// A spec change rolls the pods: followers first, one switchover.
@@ -513,6 +505,73 @@ func TestUserStory(t *testing.T) {
 	if len(claims.Items) != 5 {
 		t.Errorf("%d claims left after deleting the ReplicaSet, want the 5 data volumes", len(claims.Items))
 	}
+}
+
+// slotsOf lists the replication slots of pod in the e2e namespace.
+func slotsOf(ctx context.Context, pod, password string) ([]string, error) {
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := connectPod(ctx, ns, pod, p.Status.PodIP, password)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// serviceProxy forwards a local port to the Service svc of namespace (as
+// `localcluster proxy` does) until the test ends, and returns its address.
+func serviceProxy(t *testing.T, namespace, svc string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	p := &proxy.Proxy{Client: cs, Namespace: namespace, Service: svc, Log: logr.Discard(),
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
+		}}
+	go func() { _ = p.Serve(ctx, l) }()
+	return l.Addr().String()
+}
+
+// appDSN reads the app Secret of namespace and returns it with its uri as
+// a client in the cluster would use it (sslmode verify-full, the Service's
+// name), the Secret's ca.crt written to caFile as the root.
+func appDSN(t *testing.T, namespace string) (secret *corev1.Secret, dsn, caFile string) {
+	t.Helper()
+	secret, err := cs.CoreV1().Secrets(namespace).Get(t.Context(), "db-app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(string(secret.Data["uri"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, secret.Data["ca.crt"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("connect_timeout", "2")
+	q.Set("sslrootcert", caFile)
+	u.RawQuery = q.Encode()
+	return secret, u.String(), caFile
+}
+
+// pgTool is the path of one of PostgreSQL's client programs.
+func pgTool(t *testing.T, name string) string {
+	t.Helper()
+	bindir, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		t.Fatalf("pg_config: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(bindir)), name)
 }
 
 func endpoints(ctx context.Context, svc string) []string {
@@ -572,19 +631,16 @@ func (g group) freeze(t *testing.T, on bool) {
 }
 
 // checkPsqlVerifyFull logs in with psql as the app Secret says, through the
-// leader Service's proxy on 127.0.0.1:port (hostaddr), with
+// leader Service's proxy at proxyAddr on 127.0.0.1 (hostaddr), with
 // sslmode=verify-full: the session must be TLS. Under a name the
 // certificate does not carry, psql must refuse the server.
-func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile string, port int) {
+func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile, proxyAddr string) {
 	t.Helper()
-	bindir, err := exec.Command("pg_config", "--bindir").Output()
-	if err != nil {
-		t.Fatalf("pg_config: %v", err)
-	}
+	_, port, _ := net.SplitHostPort(proxyAddr)
 	psql := func(host string) (string, error) {
-		conninfo := fmt.Sprintf("host=%s hostaddr=127.0.0.1 port=%d dbname=%s user=%s sslmode=verify-full sslrootcert=%s connect_timeout=5",
+		conninfo := fmt.Sprintf("host=%s hostaddr=127.0.0.1 port=%s dbname=%s user=%s sslmode=verify-full sslrootcert=%s connect_timeout=5",
 			host, port, secret.Data["dbname"], secret.Data["user"], caFile)
-		cmd := exec.Command(filepath.Join(strings.TrimSpace(string(bindir)), "psql"), conninfo, "-Atc",
+		cmd := exec.Command(pgTool(t, "psql"), conninfo, "-Atc",
 			"SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+string(secret.Data["password"]))
 		out, err := cmd.CombinedOutput()

@@ -1,8 +1,12 @@
 package e2e_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/regent-dev/regent/internal/waitfor"
 )
 
 // kubectl apply of an invalid ReplicaSet is refused by the API server with
@@ -40,4 +44,67 @@ spec:
 	if got := kubectl(t, "-n", vns, "get", "dbrs,statefulsets", "-o", "name"); strings.TrimSpace(got) != "" {
 		t.Errorf("objects exist after the refusal: %s", got)
 	}
+}
+
+// A parameter PostgreSQL refuses passes the CRD (its values are
+// PostgreSQL's to judge) and stops the start: PostgreSQL's own line naming
+// it is in kubectl logs, the ReplicaSet's status says why, and the start is
+// retried at a growing interval, not in a tight loop.
+func TestABadParameterIsNamedInKubectlLogs(t *testing.T) {
+	installOperator(t)
+	const bns = "e2e-bad-parameter"
+	kubectl(t, "create", "namespace", bns)
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: ReplicaSet
+metadata:
+  name: db
+spec:
+  replicas: 1
+  storage:
+    size: 1Gi
+  postgres:
+    parameters:
+      shared_buffers: lots
+`, "kubectl", "-n", bns, "apply", "-f", "-")
+	const want = `invalid value for parameter "shared_buffers": "lots"`
+	waitfor.Condition(t, 3*time.Minute, "kubectl logs naming the parameter", func() error {
+		out, err := toolResult(t, "", "kubectl", "-n", bns, "logs", "db-0", "-c", "postgres")
+		if err != nil || !strings.Contains(out, want) {
+			return fmt.Errorf("kubectl logs db-0 -c postgres: %v\n%s", err, lastLines(out, 5))
+		}
+		return nil
+	})
+	// The status quotes it, from the agent.
+	waitfor.Condition(t, time.Minute, "the status naming the parameter", func() error {
+		msg := fieldIn(t, bns, `.status.conditions[?(@.type=="Available")].message`)
+		if !strings.Contains(msg, want) {
+			return fmt.Errorf("Available: %q", msg)
+		}
+		return nil
+	})
+	t.Logf("Available: %s", fieldIn(t, bns, `.status.conditions[?(@.type=="Available")].message`))
+	// The failed starts are spaced out (1 s, 2 s, 4 s … at most 20 s),
+	// not repeated as fast as PostgreSQL exits.
+	time.Sleep(20 * time.Second)
+	starts := grepLines(kubectl(t, "-n", bns, "logs", "db-0", "-c", "postgres"), want)
+	t.Logf("kubectl logs db-0 -c postgres | grep shared_buffers:\n%s", starts)
+	if n := strings.Count(starts, "\n") + 1; n > 10 {
+		t.Errorf("%d failed starts in about 20 s: the start is retried without a pause", n)
+	}
+	kubectl(t, "delete", "namespace", bns, "--wait=false")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, substr) {
+			out = append(out, strings.TrimRight(l, "\n"))
+		}
+	}
+	return strings.Join(out, "\n")
 }

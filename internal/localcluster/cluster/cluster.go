@@ -40,6 +40,9 @@ const (
 	kubernetesSvc = "10.96.0.1"
 	etcdClientURL = "http://127.0.0.1:2379"
 	etcdPeerURL   = "http://127.0.0.1:2380"
+	// KubeletPort is where each node serves its API (kubectl logs) on its
+	// InternalIP, as a kubelet does.
+	KubeletPort = 10250
 )
 
 // Config is where the cluster lives and how big it is.
@@ -70,6 +73,15 @@ func (c Config) kubeconfig(n string) string { return filepath.Join(c.StateDir, n
 // NodeName is the name of node i (from 1).
 func NodeName(i int) string { return fmt.Sprintf("local-%d", i) }
 
+// podIPPrefix is the first three octets of node i's addresses: its pods
+// get .1, .2, …, and the node itself .254.
+func podIPPrefix(i int) string { return fmt.Sprintf("10.244.%d", i) }
+
+func nodeIP(i int) string { return podIPPrefix(i) + ".254" }
+
+// kubeletServing is node's serving certificate, for the API server's calls.
+func kubeletServing(pkiDir, node string) pki.Paths { return pki.PathsFor(pkiDir, "kubelet-"+node+"-serving") }
+
 // Zones are given to nodes in turn, so that topology spread has something
 // to spread over.
 var Zones = []string{"zone-a", "zone-b", "zone-c"}
@@ -86,6 +98,7 @@ func (c Config) processes() []process {
 	bin := func(n string) string { return filepath.Join(c.BinDir, n) }
 	saKey, saPub := filepath.Join(p, "sa.key"), filepath.Join(p, "sa.pub")
 	apiserver := pki.PathsFor(p, "apiserver")
+	kubeletClient := pki.PathsFor(p, "apiserver-kubelet-client")
 	procs := []process{
 		// The forwarder first: waiting for the API server goes through it.
 		{name: "apiserver-forward", inNS: false, argv: []string{bin("localcluster"), "forward",
@@ -111,6 +124,12 @@ func (c Config) processes() []process {
 			"--service-account-key-file=" + saPub, "--service-account-signing-key-file=" + saKey,
 			"--allow-privileged=true",
 			"--profiling=false",
+			// kubectl logs: the API server calls the node's API on its
+			// InternalIP, verifies it with the cluster's CA, and proves
+			// itself with a client certificate.
+			"--kubelet-client-certificate=" + kubeletClient.Cert, "--kubelet-client-key=" + kubeletClient.Key,
+			"--kubelet-certificate-authority=" + filepath.Join(p, "ca.crt"),
+			"--kubelet-preferred-address-types=InternalIP",
 		}},
 		{name: "kube-controller-manager", inNS: true, argv: []string{bin("kube-controller-manager"),
 			"--kubeconfig=" + c.kubeconfig("controller-manager"),
@@ -137,8 +156,11 @@ func (c Config) processes() []process {
 			"--state=" + filepath.Join(c.StateDir, "nodes", node),
 			"--image-map=" + c.ImageMap,
 			"--netns=" + c.NetNS,
-			"--pod-ip-prefix=" + fmt.Sprintf("10.244.%d", i),
+			"--pod-ip-prefix=" + podIPPrefix(i),
 			"--apiserver=" + net.JoinHostPort(APIServerIP, strconv.Itoa(apiServerPort)),
+			"--port=" + strconv.Itoa(KubeletPort),
+			"--tls-cert-file=" + kubeletServing(p, node).Cert, "--tls-private-key-file=" + kubeletServing(p, node).Key,
+			"--client-ca-file=" + filepath.Join(p, "ca.crt"),
 		}})
 	}
 	return procs
@@ -313,6 +335,22 @@ func (c Config) writePKI() error {
 		IPs: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(APIServerIP), net.ParseIP(kubernetesSvc)},
 	}); err != nil {
 		return err
+	}
+	// The API server's client certificate for the nodes' APIs: the nodes
+	// ask it, by SubjectAccessReview, what this user may do.
+	if err := ca.Issue(pki.PathsFor(c.pkiDir(), "apiserver-kubelet-client"), pki.Request{
+		CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"},
+	}); err != nil {
+		return err
+	}
+	for i := 1; i <= c.Nodes; i++ {
+		node := NodeName(i)
+		if err := ca.Issue(kubeletServing(c.pkiDir(), node), pki.Request{
+			CommonName: "system:node:" + node, Organization: []string{"system:nodes"}, Server: true,
+			DNSNames: []string{node}, IPs: []net.IP{net.ParseIP(nodeIP(i))},
+		}); err != nil {
+			return err
+		}
 	}
 	inside := "https://" + net.JoinHostPort(APIServerIP, strconv.Itoa(apiServerPort))
 	outside := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HostPort))

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/localcluster/runtime"
@@ -68,15 +69,23 @@ func (w *podWorker) startContainer(cs *containerState) (*exec.Cmd, error) {
 	if err := os.WriteFile(specFile, b, 0o600); err != nil {
 		return nil, err
 	}
-	logFile := filepath.Join(w.k.cfg.StateDir, "logs", w.pod.Namespace+"_"+w.pod.Name+"_"+cs.spec.Name+".log")
-	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
-		return nil, err
-	}
-	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logs, err := openCRILog(w.logPath(cs.spec.Name, cs.restartCount))
 	if err != nil {
 		return nil, err
 	}
-	defer out.Close()
+	// Deferred first, so run last: once the pipes' write ends live on in
+	// the container only, the copies end when its last process does.
+	defer logs.closeWhenDrained()
+	stdout, err := logs.stream(runtimeapi.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	defer stdout.Close()
+	stderr, err := logs.stream(runtimeapi.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
 
 	group := w.containerCgroup(cs)
 	if err := group.Remove(0); err != nil {
@@ -91,7 +100,7 @@ func (w *podWorker) startContainer(cs *containerState) (*exec.Cmd, error) {
 	}
 	defer fd.Close()
 	cmd := exec.Command(w.k.cfg.Launcher, "run-container", specFile)
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS,
 		Setpgid:     true,

@@ -55,6 +55,8 @@ type Config struct {
 	// container (the localcluster binary itself).
 	Launcher string
 	Images   *runtime.ImageMap
+	// Serving is the node's API, for kubectl logs.
+	Serving ServingConfig
 }
 
 // Kubelet runs one node.
@@ -91,6 +93,11 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		return fmt.Errorf("register node %s: %w", k.cfg.Node, err)
 	}
 	go k.heartbeat(ctx)
+	go func() {
+		if err := k.serve(ctx); err != nil {
+			k.log.Error(err, "The node's API stopped: kubectl logs will not reach this node")
+		}
+	}()
 
 	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -303,6 +310,7 @@ func (k *Kubelet) postStatus(ctx context.Context) error {
 		{Type: corev1.NodeInternalIP, Address: k.hostIP()},
 		{Type: corev1.NodeHostName, Address: k.cfg.Node},
 	}
+	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(k.cfg.Serving.Port)
 	node.Status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion: "v1.37.2-regent-local", OperatingSystem: "linux", Architecture: "amd64",
 		ContainerRuntimeVersion: "regent-local://processes",
