@@ -80,7 +80,9 @@ func podIPPrefix(i int) string { return fmt.Sprintf("10.244.%d", i) }
 func nodeIP(i int) string { return podIPPrefix(i) + ".254" }
 
 // kubeletServing is node's serving certificate, for the API server's calls.
-func kubeletServing(pkiDir, node string) pki.Paths { return pki.PathsFor(pkiDir, "kubelet-"+node+"-serving") }
+func kubeletServing(pkiDir, node string) pki.Paths {
+	return pki.PathsFor(pkiDir, "kubelet-"+node+"-serving")
+}
 
 // Zones are given to nodes in turn, so that topology spread has something
 // to spread over.
