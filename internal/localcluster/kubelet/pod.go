@@ -37,6 +37,9 @@ type podWorker struct {
 	dirty      chan struct{}
 	volumeMsg  string
 	done       chan struct{}
+	// volumesPrepared: the pod's volumes were set up once, before its
+	// first container; later passes only refresh their contents.
+	volumesPrepared bool
 }
 
 // containerState is what the kubelet knows of one container.
@@ -203,6 +206,7 @@ func (w *podWorker) lifecycle(ctx context.Context, stop <-chan struct{}) {
 	w.volumeMsg = ""
 	policy := w.pod.Spec.RestartPolicy
 	w.mu.Unlock()
+	w.volumesPrepared = true
 	go w.refreshVolumes(ctx, stop)
 
 	for _, c := range w.pod.Spec.InitContainers {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/regent-dev/regent/internal/localcluster/loopvol"
+	"github.com/regent-dev/regent/internal/localcluster/provisioner"
 )
 
 // prepareVolumes fills <pod>/volumes/<name> for every volume of the pod but
@@ -149,6 +150,11 @@ func (w *podWorker) prepareClaim(ctx context.Context, volume, claim string, fsGr
 		path = pv.Spec.Local.Path
 	default:
 		return fmt.Errorf("volume %s is neither hostPath nor local", pv.Name)
+	}
+	// Before the pod's first start, as a kubelet expands a volume that
+	// only grows offline when it stages it: no container uses it yet.
+	if !w.volumesPrepared {
+		w.growOffline(ctx, pvc, path)
 	}
 	if err := loopvol.Ready(path); err != nil {
 		return err
@@ -300,4 +306,32 @@ func (w *podWorker) token(ctx context.Context, p *corev1.ServiceAccountTokenProj
 		return "", fmt.Errorf("token for service account %s: %w", sa, err)
 	}
 	return strings.TrimSpace(tr.Status.Token), nil
+}
+
+// growOffline grows the claim's filesystem if its growth is pending, and
+// records the claim's new size. A failure leaves the volume as it was, and
+// the pod starts with it: the growth is tried again at the next start.
+func (w *podWorker) growOffline(ctx context.Context, pvc *corev1.PersistentVolumeClaim, path string) {
+	if pending, err := loopvol.GrowPending(path); err != nil || !pending {
+		return
+	}
+	log := w.k.log.WithValues("pod", w.key(), "claim", pvc.Name)
+	if err := loopvol.GrowOffline(path); err != nil {
+		log.Error(err, "Growing the volume offline failed; the pod starts with its old size")
+		return
+	}
+	log.Info("Grew the volume's filesystem offline")
+	pv, err := w.k.client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		return // the provisioner records the claim's size on its next pass
+	}
+	pvc = pvc.DeepCopy()
+	if pvc.Status.Capacity == nil {
+		pvc.Status.Capacity = corev1.ResourceList{}
+	}
+	pvc.Status.Capacity[corev1.ResourceStorage] = pv.Spec.Capacity[corev1.ResourceStorage]
+	pvc.Status.Conditions = provisioner.WithoutResizeConditions(pvc.Status.Conditions)
+	if _, err := w.k.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		log.Info("Recording the claim's new size failed; the provisioner will", "error", err.Error())
+	}
 }

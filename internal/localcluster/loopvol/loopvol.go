@@ -1,7 +1,10 @@
 // Package loopvol gives the local cluster's volumes a real size: each is
 // an ext4 filesystem in a sparse image file, loop-mounted on the volume's
 // directory, so that a full volume fails writes with ENOSPC as a cloud
-// disk would, and grows online when its claim does.
+// disk would, and grows when its claim does: online where the machine
+// allows it, otherwise when a pod next starts with it, as Kubernetes does
+// for volumes that only grow offline. Each change holds a lock on the
+// image, so that the provisioner and the kubelets never race.
 package loopvol
 
 import (
@@ -10,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -78,10 +82,35 @@ func EnsureMounted(dir string) error {
 	if Mounted(dir) || !HasImage(dir) {
 		return nil
 	}
+	unlock, err := lock(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return mount(dir)
+}
+
+func mount(dir string) error {
+	if Mounted(dir) {
+		return nil
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	return run("mount", "-o", "loop", Image(dir), dir)
+}
+
+// lock takes the volume's lock (an flock on its image), waiting for it.
+func lock(dir string) (unlock func(), err error) {
+	f, err := os.Open(Image(dir))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("lock %s: %w", Image(dir), err)
+	}
+	return func() { _ = f.Close() }, nil
 }
 
 // Ready says whether a volume directory may be used: a directory with an
@@ -93,18 +122,29 @@ func Ready(dir string) error {
 	return nil
 }
 
-// Grow grows the volume at dir to size bytes, online.
+// Grow grows the volume at dir to size bytes: its image at once, its
+// filesystem online if it is mounted (or offline if not). Growing a mounted
+// ext4 filesystem needs CAP_SYS_RESOURCE; without it the error says so, the
+// image keeps its new size, and GrowPending reports the filesystem's
+// growth as pending until GrowOffline does it.
 func Grow(dir string, size int64) error {
+	unlock, err := lock(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	img := Image(dir)
 	st, err := os.Stat(img)
 	if err != nil {
 		return err
 	}
-	if size <= st.Size() {
-		return nil
+	if size > st.Size() {
+		if err := os.Truncate(img, size); err != nil {
+			return err
+		}
 	}
-	if err := os.Truncate(img, size); err != nil {
-		return err
+	if !Mounted(dir) {
+		return resizeOffline(img)
 	}
 	out, err := exec.Command("findmnt", "-n", "-o", "SOURCE", "--mountpoint", filepath.Clean(dir)).Output()
 	if err != nil {
@@ -115,6 +155,86 @@ func Grow(dir string, size int64) error {
 		return err
 	}
 	return run("resize2fs", dev)
+}
+
+// GrowPending says whether the volume's image is larger than its
+// filesystem: a growth that could not happen online waits for GrowOffline.
+func GrowPending(dir string) (bool, error) {
+	if !HasImage(dir) {
+		return false, nil
+	}
+	img := Image(dir)
+	st, err := os.Stat(img)
+	if err != nil {
+		return false, err
+	}
+	fs, err := filesystemSize(img)
+	if err != nil {
+		return false, err
+	}
+	return fs < st.Size(), nil
+}
+
+// GrowOffline grows the filesystem of the volume at dir to its image's
+// size, if it is smaller: unmount, check, resize, mount again. It must run
+// while no pod uses the volume (a kubelet calls it before a pod starts);
+// a volume still busy is left mounted, unchanged, and the error says so.
+func GrowOffline(dir string) error {
+	unlock, err := lock(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if pending, err := GrowPending(dir); err != nil || !pending {
+		return err
+	}
+	if Mounted(dir) {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			return fmt.Errorf("unmount %s to grow it offline: %w", dir, err)
+		}
+	}
+	// The loop device goes with the last mount of the filesystem; one
+	// left means a mount namespace still holds it: not offline at all.
+	if out, err := exec.Command("losetup", "-j", Image(dir)).Output(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		return errors.Join(fmt.Errorf("volume %s is still in use elsewhere (%s): not grown", dir, strings.TrimSpace(string(out))), err, mount(dir))
+	}
+	err = resizeOffline(Image(dir))
+	return errors.Join(err, mount(dir))
+}
+
+func resizeOffline(img string) error {
+	// resize2fs insists on a freshly checked filesystem; -p repairs only
+	// what is safe to repair without asking.
+	if out, err := exec.Command("e2fsck", "-f", "-p", img).CombinedOutput(); err != nil {
+		// Exit code 1: errors corrected. Anything else stops the growth.
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			return fmt.Errorf("e2fsck -f -p %s: %w: %s", img, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return run("resize2fs", img)
+}
+
+// filesystemSize reads the ext4 superblock's block count and block size.
+func filesystemSize(img string) (int64, error) {
+	out, err := exec.Command("dumpe2fs", "-h", img).Output()
+	if err != nil {
+		return 0, fmt.Errorf("dumpe2fs -h %s: %w", img, err)
+	}
+	var blocks, blockSize int64
+	for line := range strings.Lines(string(out)) {
+		key, value, _ := strings.Cut(line, ":")
+		switch key {
+		case "Block count":
+			blocks, _ = strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+		case "Block size":
+			blockSize, _ = strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+		}
+	}
+	if blocks == 0 || blockSize == 0 {
+		return 0, fmt.Errorf("dumpe2fs -h %s: no block count and size", img)
+	}
+	return blocks * blockSize, nil
 }
 
 // Unmount unmounts the volume at dir if it is mounted; lazily when busy, so

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -189,39 +190,67 @@ func (p *Provisioner) provision(ctx context.Context, pvc *corev1.PersistentVolum
 	return nil
 }
 
-// resize grows a bound volume to its claim's request, online, and records
-// the new size on the volume and the claim, as an external resizer does.
+// resize grows a bound volume to its claim's request and records the new
+// size on the volume and the claim, as an external resizer does. When the
+// filesystem cannot grow online, the volume takes the new size and the
+// claim says FileSystemResizePending: the kubelet grows it offline before
+// a pod next starts with it, and the claim's size is recorded then.
 func (p *Provisioner) resize(ctx context.Context, pv *corev1.PersistentVolume, pvc *corev1.PersistentVolumeClaim) error {
 	want := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
 	have := pv.Spec.Capacity[corev1.ResourceStorage]
-	if !loopvol.HasImage(pv.Spec.HostPath.Path) {
+	dir := pv.Spec.HostPath.Path
+	if !loopvol.HasImage(dir) {
 		return nil
 	}
 	if want.Cmp(have) <= 0 {
 		if got := pvc.Status.Capacity[corev1.ResourceStorage]; got.Cmp(have) != 0 && pvc.Status.Phase == corev1.ClaimBound {
+			if pending, err := loopvol.GrowPending(dir); err != nil || pending {
+				return err
+			}
 			return p.recordClaimSize(ctx, pvc, have)
 		}
 		return nil
 	}
-	if err := loopvol.Grow(pv.Spec.HostPath.Path, want.Value()); err != nil {
-		// Said once per size asked: the pass runs twice a second.
-		key := pv.Name + "=" + want.String()
-		if p.failedGrow[key] {
-			return nil
+	err := loopvol.Grow(dir, want.Value())
+	if err != nil {
+		if pending, perr := loopvol.GrowPending(dir); perr != nil || !pending {
+			// Said once per size asked: the pass runs twice a second.
+			key := pv.Name + "=" + want.String()
+			if p.failedGrow[key] {
+				return nil
+			}
+			if p.failedGrow == nil {
+				p.failedGrow = map[string]bool{}
+			}
+			p.failedGrow[key] = true
+			return err
 		}
-		if p.failedGrow == nil {
-			p.failedGrow = map[string]bool{}
-		}
-		p.failedGrow[key] = true
-		return err
+		p.Log.Info("Cannot grow the filesystem online; it grows when a pod next starts with the claim",
+			"volume", pv.Name, "error", err.Error())
 	}
 	pv = pv.DeepCopy()
 	pv.Spec.Capacity[corev1.ResourceStorage] = want
 	if _, err := p.Client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
-	p.Log.Info("Grew volume", "volume", pv.Name, "from", have.String(), "to", want.String())
+	p.Log.Info("Grew volume", "volume", pv.Name, "from", have.String(), "to", want.String(), "online", err == nil)
+	if err != nil {
+		return p.markResizePending(ctx, pvc)
+	}
 	return p.recordClaimSize(ctx, pvc, want)
+}
+
+// markResizePending says on the claim what Kubernetes says of a volume
+// that grows only offline.
+func (p *Provisioner) markResizePending(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
+	pvc = pvc.DeepCopy()
+	pvc.Status.Conditions = append(WithoutResizeConditions(pvc.Status.Conditions), corev1.PersistentVolumeClaimCondition{
+		Type: corev1.PersistentVolumeClaimFileSystemResizePending, Status: corev1.ConditionTrue,
+		LastTransitionTime: metav1.Now(),
+		Message:            "Waiting for a pod to (re-)start to finish the file system resize of the volume on the node.",
+	})
+	_, err := p.Client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
+	return err
 }
 
 func (p *Provisioner) recordClaimSize(ctx context.Context, pvc *corev1.PersistentVolumeClaim, size resource.Quantity) error {
@@ -230,9 +259,17 @@ func (p *Provisioner) recordClaimSize(ctx context.Context, pvc *corev1.Persisten
 		pvc.Status.Capacity = corev1.ResourceList{}
 	}
 	pvc.Status.Capacity[corev1.ResourceStorage] = size
-	pvc.Status.Conditions = nil
+	pvc.Status.Conditions = WithoutResizeConditions(pvc.Status.Conditions)
 	pvc.Status.AllocatedResources = nil
 	pvc.Status.AllocatedResourceStatuses = nil
 	_, err := p.Client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
 	return err
+}
+
+// WithoutResizeConditions drops a claim's conditions about a growth in
+// progress, keeping the others (such as the controller manager's Unused).
+func WithoutResizeConditions(conds []corev1.PersistentVolumeClaimCondition) []corev1.PersistentVolumeClaimCondition {
+	return slices.DeleteFunc(slices.Clone(conds), func(c corev1.PersistentVolumeClaimCondition) bool {
+		return c.Type == corev1.PersistentVolumeClaimResizing || c.Type == corev1.PersistentVolumeClaimFileSystemResizePending
+	})
 }
