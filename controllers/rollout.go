@@ -67,6 +67,12 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		}
 	}
 	log := logf.FromContext(ctx)
+	if why, err := r.volumeGrowing(ctx, rs, obs.pods); err != nil || why != "" {
+		if why != "" {
+			log.Info("Rolling update waits", "reason", why)
+		}
+		return err
+	}
 	// Followers first, highest ordinal first.
 	slices.SortFunc(outdated, func(a, b *corev1.Pod) int {
 		i, _ := names.Ordinal(rs.Name, a.Name)
@@ -109,4 +115,30 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		"Every follower runs revision %s: asked %s to hand leadership of epoch %d to %s before it restarts",
 		revision, holder, obs.epoch(), target)
 	return nil
+}
+
+// volumeGrowing says which member's data volume is still being grown by
+// its storage driver: a volume that grows only offline (its claim says
+// FileSystemResizePending) grows when its pod next starts, so a restart
+// before the driver got that far would leave it at its old size until the
+// restart after.
+func (r *ReplicaSetReconciler) volumeGrowing(ctx context.Context, rs *regentv1.ReplicaSet, pods []corev1.Pod) (string, error) {
+	for i := range pods {
+		pvc := &corev1.PersistentVolumeClaim{}
+		key := client.ObjectKey{Namespace: rs.Namespace, Name: names.VolumeData + "-" + pods[i].Name}
+		if err := r.Get(ctx, key, pvc); err != nil {
+			return "", client.IgnoreNotFound(err)
+		}
+		want, have := pvc.Spec.Resources.Requests[corev1.ResourceStorage], pvc.Status.Capacity[corev1.ResourceStorage]
+		if have.IsZero() || want.Cmp(have) <= 0 {
+			continue
+		}
+		pending := slices.ContainsFunc(pvc.Status.Conditions, func(c corev1.PersistentVolumeClaimCondition) bool {
+			return c.Type == corev1.PersistentVolumeClaimFileSystemResizePending && c.Status == corev1.ConditionTrue
+		})
+		if !pending {
+			return fmt.Sprintf("the data volume of %s is growing from %s to %s", pods[i].Name, have.String(), want.String()), nil
+		}
+	}
+	return "", nil
 }

@@ -455,13 +455,15 @@ func TestUserStory(t *testing.T) {
 		})
 	}
 
-	// A spec change rolls the pods: followers first, one switchover.
+	// A spec change rolls the pods: followers first, one switchover. It
+	// grows the data volumes too: here they grow offline, each as its pod
+	// restarts, and the storage budget follows the new size.
 	epochBefore, _ := strconv.Atoi(field(t, ".status.epoch"))
 	stsBefore, err := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubectl(t, "-n", ns, "patch", "dbrs/db", "--type=merge", "-p", `{"spec":{"postgres":{"parameters":{"work_mem":"8MB"}}}}`)
+	kubectl(t, "-n", ns, "patch", "dbrs/db", "--type=merge", "-p", `{"spec":{"postgres":{"parameters":{"work_mem":"8MB"}},"storage":{"size":"2Gi"}}}`)
 	waitfor.Condition(t, 5*time.Minute, "every pod on the new template", func() error {
 		sts, err := cs.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
 		if err != nil {
@@ -488,6 +490,31 @@ func TestUserStory(t *testing.T) {
 		t.Errorf("the rolling update moved the epoch from %d to %d: want exactly one switchover", epochBefore, epochAfter)
 	}
 	t.Log("\n" + kubectl(t, "-n", ns, "get", "dbrs") + kubectl(t, "-n", ns, "get", "pods", "-L", "regent.dev/role,regent.dev/epoch"))
+	waitfor.Condition(t, time.Minute, "every member's volume at 2Gi", func() error {
+		for i := range 3 {
+			pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, fmt.Sprintf("%s-db-%d", names.VolumeData, i), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got := pvc.Status.Capacity[corev1.ResourceStorage]; got.String() != "2Gi" {
+				return fmt.Errorf("%s at %s, conditions %v", pvc.Name, got.String(), pvc.Status.Conditions)
+			}
+		}
+		capacities := strings.Fields(field(t, ".status.members[*].diskCapacityBytes"))
+		for _, c := range capacities {
+			if n, _ := strconv.ParseInt(c, 10, 64); n < 1900<<20 {
+				return fmt.Errorf("filesystems of %v bytes", capacities)
+			}
+		}
+		return nil
+	})
+	var maxWAL string
+	// A tenth of the filesystem (a little under 2 GiB), not of the old one.
+	err = connectAndQuery(ctx, field(t, ".status.leader"), string(super.Data["password"]), "SHOW max_wal_size", &maxWAL)
+	if mb, _ := strconv.Atoi(strings.TrimSuffix(maxWAL, "MB")); err != nil || mb < 180 || mb > 205 {
+		t.Errorf("max_wal_size on 2Gi volumes: %q, %v; want about a tenth, 200MB", maxWAL, err)
+	}
+	t.Logf("volumes grown to 2Gi: filesystems of %s bytes, max_wal_size %s", field(t, ".status.members[*].diskCapacityBytes"), maxWAL)
 
 	// Deleting the ReplicaSet keeps the data volumes.
 	kubectl(t, "-n", ns, "delete", "dbrs/db", "--wait=true", "--timeout=2m")
@@ -505,6 +532,21 @@ func TestUserStory(t *testing.T) {
 	if len(claims.Items) != 5 {
 		t.Errorf("%d claims left after deleting the ReplicaSet, want the 5 data volumes", len(claims.Items))
 	}
+}
+
+// connectAndQuery reads one value from pod of the e2e namespace, as the
+// superuser.
+func connectAndQuery(ctx context.Context, pod, password, sql string, into any) error {
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	conn, err := connectPod(ctx, ns, pod, p.Status.PodIP, password)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(into)
 }
 
 // slotsOf lists the replication slots of pod in the e2e namespace.

@@ -40,6 +40,12 @@ func TestAClaimThatGrowsGetsABiggerFilesystem(t *testing.T) {
 	if s := size(); s > 1<<30 {
 		t.Fatalf("a 1Gi volume of %d MiB", s>>20)
 	}
+	// A pod started while the volume is mounted must not hold it: its
+	// containers see their own mounts only.
+	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), webPod(ns, "bystander", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodReady(t, ns, "bystander")
 	patch := []byte(`{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}`)
 	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Patch(t.Context(), claim, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)

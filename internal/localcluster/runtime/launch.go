@@ -123,8 +123,19 @@ func Launch(spec *Spec) error {
 			return fmt.Errorf("read-only root: %w", err)
 		}
 	}
-	if err := unix.Chroot(root); err != nil {
-		return fmt.Errorf("chroot: %w", err)
+	// pivot_root, not chroot: with the host's root detached, this mount
+	// namespace holds the container's own mounts only, not a copy of every
+	// mount the host had when it was made. Another pod's volume then goes
+	// with its pod: it can be unmounted and grown offline while this
+	// container runs.
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the host's root: %w", err)
 	}
 	wd := spec.WorkingDir
 	if wd == "" {
