@@ -448,8 +448,11 @@ func TestUserStory(t *testing.T) {
 				}
 			}
 			got, err := slotsOf(ctx, leader, string(super.Data["password"]))
-			if err != nil || !slices.Equal(got, want) {
-				return fmt.Errorf("slots on %s: %v, want %v (%v)", leader, got, want, err)
+			if err != nil {
+				return fmt.Errorf("slots on %s: %w", leader, err)
+			}
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("slots on %s: %v, want %v", leader, got, want)
 			}
 			return nil
 		})

@@ -65,7 +65,7 @@ func TestVolumesStayWithinTheirBudgetUnderLoadAndFailovers(t *testing.T) {
 	waitfor.Condition(t, 2*time.Minute, "pgbench -i", func() error {
 		out, err := pgbench(ctx, "-i", "-s", "5", "-q")
 		if err != nil {
-			return fmt.Errorf("%v\n%s", err, lastLines(out, 5))
+			return fmt.Errorf("%w\n%s", err, lastLines(out, 5))
 		}
 		return nil
 	})

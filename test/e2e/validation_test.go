@@ -69,8 +69,11 @@ spec:
 	const want = `invalid value for parameter "shared_buffers": "lots"`
 	waitfor.Condition(t, 3*time.Minute, "kubectl logs naming the parameter", func() error {
 		out, err := toolResult(t, "", "kubectl", "-n", bns, "logs", "db-0", "-c", "postgres")
-		if err != nil || !strings.Contains(out, want) {
-			return fmt.Errorf("kubectl logs db-0 -c postgres: %v\n%s", err, lastLines(out, 5))
+		if err != nil {
+			return fmt.Errorf("kubectl logs db-0 -c postgres: %w\n%s", err, lastLines(out, 5))
+		}
+		if !strings.Contains(out, want) {
+			return fmt.Errorf("kubectl logs db-0 -c postgres does not say it yet:\n%s", lastLines(out, 5))
 		}
 		return nil
 	})

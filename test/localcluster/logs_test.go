@@ -43,8 +43,7 @@ func TestPodLogsServeTheContainersOutput(t *testing.T) {
 			}},
 		},
 	}
-	pod, err := cs.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	logs := func(opts corev1.PodLogOptions) (string, error) {

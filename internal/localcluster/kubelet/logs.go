@@ -3,6 +3,7 @@ package kubelet
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func (l *criLog) copy(r *bufio.Reader, stream runtimeapi.LogStreamType) {
 			}
 			l.write(stream, tag, line)
 		}
-		if err != nil && err != bufio.ErrBufferFull {
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
 		}
 	}
