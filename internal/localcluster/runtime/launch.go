@@ -336,7 +336,7 @@ func prepend(users []User, content string, passwd bool) string {
 	return b.String() + strings.Join(rest, "\n") + "\n"
 }
 
-// lookPath finds argv0 on the container's PATH (after chroot).
+// lookPath finds argv0 on the container's PATH (after pivot_root).
 func lookPath(argv0 string, env []string) (string, error) {
 	if strings.Contains(argv0, "/") {
 		return argv0, nil
