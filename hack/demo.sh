@@ -57,5 +57,6 @@ Watch a failover:
   kubectl get pods -L regent.dev/role,regent.dev/epoch
 
 Switch over:  kubectl annotate dbrs/pg regent.dev/switchover-to=pg-1
+Logs:         kubectl logs pg-0 -c postgres    # PostgreSQL's own; -c agent for the sidecar
 Clean up:     make local-down
 MSG
