@@ -51,6 +51,9 @@ type clusterMemory struct {
 	// filling: the members whose volumes were last seen filling, so
 	// that the Warning is sent when it starts, not every pass.
 	filling string
+	// startFailures: each member's last start failure warned of, so that
+	// a new reason is warned of once.
+	startFailures map[string]string
 }
 
 // noteStanding records which of the pods the spec asks for stand (see

@@ -29,7 +29,8 @@ const eventRollingUpdate = "RollingUpdate"
 // every follower streams; then one switchover away from the leader, to the
 // most advanced up-to-date follower; then the old leader, now a follower.
 // It acts only while the cluster is healthy and no leadership change is
-// under way.
+// under way, except for a pod that cannot run under its old template,
+// which is restarted at once.
 func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
 	sts := &appsv1.StatefulSet{}
 	if err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: names.StatefulSet(rs.Name)}, sts); err != nil {
@@ -49,6 +50,9 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		return nil
 	}
 	obs.requeue(2 * time.Second)
+	if pod, why := cannotRun(outdated, obs); pod != nil {
+		return r.restartStuck(ctx, rs, obs, pod, why, revision)
+	}
 	holder := obs.holder()
 	if obs.decision == nil || obs.decision.Kind != failover.None || holder == "" ||
 		obs.protocol().SwitchoverTo != "" || rs.Annotations[names.AnnotationSwitchoverTo] != "" {
@@ -115,6 +119,43 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		"Every follower runs revision %s: asked %s to hand leadership of epoch %d to %s before it restarts",
 		revision, holder, obs.epoch(), target)
 	return nil
+}
+
+// cannotRun finds an outdated pod that cannot run under its template: its
+// PostgreSQL does not start, or one of its containers crash-loops. Such a
+// pod has no health to keep and, as a leader, nothing to hand over: the
+// new template (a fixed parameter, say) is its only way out.
+func cannotRun(outdated []*corev1.Pod, obs *observation) (*corev1.Pod, string) {
+	for _, pod := range outdated {
+		if !pod.DeletionTimestamp.IsZero() || podReady(pod) {
+			continue
+		}
+		if a := obs.agents[pod.Name]; a != nil && a.StartFailure != "" {
+			return pod, "PostgreSQL does not start: " + a.StartFailure
+		}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" {
+				return pod, "container " + cs.Name + " crash-loops"
+			}
+		}
+	}
+	return nil, ""
+}
+
+// restartStuck restarts a pod that cannot run onto the new template, at
+// once, but one at a time.
+func (r *ReplicaSetReconciler) restartStuck(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation,
+	pod *corev1.Pod, why, revision string) error {
+	for i := range obs.pods {
+		if !obs.pods[i].DeletionTimestamp.IsZero() {
+			return nil
+		}
+	}
+	logf.FromContext(ctx).Info("Restarting a pod that cannot run for the new pod template", "pod", pod.Name,
+		"revision", revision, "reason", why)
+	r.Recorder.Eventf(rs, pod, corev1.EventTypeNormal, eventRollingUpdate, "Restart",
+		"Restarting %s at once for pod template revision %s: %s", pod.Name, revision, why)
+	return client.IgnoreNotFound(r.Delete(ctx, pod, client.Preconditions{UID: ptr.To(pod.UID)}))
 }
 
 // volumeGrowing says which member's data volume is still being grown by

@@ -63,6 +63,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	st.Phase = phase(f)
 	recordMetrics(rs, obs)
 	r.warnDiskFilling(rs, f.filling)
+	r.warnStartFailures(rs, obs)
 	if reconcileErr == nil {
 		st.ObservedGeneration = rs.Generation
 	}
@@ -343,5 +344,39 @@ func (r *ReplicaSetReconciler) warnDiskFilling(rs *regentv1.ReplicaSet, filling 
 	if changed && filling != "" {
 		r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, regentv1.EventDiskFilling, "DiskFilling",
 			"Data volumes at least %d%% full: %s", regentv1.DiskFillingPercent, filling)
+	}
+}
+
+// warnStartFailures sends a Warning, on the ReplicaSet and the pod, when a
+// member's PostgreSQL fails to start for a reason not warned of before: the
+// note carries PostgreSQL's words, so `kubectl get events` names the
+// offending parameter.
+func (r *ReplicaSetReconciler) warnStartFailures(rs *regentv1.ReplicaSet, obs *observation) {
+	key := client.ObjectKeyFromObject(rs)
+	type warning struct {
+		pod    *corev1.Pod
+		reason string
+	}
+	var warnings []warning
+	r.memory.mu.Lock()
+	m := r.memory.get(key)
+	if m.startFailures == nil {
+		m.startFailures = map[string]string{}
+	}
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		a := obs.agents[pod.Name]
+		if a == nil {
+			continue
+		}
+		if a.StartFailure != "" && a.StartFailure != m.startFailures[pod.Name] {
+			warnings = append(warnings, warning{pod, a.StartFailure})
+		}
+		m.startFailures[pod.Name] = a.StartFailure
+	}
+	r.memory.mu.Unlock()
+	for _, w := range warnings {
+		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, regentv1.EventStartFailed, "StartPostgreSQL",
+			"PostgreSQL does not start on %s: %s", w.pod.Name, w.reason)
 	}
 }

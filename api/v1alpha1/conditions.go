@@ -90,6 +90,9 @@ const (
 	EventCertificateIssued = "CertificateIssued"
 	// EventDiskFilling: a member's data volume passed DiskFillingPercent.
 	EventDiskFilling = "DiskFilling"
+	// EventStartFailed: a member's PostgreSQL does not start; the note
+	// quotes PostgreSQL's reason (a parameter it refuses, say).
+	EventStartFailed = "StartFailed"
 	// EventLeaderLabelled: the operator labelled the Lease holder as leader.
 	EventLeaderLabelled = "LeaderLabelled"
 	// EventReconcileFailed: applying a child object failed.

@@ -36,10 +36,16 @@ func (a *Agent) start(ctx context.Context, opts instance.StartOptions) error {
 	switch {
 	case err == nil:
 		b.failures, b.notBefore = 0, time.Time{}
+		a.ls.mu.Lock()
+		a.ls.startFailure = ""
+		a.ls.mu.Unlock()
 		return nil
 	case ctx.Err() != nil:
 		return err // the pass ran out of time: no verdict on PostgreSQL
 	}
+	a.ls.mu.Lock()
+	a.ls.startFailure = err.Error()
+	a.ls.mu.Unlock()
 	delay := min(firstStartBackoff<<min(b.failures, 5), maxStartBackoff)
 	b.failures++
 	b.notBefore, b.last = a.clock.Now().Add(delay), err

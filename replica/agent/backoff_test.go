@@ -50,6 +50,9 @@ func TestFailedStartsAreSpacedOut(t *testing.T) {
 		}
 	}
 	attempt(1, `"shared_buffers": "lots"`)
+	if got := a.Status().StartFailure; !strings.Contains(got, `"shared_buffers": "lots"`) {
+		t.Errorf("status reports the start failure as %q", got)
+	}
 	attempt(1, "starting again in 1s") // woken at once: no new start
 	clock.Step(time.Second)
 	attempt(2, "lots")
@@ -67,6 +70,9 @@ func TestFailedStartsAreSpacedOut(t *testing.T) {
 	failing.Store(false)
 	clock.Step(time.Second)
 	attempt(starts.Load()+1, "")
+	if got := a.Status().StartFailure; got != "" {
+		t.Errorf("after a start, status still reports a failure: %q", got)
+	}
 	failing.Store(true)
 	attempt(starts.Load()+1, "lots")
 	clock.Step(time.Second)

@@ -32,6 +32,9 @@ type leadershipState struct {
 	passBusy bool
 	fenced   bool
 	reason   string
+	// startFailure: why the last start of PostgreSQL failed ("" once one
+	// succeeds), for the operator's status and event.
+	startFailure string
 	// sealedEpoch and sealedLSN: the epoch this follower sealed, and the
 	// last position it received under it.
 	sealedEpoch int64

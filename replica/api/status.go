@@ -64,4 +64,8 @@ type Status struct {
 	DiskTotalBytes int64 `json:"diskTotalBytes,omitempty"`
 	// Reason explains the current state in a few words.
 	Reason string `json:"reason,omitempty"`
+	// StartFailure is why the last start of PostgreSQL failed, with
+	// PostgreSQL's own words (a parameter it refuses, say); empty once a
+	// start succeeds.
+	StartFailure string `json:"startFailure,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/waitfor"
 )
 
@@ -48,9 +49,10 @@ spec:
 
 // A parameter PostgreSQL refuses passes the CRD (its values are
 // PostgreSQL's to judge) and stops the start: PostgreSQL's own line naming
-// it is in kubectl logs, the ReplicaSet's status says why, and the start is
-// retried at a growing interval, not in a tight loop.
-func TestABadParameterIsNamedInKubectlLogs(t *testing.T) {
+// it is in kubectl logs, the ReplicaSet's status and a Warning event say
+// why, and the start is retried at a growing interval, not in a tight
+// loop. Fixing the spec heals the cluster without touching a pod.
+func TestABadParameterIsNamedAndHealsOnceFixed(t *testing.T) {
 	installOperator(t)
 	const bns = "e2e-bad-parameter"
 	kubectl(t, "create", "namespace", bns)
@@ -89,11 +91,26 @@ spec:
 	// The failed starts are spaced out (1 s, 2 s, 4 s … at most 20 s),
 	// not repeated as fast as PostgreSQL exits.
 	time.Sleep(20 * time.Second)
-	starts := grepLines(kubectl(t, "-n", bns, "logs", "db-0", "-c", "postgres"), want)
+	out := kubectl(t, "-n", bns, "logs", "db-0", "-c", "postgres")
+	starts := grepLines(out, want)
 	t.Logf("kubectl logs db-0 -c postgres | grep shared_buffers:\n%s", starts)
+	if starts == "" {
+		t.Errorf("the log no longer says it:\n%s\n%s", lastLines(out, 20), kubectl(t, "-n", bns, "get", "pods,events"))
+	}
 	if n := strings.Count(starts, "\n") + 1; n > 10 {
 		t.Errorf("%d failed starts in about 20 s: the start is retried without a pause", n)
 	}
+	if events := kubectl(t, "-n", bns, "get", "events", "--field-selector", "reason="+regentv1.EventStartFailed,
+		"-o", "jsonpath={.items[*].message}"); !strings.Contains(events, want) {
+		t.Errorf("no StartFailed event naming the parameter: %q", events)
+	}
+
+	// The fix alone heals it: the pod that cannot run is restarted onto
+	// the new template at once.
+	fixed := time.Now()
+	kubectl(t, "-n", bns, "patch", "dbrs/db", "--type=merge", "-p", `{"spec":{"postgres":{"parameters":{"shared_buffers":"64MB"}}}}`)
+	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=3m")
+	t.Logf("Healthy %s after the fix", time.Since(fixed).Round(100*time.Millisecond))
 	kubectl(t, "delete", "namespace", bns, "--wait=false")
 }
 
