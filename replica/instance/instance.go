@@ -232,6 +232,15 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		return err
 	}
+	// Data that needs crash recovery is recovered by pg_rewind itself, in
+	// single-user mode, which refuses standby mode: a follower start that
+	// failed leaves standby.signal behind. The next start writes the
+	// signal its role needs.
+	for _, signal := range []string{"standby.signal", "recovery.signal"} {
+		if err := os.Remove(filepath.Join(in.cfg.PGData, signal)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	_, err := in.tools.runConninfo(ctx, time.Hour, "pg_rewind", "--source-server", conninfo,
 		"--target-pgdata="+in.cfg.PGData, "--progress")
 	return err

@@ -2,6 +2,8 @@ package dataplane_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +32,30 @@ func hasRow(t *testing.T, p *pod, v string) (bool, error) {
 // such a write is acknowledged; the commit gate of a later change closes
 // that window. Here the point is the rejoin.)
 func TestDeposedLeaderIsRewound(t *testing.T) {
-	c := newCluster(t, 2, "127.0.34")
+	deposeAndRejoin(t, "127.0.34", nil)
+}
+
+// The same, when the deposed leader's data needs crash recovery (its
+// watchdog stopped it with an immediate shutdown) and carries a follower's
+// standby.signal, as a failed start as a follower leaves it: pg_rewind's
+// own crash recovery runs PostgreSQL in single-user mode, which refuses
+// standby mode, so the rewind must put the standby settings out of its way
+// (found in 1 of 8 end-to-end Sync freezes, which then needed a person).
+func TestACrashedDeposedLeaderWithStandbySettingsIsRewound(t *testing.T) {
+	deposeAndRejoin(t, "127.0.58", func(old *pod) {
+		if err := os.WriteFile(filepath.Join(old.logDir, "data", "pgdata", "standby.signal"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// deposeAndRejoin makes the leader of a two-pod cluster write a row its
+// follower never gets, moves leadership, lets beforeThaw change the old
+// leader's data while its agent is stopped, and checks that it rejoins
+// without the divergent row.
+func deposeAndRejoin(t *testing.T, subnet string, beforeThaw func(old *pod)) {
+	t.Helper()
+	c := newCluster(t, 2, subnet)
 	for _, p := range c.pods {
 		waitfor.Condition(t, 90*time.Second, p.name+" ready", p.ready)
 	}
@@ -69,6 +94,9 @@ func TestDeposedLeaderIsRewound(t *testing.T) {
 		}
 		return nil
 	})
+	if beforeThaw != nil {
+		beforeThaw(old)
+	}
 	if err := syscall.Kill(old.agentPid(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
