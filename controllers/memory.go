@@ -54,6 +54,8 @@ type clusterMemory struct {
 	// startFailures: each member's last start failure warned of, so that
 	// a new reason is warned of once.
 	startFailures map[string]string
+	// reclones: each member's count of new clones last seen.
+	reclones map[string]int64
 }
 
 // noteStanding records which of the pods the spec asks for stand (see

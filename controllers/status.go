@@ -64,6 +64,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	recordMetrics(rs, obs)
 	r.warnDiskFilling(rs, f.filling)
 	r.warnStartFailures(rs, obs)
+	r.warnReclones(rs, obs)
 	if reconcileErr == nil {
 		st.ObservedGeneration = rs.Generation
 	}
@@ -378,5 +379,35 @@ func (r *ReplicaSetReconciler) warnStartFailures(rs *regentv1.ReplicaSet, obs *o
 	for _, w := range warnings {
 		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, regentv1.EventStartFailed, "StartPostgreSQL",
 			"PostgreSQL does not start on %s: %s", w.pod.Name, w.reason)
+	}
+}
+
+// warnReclones sends a Warning, on the ReplicaSet and the pod, each time a
+// member's agent reports it removed its data and cloned the leader again.
+func (r *ReplicaSetReconciler) warnReclones(rs *regentv1.ReplicaSet, obs *observation) {
+	key := client.ObjectKeyFromObject(rs)
+	type warning struct {
+		pod    *corev1.Pod
+		reason string
+	}
+	var warnings []warning
+	r.memory.mu.Lock()
+	m := r.memory.get(key)
+	if m.reclones == nil {
+		m.reclones = map[string]int64{}
+	}
+	for i := range obs.pods {
+		pod := &obs.pods[i]
+		if a := obs.agents[pod.Name]; a != nil {
+			if a.Reclones > m.reclones[pod.Name] {
+				warnings = append(warnings, warning{pod, a.LastReclone})
+			}
+			m.reclones[pod.Name] = a.Reclones
+		}
+	}
+	r.memory.mu.Unlock()
+	for _, w := range warnings {
+		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, regentv1.EventRecloned, "CloneAgain",
+			"%s's data was removed and the leader cloned again: %s", w.pod.Name, w.reason)
 	}
 }

@@ -93,6 +93,9 @@ const (
 	// EventStartFailed: a member's PostgreSQL does not start; the note
 	// quotes PostgreSQL's reason (a parameter it refuses, say).
 	EventStartFailed = "StartFailed"
+	// EventRecloned: a member's data was removed and the leader cloned
+	// again, because it could not catch up; the note says why.
+	EventRecloned = "Recloned"
 	// EventLeaderLabelled: the operator labelled the Lease holder as leader.
 	EventLeaderLabelled = "LeaderLabelled"
 	// EventReconcileFailed: applying a child object failed.

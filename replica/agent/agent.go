@@ -55,6 +55,8 @@ type Agent struct {
 	ls leadershipState
 	// startBackoff spaces failed starts of PostgreSQL (backoff.go).
 	startBackoff startBackoff
+	// reclones counts failed rewinds (reclone.go).
+	reclones recloneState
 	// tls is the pod's key pair and the cluster's CA (tls.go);
 	// tlsChanged wakes keepTLS when a new pair is loaded.
 	tls        memberTLS

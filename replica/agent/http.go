@@ -27,7 +27,7 @@ func (a *Agent) Status() api.Status {
 		Streaming: a.ls.pgStatus.Streaming, CommitGate: string(a.ls.gate),
 		SynchronousStandbyNames: a.ls.pgStatus.SynchronousStandbyNames,
 		DiskUsedBytes:           a.ls.pgStatus.DiskUsedBytes, DiskTotalBytes: a.ls.pgStatus.DiskTotalBytes,
-		StartFailure: a.ls.startFailure,
+		StartFailure: a.ls.startFailure, Reclones: a.ls.reclones, LastReclone: a.ls.lastReclone,
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)

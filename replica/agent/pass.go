@@ -343,6 +343,9 @@ func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch i
 	case stepStartFollower:
 		return a.startFollower(ctx)
 	}
+	if st.MissingWAL != "" && !st.Streaming {
+		return a.recloneIfWALGone(ctx, holder, st.MissingWAL)
+	}
 	a.ls.setReason("")
 	return nil
 }
@@ -364,8 +367,13 @@ func (a *Agent) rewind(ctx context.Context, holder string, st instance.Status) e
 	err = a.instance.Rewind(rctx, conninfo)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("rewind to %s: %w; a fresh clone is needed (the data stays until a person removes it)", holder, err)
+		a.reclones.rewindFailures++
+		if a.reclones.rewindFailures >= rewindAttempts {
+			return a.reclone(ctx, holder, fmt.Sprintf("pg_rewind failed %d times in a row: %v", a.reclones.rewindFailures, err))
+		}
+		return fmt.Errorf("rewind to %s (attempt %d of %d before a new clone): %w", holder, a.reclones.rewindFailures, rewindAttempts, err)
 	}
+	a.reclones.rewindFailures = 0
 	a.log.Info("Rewound", "leader", holder, "took", a.clock.Since(start).Round(time.Millisecond).String())
 	return a.startFollower(ctx)
 }

@@ -35,6 +35,10 @@ type leadershipState struct {
 	// startFailure: why the last start of PostgreSQL failed ("" once one
 	// succeeds), for the operator's status and event.
 	startFailure string
+	// reclones counts the times this agent cloned the leader again, and
+	// lastReclone says why it last did.
+	reclones    int64
+	lastReclone string
 	// sealedEpoch and sealedLSN: the epoch this follower sealed, and the
 	// last position it received under it.
 	sealedEpoch int64

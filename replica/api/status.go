@@ -68,4 +68,8 @@ type Status struct {
 	// PostgreSQL's own words (a parameter it refuses, say); empty once a
 	// start succeeds.
 	StartFailure string `json:"startFailure,omitempty"`
+	// Reclones counts the times this member's data was removed and the
+	// leader cloned again, since its agent started; LastReclone says why.
+	Reclones    int64  `json:"reclones,omitempty"`
+	LastReclone string `json:"lastReclone,omitempty"`
 }

@@ -27,6 +27,11 @@ type (
 	ConninfoRequest struct {
 		Conninfo string `json:"conninfo"`
 	}
+	// RecloneRequest names the leader to copy from again, and why.
+	RecloneRequest struct {
+		Conninfo string `json:"conninfo"`
+		Reason   string `json:"reason"`
+	}
 	// StopRequest says how to stop.
 	StopRequest struct {
 		Mode StopMode `json:"mode"`
@@ -82,6 +87,12 @@ func (in *Instance) Handler() http.Handler {
 		var req ConninfoRequest
 		if decode(w, r, &req) {
 			reply(w, nil, in.BaseBackup(r.Context(), req.Conninfo))
+		}
+	})
+	mux.HandleFunc("POST /reclone", func(w http.ResponseWriter, r *http.Request) {
+		var req RecloneRequest
+		if decode(w, r, &req) {
+			reply(w, nil, in.Reclone(r.Context(), req.Conninfo, req.Reason))
 		}
 	})
 	mux.HandleFunc("POST /rewind", func(w http.ResponseWriter, r *http.Request) {
@@ -280,6 +291,12 @@ func (c *Client) Initdb(ctx context.Context) error {
 // BaseBackup copies a leader.
 func (c *Client) BaseBackup(ctx context.Context, conninfo string) error {
 	return c.call(ctx, http.MethodPost, "/basebackup", ConninfoRequest{Conninfo: conninfo}, nil)
+}
+
+// Reclone replaces the data with a new clone of the leader; reason is
+// logged.
+func (c *Client) Reclone(ctx context.Context, conninfo, reason string) error {
+	return c.call(ctx, http.MethodPost, "/reclone", RecloneRequest{Conninfo: conninfo, Reason: reason}, nil)
 }
 
 // Rewind rewinds to a leader.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,7 +59,11 @@ type Instance struct {
 	// fenced says why the last leader was stopped by the watchdog.
 	fenced   string
 	lastExit string
-	wake     chan struct{}
+	// missingWAL is the WAL segment the leader last said it no longer
+	// has, as this follower's WAL receiver reported it, and when.
+	missingWAL   string
+	missingWALAt time.Time
+	wake         chan struct{}
 	// settings are those PostgreSQL was last started with.
 	settings Settings
 	// gen counts PostgreSQL's starts and exits; changed is closed at each.
@@ -311,6 +316,10 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	// postgres), never to a file on the data volume; the tail since this
 	// start is kept to say why a start failed.
 	tail := newLogTail(os.Stderr, 256)
+	tail.onLine = in.noteLogLine
+	in.mu.Lock()
+	in.missingWAL, in.missingWALAt = "", time.Time{}
+	in.mu.Unlock()
 	cmd.Stdout, cmd.Stderr = tail, tail
 	if err := in.tools.children.start(cmd); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
@@ -833,4 +842,50 @@ func (in *Instance) writeFile(name, content string) error {
 		}
 	}
 	return os.Rename(tmp, p)
+}
+
+// walRemoved is how a follower's WAL receiver reports that its leader no
+// longer has the segment it asks for (the leader's walsender's words).
+var walRemoved = regexp.MustCompile(`requested WAL segment ([0-9A-F]{24}) has already been removed`)
+
+// noteLogLine remembers the WAL segment the leader said it no longer has.
+func (in *Instance) noteLogLine(line string) {
+	if m := walRemoved.FindStringSubmatch(line); m != nil {
+		in.mu.Lock()
+		in.missingWAL, in.missingWALAt = m[1], in.clock.Now()
+		in.mu.Unlock()
+	}
+}
+
+// Reclone replaces this member's data with a fresh copy of the leader's at
+// conninfo: PostgreSQL is stopped, the data directory emptied, and a base
+// backup taken. The data is removed, not kept aside: a member that needs
+// this has nothing the leader lacks (it is behind the leader's retained
+// WAL on the same history, or a deposed leader whose unacknowledged tail
+// could not be rewound), and a copy kept beside a new one would need the
+// volume twice the data's size, which the storage budget does not keep.
+// Data that is not this cluster's is refused, as by every operation.
+func (in *Instance) Reclone(ctx context.Context, conninfo, why string) error {
+	if _, err := in.Stop(ctx, StopFast); err != nil {
+		in.log.Info("Stopping before a new clone failed; going on", "error", err.Error())
+	}
+	in.ops.Lock()
+	defer in.ops.Unlock()
+	if in.running() {
+		return errors.New("reclone: PostgreSQL is still running")
+	}
+	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
+		return err
+	}
+	in.log.Info("Removing this member's data to clone the leader again", "reason", why)
+	in.clearPartial()
+	if err := in.prepareDir(); err != nil {
+		return err
+	}
+	_, err := in.tools.runConninfo(ctx, 6*time.Hour, "pg_basebackup", "--dbname", conninfo,
+		"--pgdata="+in.cfg.PGData, "--wal-method=stream", "--checkpoint=fast", "--no-password")
+	if err != nil {
+		in.clearPartial()
+	}
+	return err
 }

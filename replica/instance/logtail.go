@@ -15,6 +15,8 @@ type logTail struct {
 	partial []byte
 	last    []string
 	keep    int
+	// onLine, when set, sees every line (without its end) as it passes.
+	onLine func(string)
 }
 
 // maxLine bounds a remembered line (and a partial one waiting for its end).
@@ -46,6 +48,9 @@ func (t *logTail) Write(p []byte) (int, error) {
 
 func (t *logTail) remember(line []byte) {
 	t.last = append(t.last, string(line[:min(len(line), maxLine)]))
+	if t.onLine != nil {
+		t.onLine(t.last[len(t.last)-1])
+	}
 	if len(t.last) > t.keep {
 		t.last = t.last[len(t.last)-t.keep:]
 	}

@@ -47,6 +47,9 @@ type Status struct {
 	DiskTotalBytes int64 `json:"diskTotalBytes,omitempty"`
 	// LastExit is how PostgreSQL last ended.
 	LastExit string `json:"lastExit,omitempty"`
+	// MissingWAL is the WAL segment this follower's leader said, in the
+	// last 30 seconds, that it no longer has.
+	MissingWAL string `json:"missingWAL,omitempty"`
 	// ClusterState is pg_control's "Database cluster state" while
 	// PostgreSQL is stopped: "in production" or "shut down" mean the data
 	// was last a leader's, so it must be rewound before it follows.
@@ -61,6 +64,9 @@ type Status struct {
 func (in *Instance) Status(ctx context.Context) Status {
 	in.mu.Lock()
 	st := Status{Running: in.pg != nil, Role: in.role, Fenced: in.fenced, LastExit: in.lastExit}
+	if in.missingWAL != "" && in.clock.Since(in.missingWALAt) < 30*time.Second {
+		st.MissingWAL = in.missingWAL
+	}
 	if !in.deadline.IsZero() {
 		d := in.deadline
 		st.Deadline = &d

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +48,32 @@ func TestACrashedDeposedLeaderWithStandbySettingsIsRewound(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A deposed leader whose rewind cannot succeed (here its WAL back to the
+// fork is gone) is cloned again by itself after three failed attempts,
+// instead of waiting for a person to remove its data.
+func TestADeposedLeaderThatCannotBeRewoundIsClonedAgain(t *testing.T) {
+	var old *pod
+	deposeAndRejoin(t, "127.0.60", func(p *pod) {
+		old = p
+		walDir := filepath.Join(p.logDir, "data", "pgdata", "pg_wal")
+		entries, err := os.ReadDir(walDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if len(e.Name()) == 24 {
+				if err := os.Remove(filepath.Join(walDir, e.Name())); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+	log, _ := os.ReadFile(filepath.Join(old.logDir, "agent.log"))
+	if !strings.Contains(string(log), "Cloning the leader again") || !strings.Contains(string(log), "pg_rewind failed 3 times in a row") {
+		t.Fatalf("the deposed leader rejoined without being cloned again for its failed rewinds")
+	}
 }
 
 // deposeAndRejoin makes the leader of a two-pod cluster write a row its
