@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/clustertest"
@@ -504,6 +505,9 @@ func TestUserStory(t *testing.T) {
 			}
 		}
 		capacities := strings.Fields(field(t, ".status.members[*].diskCapacityBytes"))
+		if len(capacities) != 3 {
+			return fmt.Errorf("filesystem sizes of %d members reported", len(capacities))
+		}
 		for _, c := range capacities {
 			if n, _ := strconv.ParseInt(c, 10, 64); n < 1900<<20 {
 				return fmt.Errorf("filesystems of %v bytes", capacities)
@@ -518,6 +522,41 @@ func TestUserStory(t *testing.T) {
 		t.Errorf("max_wal_size on 2Gi volumes: %q, %v; want about a tenth, 200MB", maxWAL, err)
 	}
 	t.Logf("volumes grown to 2Gi: filesystems of %s bytes, max_wal_size %s", field(t, ".status.members[*].diskCapacityBytes"), maxWAL)
+
+	// db-3 and db-4 kept their claims. With the leader's WAL and archive
+	// well past what they hold, they come back by cloning again, without
+	// a hand.
+	if err := onPod(ctx, field(t, ".status.leader"), string(super.Data["password"]), func(c *pgx.Conn) error {
+		for range 40 { // 640 MB of segments: past wal_keep_size, the slots' bound and the archive
+			if _, err := c.Exec(ctx, "INSERT INTO t DEFAULT VALUES"); err != nil {
+				return err
+			}
+			if _, err := c.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+				return err
+			}
+		}
+		_, err := c.Exec(ctx, "CHECKPOINT")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rejoin := time.Now()
+	kubectl(t, "-n", ns, "scale", "dbrs/db", "--replicas=5")
+	kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=5/5", "--timeout=5m")
+	kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
+	took := time.Since(rejoin).Round(time.Second)
+	var recloned string
+	waitfor.Condition(t, 30*time.Second, "a Recloned event for db-3 and db-4", func() error {
+		recloned = kubectl(t, "-n", ns, "get", "events", "--field-selector", "reason="+regentv1.EventRecloned,
+			"-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}")
+		for _, pod := range []string{"db-3", "db-4"} {
+			if !strings.Contains(recloned, pod+"'s data was removed") {
+				return fmt.Errorf("events: %q", recloned)
+			}
+		}
+		return nil
+	})
+	t.Logf("scaled back to 5 on old claims: 5/5 after %s; events:\n%s", took, recloned)
 
 	// Deleting the ReplicaSet keeps the data volumes.
 	kubectl(t, "-n", ns, "delete", "dbrs/db", "--wait=true", "--timeout=2m")
@@ -540,6 +579,11 @@ func TestUserStory(t *testing.T) {
 // connectAndQuery reads one value from pod of the e2e namespace, as the
 // superuser.
 func connectAndQuery(ctx context.Context, pod, password, sql string, into any) error {
+	return onPod(ctx, pod, password, func(c *pgx.Conn) error { return c.QueryRow(ctx, sql).Scan(into) })
+}
+
+// onPod runs f on a superuser connection to pod of the e2e namespace.
+func onPod(ctx context.Context, pod, password string, f func(*pgx.Conn) error) error {
 	p, err := cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -549,7 +593,7 @@ func connectAndQuery(ctx context.Context, pod, password, sql string, into any) e
 		return err
 	}
 	defer conn.Close(ctx)
-	return conn.QueryRow(ctx, sql).Scan(into)
+	return f(conn)
 }
 
 // slotsOf lists the replication slots of pod in the e2e namespace.
@@ -700,3 +744,4 @@ func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile, proxyAddr 
 		t.Errorf("psql accepted the leader's certificate for another name: %q, %v", out, err)
 	}
 }
+
