@@ -744,4 +744,3 @@ func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile, proxyAddr 
 		t.Errorf("psql accepted the leader's certificate for another name: %q, %v", out, err)
 	}
 }
-
