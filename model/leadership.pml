@@ -378,17 +378,25 @@ active proctype Operator() {
 	/* Phase two: elect among the sealed reports and move the Lease (the
 	 * sealed Lease cannot change any more: nobody renews a sealed epoch). */
 #ifdef SYNC
+	/* Any follower at the highest reported position may win: at a tie,
+	 * either (the operator takes the first eligible one). */
 	:: d_step { ophase == 2 &&
 #ifdef COUNT_SILENT
-		(rep[0] != NONE || rep[1] != NONE) ->    /* silent followers counted */
+		(rep[0] != NONE || rep[1] != NONE) &&    /* silent followers counted */
 #else
-		(rep[0] != NONE && rep[1] != NONE) ->    /* n - k + 1 = 2 reports */
+		(rep[0] != NONE && rep[1] != NONE) &&    /* n - k + 1 = 2 reports */
 #endif
-		if
-		:: rep[1] == NONE || (rep[0] != NONE && rep[0] >= rep[1]) -> w = 0
-		:: else -> w = 1
-		fi;
-		holder = w + 1; epoch = 2; ver++; ophase = 3;
+		rep[0] != NONE && (rep[1] == NONE || rep[0] >= rep[1]) ->
+		w = 0; holder = w + 1; epoch = 2; ver++; ophase = 3;
+		printf("t=%d operator elects F%d (reports F1=%d F2=%d, 255 = none) and moves the Lease to it at epoch 2\n", now, w + 1, rep[0], rep[1]) }
+	:: d_step { ophase == 2 &&
+#ifdef COUNT_SILENT
+		(rep[0] != NONE || rep[1] != NONE) &&
+#else
+		(rep[0] != NONE && rep[1] != NONE) &&
+#endif
+		rep[1] != NONE && (rep[0] == NONE || rep[1] >= rep[0]) ->
+		w = 1; holder = w + 1; epoch = 2; ver++; ophase = 3;
 		printf("t=%d operator elects F%d (reports F1=%d F2=%d, 255 = none) and moves the Lease to it at epoch 2\n", now, w + 1, rep[0], rep[1]) }
 #else
 	/* Async: any follower that reported (maxLagBytes not modelled). */

@@ -343,12 +343,21 @@ func elect(in Input, d Decision) Decision {
 		if why := quorumsUnmet(in, reported); why != "" {
 			return fallback(in, d, why)
 		}
+		// Any follower at the highest reported position holds every
+		// acknowledged commit: the first eligible one of them wins.
 		best := reported[0]
-		if why := d.Eligibility[best.Name]; why != "" {
-			return fallback(in, d, fmt.Sprintf("Sync mode: %s holds the highest reported position (%s) but %s",
-				best.Name, best.received, why))
+		var why []string
+		for _, c := range reported {
+			if c.received != best.received {
+				break
+			}
+			if d.Eligibility[c.Name] == "" {
+				return promote(in, d, c)
+			}
+			why = append(why, fmt.Sprintf("%s: %s", c.Name, d.Eligibility[c.Name]))
 		}
-		return promote(in, d, best)
+		return fallback(in, d, fmt.Sprintf("Sync mode: no follower at the highest reported position (%s) can be promoted: %s",
+			best.received, strings.Join(why, "; ")))
 	}
 	for _, c := range reported {
 		if d.Eligibility[c.Name] == "" {

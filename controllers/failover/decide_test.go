@@ -190,6 +190,14 @@ func TestDecide(t *testing.T) {
 			want: Wait, reasonHas: "99% full", ineligible: map[string]string{"db-1": "99% full"},
 		},
 		{
+			name: "Sync: a tie at the highest position: an eligible one of the two wins",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Second), Lease: sealedLease(),
+				Members: []Member{silent("db-0", 0),
+					agent(sealed("db-1", 1, 0x5000100), func(a *api.Status) { a.DiskUsedBytes, a.DiskTotalBytes = 99, 100 }),
+					sealed("db-2", 2, 0x5000100)}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "99% full"},
+		},
+		{
 			name: "a candidate on an older timeline is not eligible",
 			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
@@ -240,7 +248,7 @@ func TestDecide(t *testing.T) {
 			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000),
 					agent(sealed("db-2", 2, 0x5000100), func(a *api.Status) { a.Running = false })}},
-			want: Wait, reasonHas: "db-2 holds the highest reported position",
+			want: Wait, reasonHas: "no follower at the highest reported position (0/5000100) can be promoted: db-2: PostgreSQL is not running",
 		},
 		{
 			name: "Sync: the maxLagBytes budget does not apply (nothing acknowledged is lost)",
