@@ -181,6 +181,44 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// The escape hatch of a blocked Sync election: a person names db-1 and,
+// only with accept-data-loss=true, it is promoted; the receipt says it was
+// forced and the request is cleared.
+func TestAForcedPromotionEndsABlockedElection(t *testing.T) {
+	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	rs := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
+	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Annotations = map[string]string{names.AnnotationPromote: "db-1"}
+	})).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		hasEvent(t, g, ns, regentv1.EventPromoteRefused, "ignored without regent.dev/accept-data-loss=true")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	NewWithT(t).Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
+	}).WithTimeout(2 * time.Second).WithPolling(poll).Should(Succeed())
+
+	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Annotations[names.AnnotationAcceptDataLoss] = "true"
+	})).To(Succeed())
+	expectLeader(t, ns, "db-1")
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationPromote), "the request is cleared once done")
+		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationAcceptDataLoss))
+		g.Expect(got.Status.LastFailover).NotTo(BeNil())
+		g.Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindForced))
+		hasEvent(t, g, ns, regentv1.EventLeaderPromoted, "forced by a person")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
 // Scaling a Sync cluster down from 3 to 2 drops db-2 from the synchronous
 // standbys, but commits acknowledged by db-2 alone before the leader ran
 // the new setting may be on no other follower yet: until db-1 has received

@@ -50,6 +50,19 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	epoch := obs.epoch()
 	key := client.ObjectKeyFromObject(rs)
 
+	if rs.Annotations[names.AnnotationPromote] != "" {
+		switch {
+		case !forcedPromotionAsked(rs):
+			r.warnOnce(rs, key, regentv1.EventPromoteRefused, "Promote", fmt.Sprintf(
+				"%s=%s is ignored without %s=true: a forced promotion may lose acknowledged writes, and says so",
+				names.AnnotationPromote, rs.Annotations[names.AnnotationPromote], names.AnnotationAcceptDataLoss), true)
+		case d.Kind == failover.None:
+			r.warnOnce(rs, key, regentv1.EventPromoteRefused, "Promote", fmt.Sprintf(
+				"%s=%s is ignored: the leader %s is not lost (use %s for a planned handover)",
+				names.AnnotationPromote, rs.Annotations[names.AnnotationPromote], obs.holder(), names.AnnotationSwitchoverTo), true)
+		}
+	}
+
 	switch d.Kind {
 	case failover.None:
 		obs.requeue(healthyPeriod)
@@ -179,6 +192,9 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	}
 	// A switchover under way: the leader was asked through the Lease.
 	in.SwitchoverTo = proto.SwitchoverTo
+	if forcedPromotionAsked(rs) {
+		in.ForcePromote = rs.Annotations[names.AnnotationPromote]
+	}
 	// The acknowledgement rules the leader ran with in this epoch.
 	if proto.Standbys.Kind == leadership.Quorum {
 		in.Quorums = append(in.Quorums, proto.Standbys)
@@ -277,7 +293,10 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	}
 
 	kind := regentv1.FailoverKindFailover
-	if switchover {
+	switch {
+	case d.Forced:
+		kind = regentv1.FailoverKindForced
+	case switchover:
 		kind = regentv1.FailoverKindSwitchover
 	}
 	record := &regentv1.FailoverRecord{Kind: kind, From: oldHolder, To: d.Target, Epoch: int64(next), Reason: d.Cause,
@@ -303,8 +322,22 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	rs.Status.LastFailover = record
 	failoversTotal.WithLabelValues(rs.Namespace, rs.Name, string(kind)).Inc()
 	log.Info("Promoted a new leader", "from", oldHolder, "to", d.Target, "epoch", next, "reason", d.Reason)
-	r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventLeaderPromoted, "Promote",
+	eventType := corev1.EventTypeNormal
+	if d.Forced {
+		eventType = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(rs, l, eventType, regentv1.EventLeaderPromoted, "Promote",
 		"%s: %s leads epoch %d (was %s): %s", kind, d.Target, next, oldHolder, d.Reason)
+	if d.Forced {
+		// The request is spent: it must not force a later election.
+		done := rs.DeepCopy()
+		patch := client.MergeFrom(rs.DeepCopy())
+		delete(done.Annotations, names.AnnotationPromote)
+		delete(done.Annotations, names.AnnotationAcceptDataLoss)
+		if err := r.Patch(ctx, done, patch); err != nil {
+			return fmt.Errorf("clear the forced promotion request: %w", err)
+		}
+	}
 	if switchover && rs.Annotations[names.AnnotationSwitchoverTo] != "" {
 		// On a copy: the patch's answer must not replace the status this
 		// pass computes.
@@ -481,4 +514,10 @@ func (r *ReplicaSetReconciler) warnOnce(rs *regentv1.ReplicaSet, key types.Names
 		typ = corev1.EventTypeWarning
 	}
 	r.Recorder.Eventf(rs, nil, typ, reason, action, "%s", msg)
+}
+
+// forcedPromotionAsked: a person named a pod to promote and accepted the
+// loss of acknowledged writes, both (names.AnnotationPromote).
+func forcedPromotionAsked(rs *regentv1.ReplicaSet) bool {
+	return rs.Annotations[names.AnnotationPromote] != "" && rs.Annotations[names.AnnotationAcceptDataLoss] == "true"
 }

@@ -113,6 +113,9 @@ const (
 	EventSwitchoverRequested = "SwitchoverRequested"
 	// EventSwitchoverRefused: a requested switchover was not executed.
 	EventSwitchoverRefused = "SwitchoverRefused"
+	// EventPromoteRefused: a forced promotion request was ignored (not
+	// confirmed, or the leader is not lost).
+	EventPromoteRefused = "PromoteRefused"
 	// EventSyncQuorumLowered: with dataDurability Preferred, commits wait
 	// for fewer followers than syncReplicas (or for none, only the commit
 	// gate) because followers have been unready for longer than the lease

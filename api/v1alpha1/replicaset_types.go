@@ -403,8 +403,9 @@ type MemberStatus struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// FailoverKind tells an automatic failover from a requested switchover.
-// +kubebuilder:validation:Enum=Failover;Switchover
+// FailoverKind tells an automatic failover from a requested switchover and
+// from a promotion a person forced.
+// +kubebuilder:validation:Enum=Failover;Switchover;ForcedFailover
 type FailoverKind string
 
 const (
@@ -412,11 +413,15 @@ const (
 	FailoverKindFailover FailoverKind = "Failover"
 	// FailoverKindSwitchover means a person asked for a planned handover.
 	FailoverKindSwitchover FailoverKind = "Switchover"
+	// FailoverKindForced means a person forced the promotion of a pod
+	// (regent.dev/promote with regent.dev/accept-data-loss=true) against the
+	// election's rules.
+	FailoverKindForced FailoverKind = "ForcedFailover"
 )
 
 // FailoverRecord is the receipt of the last leadership change.
 type FailoverRecord struct {
-	// kind is Failover or Switchover.
+	// kind is Failover, Switchover or ForcedFailover.
 	// +required
 	Kind FailoverKind `json:"kind"`
 

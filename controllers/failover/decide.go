@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/replica/api"
 )
@@ -109,6 +110,9 @@ type Input struct {
 	LeaderLSN lsn.LSN
 	// SwitchoverTo names the pod a person asked to hand leadership to.
 	SwitchoverTo string
+	// ForcePromote names the pod a person asked to promote, accepting the
+	// loss of acknowledged writes, if the leader is lost.
+	ForcePromote string
 	// Quorums are the Sync-mode rules in force during the epoch (the
 	// current one, and the ones it replaced while they may still matter),
 	// each ANY K of Members. Empty: ANY SyncReplicas of all Followers,
@@ -130,6 +134,9 @@ type Decision struct {
 	TargetLSN lsn.LSN
 	// Eligibility maps each member to "" (may be promoted) or why not.
 	Eligibility map[string]string
+	// Forced says the promotion is a person's, against the election's
+	// rules (Input.ForcePromote).
+	Forced bool
 }
 
 // Decide returns the one action the operator should take now.
@@ -174,6 +181,9 @@ func Decide(in Input) Decision {
 	}
 	if !in.Lease.Sealed {
 		switch {
+		case in.ForcePromote != "":
+			d.Kind, d.Reason = Seal, fmt.Sprintf("the leader is lost (%s): sealing epoch %d to promote %s as a person asked",
+				cause, in.Lease.Epoch, in.ForcePromote)
 		case !in.Spec.Enabled && in.SwitchoverTo == "":
 			d.Kind, d.Reason = Refuse, "the leader is lost ("+cause+") and failover is disabled (spec.failover.enabled=false)"
 		case in.SwitchoverTo == "" && in.Now.Before(lostAt.Add(in.Spec.Delay)):
@@ -303,6 +313,9 @@ func elect(in Input, d Decision) Decision {
 	for _, c := range reported {
 		d.Eligibility[c.Name] = eligible(c)
 	}
+	if in.ForcePromote != "" {
+		return forcePromote(in, d, reported)
+	}
 
 	// A switchover hands over to the follower a person named, once it
 	// holds the old leader's final position; if it cannot within the seal
@@ -365,6 +378,46 @@ func elect(in Input, d Decision) Decision {
 		}
 	}
 	return fallback(in, d, "no follower can be promoted")
+}
+
+// forcePromote is the escape hatch: the named follower wins as soon as it
+// reported its sealed position (the seal keeps the old leader from
+// acknowledging anything more, so there is still one leader), runs
+// PostgreSQL as a follower and reaches the API server. Nothing else of the
+// election's rules applies: the person accepted that acknowledged writes
+// it lacks are lost, and the reason says how far behind the best report it
+// is.
+func forcePromote(in Input, d Decision, reported []candidate) Decision {
+	name := in.ForcePromote
+	for _, c := range reported {
+		if c.Name != name {
+			continue
+		}
+		a := c.Agent
+		switch {
+		case c.Deleting:
+			d.Reason = fmt.Sprintf("forced promotion of %s waits: the pod is being deleted", name)
+		case !a.Running || !a.InRecovery:
+			d.Reason = fmt.Sprintf("forced promotion of %s waits: PostgreSQL is not running as a follower", name)
+		case a.LastAPIContact == nil || in.Now.Sub(*a.LastAPIContact) > in.Spec.LeaseDuration*2/3:
+			d.Reason = fmt.Sprintf("forced promotion of %s waits: its agent has not reached the API server recently", name)
+		default:
+			refused := d.Eligibility[name]
+			d.Kind, d.Target, d.TargetLSN, d.Forced = Promote, name, c.received, true
+			d.Eligibility[name] = ""
+			d.Reason = fmt.Sprintf("forced by a person (%s=%s, %s=true): %s has %s, the best reported position is %s",
+				names.AnnotationPromote, name, names.AnnotationAcceptDataLoss, name, c.received, reported[0].received)
+			if refused != "" {
+				d.Reason += "; the election would have refused it: " + refused
+			}
+			return d
+		}
+		d.Kind, d.Until = Wait, in.Now.Add(time.Second)
+		return d
+	}
+	d.Kind, d.Until = Wait, in.Now.Add(time.Second)
+	d.Reason = fmt.Sprintf("forced promotion of %s waits for it to report a sealed position for epoch %d", name, in.Lease.Epoch)
+	return d
 }
 
 // quorumsUnmet says why the reported followers may miss an acknowledged

@@ -331,6 +331,37 @@ func TestDecide(t *testing.T) {
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Promote, target: "db-1",
 		},
+		{
+			name: "escape hatch: Sync, a silent follower blocks the election; the person's pod is promoted, data loss accepted",
+			in: Input{Spec: syncSpec, Now: t0.Add(6 * time.Second), Lease: sealedLease(), ForcePromote: "db-1",
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), silent("db-2", 2)}},
+			want: Promote, target: "db-1", reasonHas: "forced by a person (regent.dev/promote=db-1, regent.dev/accept-data-loss=true)",
+		},
+		{
+			name: "escape hatch: the person's pod lags beyond maxLagBytes: promoted anyway, and the reason says what the election thought",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: sealedLease(), ForcePromote: "db-2", LeaderLSN: 0x9000000,
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x9000000), sealed("db-2", 2, 0x5000000)}},
+			want: Promote, target: "db-2", reasonHas: "the election would have refused it: lags the leader",
+		},
+		{
+			name: "escape hatch: the person's pod has not sealed: wait for it, never promote it unsealed",
+			in: Input{Spec: syncSpec, Now: t0.Add(time.Hour), Lease: sealedLease(), ForcePromote: "db-2",
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), silent("db-2", 2)}},
+			want: Wait, reasonHas: "forced promotion of db-2 waits for it to report a sealed position",
+		},
+		{
+			name: "escape hatch: the leader lost with failover disabled: seal first",
+			in: Input{Spec: func() Spec { s := spec(); s.Enabled = false; return s }(), Now: t0.Add(time.Minute),
+				Lease: live(), ForcePromote: "db-1",
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000), sealed("db-2", 2, 0x5000000)}},
+			want: Seal, reasonHas: "to promote db-1 as a person asked",
+		},
+		{
+			name: "escape hatch: the leader is alive: nothing to force",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: live(), ForcePromote: "db-1",
+				Members: []Member{leader("db-0", 0), sealed("db-1", 1, 0x5000000)}},
+			want: None,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

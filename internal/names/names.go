@@ -69,6 +69,15 @@ const (
 // leadership to this pod (kubectl annotate dbrs/<rs> regent.dev/switchover-to=<pod>).
 const AnnotationSwitchoverTo = "regent.dev/switchover-to"
 
+// AnnotationPromote and AnnotationAcceptDataLoss on the ReplicaSet, set
+// together (…/accept-data-loss=true), are the escape hatch of an election
+// that cannot finish: once the lost leader's epoch is sealed, the named pod
+// is promoted as soon as it reports, whatever the election's rules say.
+const (
+	AnnotationPromote        = "regent.dev/promote"
+	AnnotationAcceptDataLoss = "regent.dev/accept-data-loss"
+)
+
 // Ports.
 const (
 	PortPostgres  = 5432
