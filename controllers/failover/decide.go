@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/regent-dev/regent/internal/leadership"
-	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/lsn"
+	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
 )
 
