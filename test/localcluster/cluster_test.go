@@ -34,6 +34,7 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/clustertest"
+	"github.com/regent-dev/regent/internal/localcluster/kubelet"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 
 	"github.com/regent-dev/regent/internal/waitfor"
@@ -536,4 +537,43 @@ func TestVolumesMountUnderHostDirectories(t *testing.T) {
 		}
 		return fmt.Errorf("phase %s", p.Status.Phase)
 	})
+}
+
+// A node that loses its heartbeat has its pods marked not ready by the node
+// controller; once it posts again, its kubelet brings their status back
+// (as a kubelet's status manager does), without a restart.
+func TestPodsOfANodeBackFromAHeartbeatGapAreReadyAgain(t *testing.T) {
+	ns := newNamespace(t)
+	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), webPod(ns, "steady", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitPodReady(t, ns, "steady")
+	paused := kubelet.HeartbeatPausedFile(filepath.Join(cfg.StateDir, "nodes", pod.Spec.NodeName))
+	if err := os.WriteFile(paused, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(paused) })
+	ready := func(want corev1.ConditionStatus) func() error {
+		return func() error {
+			p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "steady", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == want {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %v", p.Status.Conditions)
+		}
+	}
+	stopped := time.Now()
+	waitfor.Condition(t, 2*time.Minute, "the node controller marks the pod not ready", ready(corev1.ConditionFalse))
+	t.Logf("pod marked not ready %s after the heartbeat stopped", time.Since(stopped).Round(time.Second))
+	if err := os.Remove(paused); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	waitfor.Condition(t, 30*time.Second, "the pod ready again", ready(corev1.ConditionTrue))
+	t.Logf("pod ready again %s after the heartbeat resumed", time.Since(resumed).Round(time.Second))
 }

@@ -450,11 +450,18 @@ func (w *podWorker) cleanup() {
 
 // statusLoop pushes the pod's status whenever it changed.
 func (w *podWorker) statusLoop(ctx context.Context) {
+	// As a kubelet's status manager, it also syncs every 10 s whatever
+	// changed: the API server's copy may have been changed by others (the
+	// node controller marks the pods of a node it lost not ready) and must
+	// come back to what the kubelet knows once it can post again.
+	t := time.NewTicker(statusSyncPeriod)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.dirty:
+		case <-t.C:
 		}
 		if err := w.pushStatus(ctx); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) {
 			w.k.log.Error(err, "Update pod status", "pod", w.key())
@@ -464,7 +471,16 @@ func (w *podWorker) statusLoop(ctx context.Context) {
 	}
 }
 
+// statusSyncPeriod is a kubelet's status manager's.
+const statusSyncPeriod = 10 * time.Second
+
 func (w *podWorker) pushStatus(ctx context.Context) error {
+	// A node whose heartbeat is stopped stands for a kubelet cut off from
+	// the API server: it posts nothing (the next sync after it resumes
+	// brings the status up to date).
+	if _, err := os.Stat(HeartbeatPausedFile(w.k.cfg.StateDir)); err == nil {
+		return nil
+	}
 	pods := w.k.client.CoreV1().Pods(w.pod.Namespace)
 	current, err := pods.Get(ctx, w.pod.Name, metav1.GetOptions{})
 	if err != nil {
