@@ -77,6 +77,7 @@ func TestManagerRefusesBadFlags(t *testing.T) {
 		{[]string{"manager", "--watch-namespaces=team-a,Team_B"}, `--watch-namespaces: "Team_B" is not a namespace name`},
 		{[]string{"manager", "--network-policies", "--operator-namespace=regent-system"}, "--network-policies needs --operator-namespace"},
 		{[]string{"manager", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{[]string{"manager", "--leader-election-lease-duration=3s"}, "--leader-election-renew-deadline (3s) < --leader-election-lease-duration (3s)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -30,9 +31,12 @@ type managerOptions struct {
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
-	regentImage             string
-	postgresImage           string
-	pullPolicy              string
+	// The operator's own election: short next to a cluster's lease, since
+	// no failover happens while no operator is active.
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+	regentImage                               string
+	postgresImage                             string
+	pullPolicy                                string
 	// watchNamespaces limits the operator to these namespaces (none: all).
 	watchNamespaces []string
 	// networkPolicies gives every cluster a NetworkPolicy that lets the
@@ -59,6 +63,11 @@ func (o *managerOptions) validate() error {
 	if o.networkPolicies && (o.operatorNamespace == "" || len(o.operatorPodLabels) == 0) {
 		errs = append(errs, errors.New("--network-policies needs --operator-namespace (or $POD_NAMESPACE) and --operator-pod-labels: "+
 			"the policies let the operator's pods, and only them besides the members, reach the agents"))
+	}
+	// client-go's leader election refuses these too, but only once running.
+	if o.retryPeriod <= 0 || o.renewDeadline <= o.retryPeriod || o.leaseDuration <= o.renewDeadline {
+		errs = append(errs, fmt.Errorf("leader election: want 0 < --leader-election-retry-period (%s) < --leader-election-renew-deadline (%s) "+
+			"< --leader-election-lease-duration (%s)", o.retryPeriod, o.renewDeadline, o.leaseDuration))
 	}
 	switch corev1.PullPolicy(o.pullPolicy) {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -90,6 +99,12 @@ func newManagerCommand() *cobra.Command {
 		"Elect one active operator among replicas through a Lease (required with more than one replica).")
 	f.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the operator's own Lease; default: the namespace the operator runs in.")
+	f.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 4*time.Second,
+		"How long a standby operator waits after the active one's last renewal before it takes over (a crash; a clean stop hands over at once).")
+	f.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 3*time.Second,
+		"How long the active operator tries to renew before it stops acting; below the lease duration.")
+	f.DurationVar(&o.retryPeriod, "leader-election-retry-period", 500*time.Millisecond,
+		"How often the operators try to acquire or renew.")
 	f.StringVar(&o.regentImage, "regent-image", version.DefaultRegentImage(),
 		"Image with the regent binary, for the pods' init container and agent sidecar.")
 	f.StringVar(&o.postgresImage, "postgres-image", "postgres:15",
@@ -140,6 +155,9 @@ func runManager(o *managerOptions) error {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "regent-operator.regent.dev",
 		LeaderElectionNamespace: o.leaderElectionNamespace,
+		LeaseDuration:           &o.leaseDuration,
+		RenewDeadline:           &o.renewDeadline,
+		RetryPeriod:             &o.retryPeriod,
 		// A new leader starts at once when this one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
 	})

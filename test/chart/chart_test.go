@@ -191,8 +191,8 @@ func TestDeploymentIsHardenedAndConfigured(t *testing.T) {
 		antiAffinity bool
 		image        string
 	}{
-		{nil, 1, false, "regent:dev"},
-		{[]string{"replicaCount=2", "image.tag=v1.2.3", "image.repository=example.org/regent"}, 2, true, "example.org/regent:v1.2.3"},
+		{nil, 2, true, "regent:dev"},
+		{[]string{"replicaCount=1", "image.tag=v1.2.3", "image.repository=example.org/regent"}, 1, false, "example.org/regent:v1.2.3"},
 	} {
 		var d appsv1.Deployment
 		if err := yaml.UnmarshalStrict(render(t, tt.sets...)["Deployment"][0], &d); err != nil {
