@@ -244,6 +244,17 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	case stepStartLeader:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
 		if err := a.start(ctx, leaderStart); err != nil {
+			// A leader that cannot serve must not hold the Lease while
+			// followers could: release it (position unknown: the operator
+			// seals and elects as for a lost leader). Alone, it keeps it
+			// and tries again, spaced out: nobody else could lead.
+			if a.members.replicas.Load() > 1 {
+				a.log.Info("PostgreSQL does not start under the leader: releasing the Lease", "error", err.Error())
+				if rerr := a.release(ctx, 0, "PostgreSQL does not start: "+err.Error()); rerr != nil {
+					return errors.Join(err, rerr)
+				}
+				return fmt.Errorf("released the Lease: PostgreSQL does not start: %w", err)
+			}
 			return err
 		}
 		a.ls.setLedEpoch(epoch)

@@ -847,3 +847,47 @@ func TestAMemberScaledAwayLosesItsSlot(t *testing.T) {
 	})
 	t.Logf("db-2's slot dropped %s after its pod stopped", time.Since(stopped).Round(100*time.Millisecond))
 }
+
+// A leader pod whose processes restart and whose PostgreSQL then cannot
+// start (a setting it refuses, say; a full disk or corrupt WAL do the same)
+// releases the Lease instead of holding it while it serves nothing: a
+// follower takes over (before, the restarted agent renewed for good).
+func TestALeaderWhosePostgreSQLCannotStartReleasesTheLease(t *testing.T) {
+	c := operatedCluster(t, "127.0.61", func(*regentv1.ReplicaSet) {})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	ctx := t.Context()
+	old := c.pods[0]
+	old.kill()
+	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
+	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("shared_buffers = 'lots'\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	restarted := time.Now()
+	old.restart(t)
+	var winner string
+	waitfor.Condition(t, 60*time.Second, "a follower leads", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		h := ptr.Deref(lease.Spec.HolderIdentity, "")
+		if h == "" || h == "db-0" {
+			return fmt.Errorf("Lease held by %q at epoch %d", h, ptr.Deref(lease.Spec.LeaseTransitions, 0))
+		}
+		winner = h
+		return nil
+	})
+	t.Logf("the restarted leader's PostgreSQL refused to start; %s leads %s after the restart", winner,
+		time.Since(restarted).Round(100*time.Millisecond))
+	log, _ := os.ReadFile(filepath.Join(old.logDir, "agent.log"))
+	if !strings.Contains(string(log), "PostgreSQL does not start under the leader: releasing the Lease") {
+		t.Errorf("db-0's agent did not say it released the Lease for its failed start")
+	}
+}
