@@ -157,16 +157,7 @@ func liveSyncCluster(t *testing.T, lsns ...uint64) (string, []*hollowAgent) {
 }
 
 func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
-	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
-
-	// The leader and db-2 freeze (a zone lost, say).
-	agents[2].set(func(a *hollowAgent) { a.frozen = true })
-	agents[0].set(func(a *hollowAgent) { a.frozen = true })
-	NewWithT(t).Eventually(func(g Gomega) {
-		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
-		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
-		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(ContainSubstring("1 of the 2 followers of ANY 1 (db-1, db-2) reported sealed positions, 2 needed"))
-	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	ns, agents := blockedSyncElection(t)
 	NewWithT(t).Consistently(func(g Gomega) {
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
@@ -185,13 +176,7 @@ func TestSyncModeWaitsForTheFollowerThatMayHoldTheOnlyCopy(t *testing.T) {
 // only with accept-data-loss=true, it is promoted; the receipt says it was
 // forced and the request is cleared.
 func TestAForcedPromotionEndsABlockedElection(t *testing.T) {
-	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
-	agents[2].set(func(a *hollowAgent) { a.frozen = true })
-	agents[0].set(func(a *hollowAgent) { a.frozen = true })
-	NewWithT(t).Eventually(func(g Gomega) {
-		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
-		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
-	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	ns, _ := blockedSyncElection(t)
 
 	rs := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
 	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
@@ -217,6 +202,22 @@ func TestAForcedPromotionEndsABlockedElection(t *testing.T) {
 		g.Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindForced))
 		hasEvent(t, g, ns, regentv1.EventLeaderPromoted, "forced by a person")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// blockedSyncElection is a Sync ANY 1 cluster whose leader and db-2 froze
+// (a zone lost, say): db-2 may hold the only copy of a commit, so the
+// election waits, Degraded=FailoverBlocked.
+func blockedSyncElection(t *testing.T) (string, []*hollowAgent) {
+	t.Helper()
+	ns, agents := liveSyncCluster(t, 0x3000100, 0x3000000, 0x3000100)
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFailoverBlocked)
+		g.Expect(conditionMessage(got, regentv1.ConditionDegraded)).To(ContainSubstring("1 of the 2 followers of ANY 1 (db-1, db-2) reported sealed positions, 2 needed"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	return ns, agents
 }
 
 // Scaling a Sync cluster down from 3 to 2 drops db-2 from the synchronous

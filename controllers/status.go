@@ -353,61 +353,51 @@ func (r *ReplicaSetReconciler) warnDiskFilling(rs *regentv1.ReplicaSet, filling 
 // note carries PostgreSQL's words, so `kubectl get events` names the
 // offending parameter.
 func (r *ReplicaSetReconciler) warnStartFailures(rs *regentv1.ReplicaSet, obs *observation) {
-	key := client.ObjectKeyFromObject(rs)
-	type warning struct {
-		pod    *corev1.Pod
-		reason string
-	}
-	var warnings []warning
-	r.memory.mu.Lock()
-	m := r.memory.get(key)
-	if m.startFailures == nil {
-		m.startFailures = map[string]string{}
-	}
-	for i := range obs.pods {
-		pod := &obs.pods[i]
-		a := obs.agents[pod.Name]
-		if a == nil {
-			continue
+	r.warnMembers(rs, obs, func(m *clusterMemory, pod string, a *api.Status) (string, bool) {
+		if m.startFailures == nil {
+			m.startFailures = map[string]string{}
 		}
-		if a.StartFailure != "" && a.StartFailure != m.startFailures[pod.Name] {
-			warnings = append(warnings, warning{pod, a.StartFailure})
-		}
-		m.startFailures[pod.Name] = a.StartFailure
-	}
-	r.memory.mu.Unlock()
-	for _, w := range warnings {
-		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, regentv1.EventStartFailed, "StartPostgreSQL",
-			"PostgreSQL does not start on %s: %s", w.pod.Name, w.reason)
-	}
+		warn := a.StartFailure != "" && a.StartFailure != m.startFailures[pod]
+		m.startFailures[pod] = a.StartFailure
+		return fmt.Sprintf("PostgreSQL does not start on %s: %s", pod, a.StartFailure), warn
+	}, regentv1.EventStartFailed, "StartPostgreSQL")
 }
 
 // warnReclones sends a Warning, on the ReplicaSet and the pod, each time a
 // member's agent reports it removed its data and cloned the leader again.
 func (r *ReplicaSetReconciler) warnReclones(rs *regentv1.ReplicaSet, obs *observation) {
-	key := client.ObjectKeyFromObject(rs)
+	r.warnMembers(rs, obs, func(m *clusterMemory, pod string, a *api.Status) (string, bool) {
+		if m.reclones == nil {
+			m.reclones = map[string]int64{}
+		}
+		warn := a.Reclones > m.reclones[pod]
+		m.reclones[pod] = a.Reclones
+		return fmt.Sprintf("%s's data was removed and the leader cloned again: %s", pod, a.LastReclone), warn
+	}, regentv1.EventRecloned, "CloneAgain")
+}
+
+// warnMembers sends a Warning event, on the ReplicaSet and the pod, for
+// each member whose agent's report note says is new, as the cluster's
+// memory remembers what was already said (note runs under its lock).
+func (r *ReplicaSetReconciler) warnMembers(rs *regentv1.ReplicaSet, obs *observation,
+	note func(m *clusterMemory, pod string, a *api.Status) (string, bool), reason, action string) {
 	type warning struct {
-		pod    *corev1.Pod
-		reason string
+		pod  *corev1.Pod
+		text string
 	}
 	var warnings []warning
 	r.memory.mu.Lock()
-	m := r.memory.get(key)
-	if m.reclones == nil {
-		m.reclones = map[string]int64{}
-	}
+	m := r.memory.get(client.ObjectKeyFromObject(rs))
 	for i := range obs.pods {
 		pod := &obs.pods[i]
 		if a := obs.agents[pod.Name]; a != nil {
-			if a.Reclones > m.reclones[pod.Name] {
-				warnings = append(warnings, warning{pod, a.LastReclone})
+			if text, warn := note(m, pod.Name, a); warn {
+				warnings = append(warnings, warning{pod, text})
 			}
-			m.reclones[pod.Name] = a.Reclones
 		}
 	}
 	r.memory.mu.Unlock()
 	for _, w := range warnings {
-		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, regentv1.EventRecloned, "CloneAgain",
-			"%s's data was removed and the leader cloned again: %s", w.pod.Name, w.reason)
+		r.Recorder.Eventf(rs, w.pod, corev1.EventTypeWarning, reason, action, "%s", w.text)
 	}
 }

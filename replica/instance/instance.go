@@ -217,11 +217,16 @@ func (in *Instance) BaseBackup(ctx context.Context, conninfo string) error {
 	if err := in.prepareEmptyDir("base backup"); err != nil {
 		return err
 	}
+	return in.copyLeader(ctx, conninfo)
+}
+
+// copyLeader runs pg_basebackup into the empty data directory; a partial
+// copy is ours (the directory was empty), cleared so that a retry can
+// start over. The caller holds in.ops.
+func (in *Instance) copyLeader(ctx context.Context, conninfo string) error {
 	_, err := in.tools.runConninfo(ctx, 6*time.Hour, "pg_basebackup", "--dbname", conninfo,
 		"--pgdata="+in.cfg.PGData, "--wal-method=stream", "--checkpoint=fast", "--no-password")
 	if err != nil {
-		// A partial copy is ours (the directory was empty): clear it so a
-		// retry can start over.
 		in.clearPartial()
 	}
 	return err
@@ -882,10 +887,5 @@ func (in *Instance) Reclone(ctx context.Context, conninfo, why string) error {
 	if err := in.prepareDir(); err != nil {
 		return err
 	}
-	_, err := in.tools.runConninfo(ctx, 6*time.Hour, "pg_basebackup", "--dbname", conninfo,
-		"--pgdata="+in.cfg.PGData, "--wal-method=stream", "--checkpoint=fast", "--no-password")
-	if err != nil {
-		in.clearPartial()
-	}
-	return err
+	return in.copyLeader(ctx, conninfo)
 }
