@@ -457,6 +457,29 @@ func TestSwitchover(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// A switchover is not only for a healthy cluster: with a follower down
+// (Degraded=FollowersNotReady), a person can still hand leadership to the
+// follower that is fit.
+func TestSwitchoverWhileDegraded(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000000)
+	agents[2].set(func(a *hollowAgent) { a.frozen = true })
+	setPodReady(t, NewWithT(t), ns, "db-2", false)
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		expectCondition(g, got, regentv1.ConditionDegraded, metav1.ConditionTrue, regentv1.ReasonFollowersNotReady)
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	rs := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
+	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Annotations = map[string]string{names.AnnotationSwitchoverTo: "db-1"}
+	})).To(Succeed())
+	expectLeader(t, ns, "db-1")
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.LastFailover).NotTo(BeNil())
+		g.Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
 // An operator that stopped after sealing (phase one) finishes the job when
 // it runs again: the seal on the Lease is all it needs.
 func TestSealedEpochIsFinished(t *testing.T) {
