@@ -354,20 +354,7 @@ func TestStatefulSetKeepsItsDataAcrossPodDeletion(t *testing.T) {
 	}
 	dir := volumeDir(t, ns, "data-keep-0")
 	first := waitPodReady(t, ns, "keep-0")
-	if err := cs.CoreV1().Pods(ns).Delete(t.Context(), "keep-0", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitfor.Condition(t, 60*time.Second, "a new keep-0", func() error {
-		p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "keep-0", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.UID == first.UID {
-			return errors.New("still the old pod")
-		}
-		return nil
-	})
-	waitPodReady(t, ns, "keep-0")
+	replacePod(t, first)
 	waitfor.Condition(t, 10*time.Second, "two starts recorded in the volume", func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "starts"))
 		if err != nil {
@@ -576,4 +563,24 @@ func TestPodsOfANodeBackFromAHeartbeatGapAreReadyAgain(t *testing.T) {
 	resumed := time.Now()
 	waitfor.Condition(t, 30*time.Second, "the pod ready again", ready(corev1.ConditionTrue))
 	t.Logf("pod ready again %s after the heartbeat resumed", time.Since(resumed).Round(time.Second))
+}
+
+// replacePod deletes a StatefulSet's pod and waits until its replacement,
+// a new pod of the same name, is ready.
+func replacePod(t *testing.T, old *corev1.Pod) {
+	t.Helper()
+	if err := cs.CoreV1().Pods(old.Namespace).Delete(t.Context(), old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, 60*time.Second, "a new "+old.Name, func() error {
+		p, err := cs.CoreV1().Pods(old.Namespace).Get(t.Context(), old.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.UID == old.UID {
+			return errors.New("still the old pod")
+		}
+		return nil
+	})
+	waitPodReady(t, old.Namespace, old.Name)
 }

@@ -1,7 +1,6 @@
 package localcluster_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,20 +66,7 @@ func TestAClaimThatGrowsGetsABiggerFilesystem(t *testing.T) {
 	})
 	if pending {
 		t.Log("the filesystem cannot grow online here; it grows when the pod next starts")
-		if err := cs.CoreV1().Pods(ns).Delete(t.Context(), "grow-0", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitfor.Condition(t, 60*time.Second, "a new grow-0", func() error {
-			p, err := cs.CoreV1().Pods(ns).Get(t.Context(), "grow-0", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if p.UID == first.UID {
-				return errors.New("still the old pod")
-			}
-			return nil
-		})
-		waitPodReady(t, ns, "grow-0")
+		replacePod(t, first)
 		waitfor.Condition(t, 30*time.Second, "the claim at 2Gi, nothing pending", func() error {
 			pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), claim, metav1.GetOptions{})
 			if err != nil {
