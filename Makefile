@@ -87,8 +87,8 @@ model: ## Check the protocol model with spin (model/leadership.pml: the protocol
 	hack/modelcheck.sh
 
 .PHONY: bench
-bench: build tools-envtest ## Run the benchmarks and print their numbers (the commit gate's cost with pgbench; needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 20m -v \
+bench: build tools-envtest tools-local ## Run the benchmarks and print their numbers (the commit gate's cost, the relay, restart outages on the local cluster; needs root).
+	KUBEBUILDER_ASSETS=$(BIN) go test -run '^$$' -bench . -benchtime 1x -timeout 45m -v \
 		$$(grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
 
 # The packages whose tests run real processes (PostgreSQL, a control

@@ -480,6 +480,29 @@ func TestSwitchoverWhileDegraded(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// A leader whose node stopped reporting: the node controller marks its pod
+// not ready (Ready=False, its containers still ready), no Service routes
+// to it, and its agent still renews. The operator switches over to the
+// most advanced follower; the leader hands over as in any switchover.
+func TestALeaderOnALostNodeIsSwitchedOver(t *testing.T) {
+	ns, _ := liveCluster(t, nil, 0x3000000, 0x3000000, 0x3000100)
+	g := NewWithT(t)
+	pod := get(t, g, ns, "db-0", &corev1.Pod{})
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			pod.Status.Conditions[i].Status = corev1.ConditionFalse
+		}
+	}
+	g.Expect(k8s.Status().Update(t.Context(), pod)).To(Succeed())
+	expectLeader(t, ns, "db-2")
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Status.LastFailover).NotTo(BeNil())
+		g.Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
+		hasEvent(t, g, ns, regentv1.EventLeaderUnserved, "asked it to hand leadership of epoch 1 to db-2")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
 // An operator that stopped after sealing (phase one) finishes the job when
 // it runs again: the seal on the Lease is all it needs.
 func TestSealedEpochIsFinished(t *testing.T) {

@@ -72,7 +72,10 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		if err := r.reconcileSyncStandbys(ctx, rs, obs); err != nil {
 			return err
 		}
-		return r.reconcileSwitchoverRequest(ctx, rs, obs)
+		if err := r.reconcileSwitchoverRequest(ctx, rs, obs); err != nil {
+			return err
+		}
+		return r.reconcileUnservedLeader(ctx, rs, obs)
 	case failover.Wait:
 		r.warnOnce(rs, key, regentv1.EventFailoverWaiting, "Wait", d.Reason, false)
 		// Followers report their seals on /status, not through the API

@@ -107,11 +107,22 @@ func setOrDelete(m map[string]string, k, v string) {
 	m[k] = v
 }
 
-func podReady(pod *corev1.Pod) bool {
+func podReady(pod *corev1.Pod) bool { return podCondition(pod, corev1.PodReady) }
+
+func podCondition(pod *corev1.Pod, typ corev1.PodConditionType) bool {
 	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
+		if c.Type == typ {
 			return c.Status == corev1.ConditionTrue
 		}
 	}
 	return false
+}
+
+// markedNotReadyFromOutside: the pod is not ready although its containers
+// are. A kubelet never posts that (with no readiness gates, Ready is
+// ContainersReady); the node controller does, when the pod's node stops
+// reporting: it sets Ready=False and nothing else.
+func markedNotReadyFromOutside(pod *corev1.Pod) bool {
+	return len(pod.Spec.ReadinessGates) == 0 && pod.DeletionTimestamp.IsZero() &&
+		!podReady(pod) && podCondition(pod, corev1.ContainersReady)
 }

@@ -76,3 +76,28 @@ func TestDesiredRoleLabels(t *testing.T) {
 		})
 	}
 }
+
+func TestMarkedNotReadyFromOutside(t *testing.T) {
+	pod := func(ready, containersReady corev1.ConditionStatus, gates int) *corev1.Pod {
+		p := &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: ready}, {Type: corev1.ContainersReady, Status: containersReady}}}}
+		for range gates {
+			p.Spec.ReadinessGates = append(p.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: "x"})
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want bool
+	}{
+		{"ready", pod(corev1.ConditionTrue, corev1.ConditionTrue, 0), false},
+		{"its own probe failed (the kubelet says so)", pod(corev1.ConditionFalse, corev1.ConditionFalse, 0), false},
+		{"the node controller marked it", pod(corev1.ConditionFalse, corev1.ConditionTrue, 0), true},
+		{"a readiness gate not met", pod(corev1.ConditionFalse, corev1.ConditionTrue, 1), false},
+	} {
+		if got := markedNotReadyFromOutside(tc.pod); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

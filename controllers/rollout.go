@@ -15,7 +15,6 @@ import (
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/leadership"
-	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 )
 
@@ -93,22 +92,9 @@ func (r *ReplicaSetReconciler) reconcileRollout(ctx context.Context, rs *regentv
 		return client.IgnoreNotFound(r.Delete(ctx, pod, client.Preconditions{UID: ptr.To(pod.UID)}))
 	}
 	// Only the leader is left: hand over to the most advanced follower.
-	target, best := "", lsn.LSN(0)
-	for i := range obs.pods {
-		pod := &obs.pods[i]
-		a := obs.agents[pod.Name]
-		if pod.Name == holder || a == nil || a.ReceivedLSN == 0 {
-			continue
-		}
-		if target == "" || a.ReceivedLSN > best {
-			target, best = pod.Name, a.ReceivedLSN
-		}
-	}
+	target, why := r.switchoverTarget(rs, obs)
 	if target == "" {
-		return nil
-	}
-	if why := r.switchoverRefusal(rs, obs, target); why != "" {
-		log.Info("Rolling update waits to switch over", "to", target, "reason", why)
+		log.Info("Rolling update waits to switch over", "reason", why)
 		return nil
 	}
 	if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.SwitchoverTo = target }); err != nil {

@@ -111,6 +111,11 @@ const (
 	EventFailoverRefused = "FailoverRefused"
 	// EventSwitchoverRequested: the leader was asked to hand over.
 	EventSwitchoverRequested = "SwitchoverRequested"
+	// EventLeaderUnserved: no Service routes to the leader because the
+	// node controller marked its pod not ready (its node stopped
+	// reporting) while its agent still leads: the operator asks it to
+	// hand over to a follower on a node that reports (a Warning).
+	EventLeaderUnserved = "LeaderUnserved"
 	// EventSwitchoverRefused: a requested switchover was not executed.
 	EventSwitchoverRefused = "SwitchoverRefused"
 	// EventPromoteRefused: a forced promotion request was ignored (not

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -56,4 +57,49 @@ func inspect(dir, major string) (DataState, error) {
 		return "", &ErrForeignData{Dir: dir, Why: "global/pg_control is missing (an incomplete or corrupt data directory)"}
 	}
 	return DataReady, nil
+}
+
+// removeStaleLockFile removes postmaster.pid when the process it names is
+// not a live postgres: a postmaster killed with its container (the whole
+// container, instance included, restarted) leaves it behind, and while
+// that process is a zombie not yet reaped, or its PID went to another
+// program, PostgreSQL refuses to start ("lock file already exists"). A
+// live postgres keeps the file: two postmasters must never share the data.
+func removeStaleLockFile(pgdata string) (removed bool, err error) {
+	path := filepath.Join(pgdata, "postmaster.pid")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return false, nil // not ours to judge: PostgreSQL says what is wrong
+	}
+	if livePostgres(pid) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// livePostgres: pid is a running (not zombie) process named postgres.
+func livePostgres(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	s := string(stat)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open || end+2 >= len(s) {
+		return false
+	}
+	comm, state := s[open+1:end], s[end+2]
+	return comm == "postgres" && state != 'Z' && state != 'X'
 }

@@ -242,6 +242,9 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		return err
 	}
+	if _, err := removeStaleLockFile(in.cfg.PGData); err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
 	// Data that needs crash recovery is recovered by pg_rewind itself, in
 	// single-user mode, which refuses standby mode: a follower start that
 	// failed leaves standby.signal behind. The next start writes the
@@ -287,6 +290,11 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	}
 	if state != DataReady {
 		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
+	}
+	if removed, err := removeStaleLockFile(in.cfg.PGData); err != nil {
+		return fmt.Errorf("start: %w", err)
+	} else if removed {
+		in.log.Info("Removed the lock file of a postmaster that is gone (killed with its container)")
 	}
 	// Data last written by a follower becomes a leader's only through a
 	// promotion, which starts a new timeline. Started as a leader directly

@@ -388,3 +388,71 @@ func TestLogTailKeepsTheLastLinesBounded(t *testing.T) {
 		t.Errorf("passed through %d bytes, want every byte", out.Len())
 	}
 }
+
+// A postmaster killed with its container leaves postmaster.pid behind, and
+// the PID in it may still be taken (a zombie not yet reaped, or another
+// program since): the next start must not be refused for it. A live
+// postgres keeps its lock file.
+func TestAStaleLockFileDoesNotStopTheNextStart(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.9")
+	startLeader(t, in, time.Now().Add(time.Hour))
+	if removed, err := removeStaleLockFile(in.cfg.PGData); err != nil || removed {
+		t.Fatalf("the running postmaster's lock file: removed %v, %v; want it kept", removed, err)
+	}
+	if _, err := in.Stop(t.Context(), StopFast); err != nil {
+		t.Fatal(err)
+	}
+	// Another program of PostgreSQL's user (PostgreSQL ignores other
+	// users' processes) holds the PID the lock file names.
+	other := exec.Command("sleep", "60")
+	other.SysProcAttr = &syscall.SysProcAttr{Credential: credential(t)}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	lock := filepath.Join(in.cfg.PGData, "postmaster.pid")
+	if err := os.WriteFile(lock, []byte(strconv.Itoa(other.Process.Pid)+"\n"+in.cfg.PGData+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cred := credential(t); cred != nil {
+		if err := os.Chown(lock, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatalf("start with a stale lock file: %v", err)
+	}
+	if n, err := count(t, in); err != nil || n != 0 {
+		t.Errorf("after the start: %d rows, %v", n, err)
+	}
+}
+
+func TestLivePostgresIsNotFooledByZombiesOrOtherPrograms(t *testing.T) {
+	// A zombie of a parent that never waits (sleep, after its shell's
+	// exec): nothing in this process can reap it.
+	parent := exec.Command("sh", "-c", "sleep 0.01 & exec sleep 60")
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = parent.Process.Kill(); _ = parent.Wait() }()
+	var zombie int
+	waitfor.Condition(t, 5*time.Second, "a zombie", func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", parent.Process.Pid, parent.Process.Pid))
+		if err != nil {
+			return err
+		}
+		if zombie, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			return fmt.Errorf("children %q", b)
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", zombie))
+		if err != nil || !strings.Contains(string(stat), ") Z ") {
+			return fmt.Errorf("stat %q, %v", stat, err)
+		}
+		return nil
+	})
+	for name, pid := range map[string]int{"a zombie": zombie, "another program": os.Getpid(), "no process": 1 << 30} {
+		if livePostgres(pid) {
+			t.Errorf("%s taken for a live postgres", name)
+		}
+	}
+}

@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 }
 
 // tool runs bin/<name> against the cluster and returns its output.
-func tool(t *testing.T, stdin string, name string, args ...string) string {
+func tool(t testing.TB, stdin string, name string, args ...string) string {
 	t.Helper()
 	out, err := toolResult(t, stdin, name, args...)
 	if err != nil {
@@ -66,7 +66,7 @@ func tool(t *testing.T, stdin string, name string, args ...string) string {
 }
 
 // toolResult runs a tool like tool, and returns its output and error.
-func toolResult(t *testing.T, stdin string, name string, args ...string) (string, error) {
+func toolResult(t testing.TB, stdin string, name string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(root, "bin", name), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+cfg.AdminKubeconfig(), "HELM_CACHE_HOME="+t.TempDir(),
@@ -79,7 +79,7 @@ func toolResult(t *testing.T, stdin string, name string, args ...string) (string
 	return out.String(), err
 }
 
-func kubectl(t *testing.T, args ...string) string {
+func kubectl(t testing.TB, args ...string) string {
 	t.Helper()
 	return tool(t, "", "kubectl", args...)
 }
@@ -87,13 +87,13 @@ func kubectl(t *testing.T, args ...string) string {
 const ns = "e2e"
 
 // field reads a jsonpath of the ReplicaSet.
-func field(t *testing.T, path string) string {
+func field(t testing.TB, path string) string {
 	t.Helper()
 	return fieldIn(t, ns, path)
 }
 
 // fieldIn reads a jsonpath of the ReplicaSet db in namespace.
-func fieldIn(t *testing.T, namespace, path string) string {
+func fieldIn(t testing.TB, namespace, path string) string {
 	t.Helper()
 	return strings.TrimSpace(kubectl(t, "-n", namespace, "get", "dbrs/db", "-o", "jsonpath={"+path+"}"))
 }
@@ -204,7 +204,7 @@ func (w *writer) wroteAfter(t time.Time) bool {
 var installed bool
 
 // installOperator installs the chart, once for all the tests.
-func installOperator(t *testing.T) {
+func installOperator(t testing.TB) {
 	t.Helper()
 	if installed {
 		return
@@ -217,7 +217,7 @@ func installOperator(t *testing.T) {
 // createHealthyCluster installs the operator if needed, applies a 3-pod
 // ReplicaSet db with a 6 s lease and the given replication settings in a
 // new namespace with kubectl, and waits until it is Healthy.
-func createHealthyCluster(t *testing.T, namespace, replication string) {
+func createHealthyCluster(t testing.TB, namespace, replication string) {
 	t.Helper()
 	installOperator(t)
 	kubectl(t, "create", "namespace", namespace)
@@ -226,7 +226,7 @@ func createHealthyCluster(t *testing.T, namespace, replication string) {
 
 // applyHealthyCluster applies the ReplicaSet db of the end-to-end tests and
 // waits until it is Healthy.
-func applyHealthyCluster(t *testing.T, namespace, replication string) {
+func applyHealthyCluster(t testing.TB, namespace, replication string) {
 	t.Helper()
 	tool(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
@@ -613,7 +613,7 @@ func slotsOf(ctx context.Context, pod, password string) ([]string, error) {
 
 // serviceProxy forwards a local port to the Service svc of namespace (as
 // `localcluster proxy` does) until the test ends, and returns its address.
-func serviceProxy(t *testing.T, namespace, svc string) string {
+func serviceProxy(t testing.TB, namespace, svc string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -632,7 +632,7 @@ func serviceProxy(t *testing.T, namespace, svc string) string {
 // appDSN reads the app Secret of namespace and returns it with its uri as
 // a client in the cluster would use it (sslmode verify-full, the Service's
 // name), the Secret's ca.crt written to caFile as the root.
-func appDSN(t *testing.T, namespace string) (secret *corev1.Secret, dsn, caFile string) {
+func appDSN(t testing.TB, namespace string) (secret *corev1.Secret, dsn, caFile string) {
 	t.Helper()
 	secret, err := cs.CoreV1().Secrets(namespace).Get(t.Context(), "db-app", metav1.GetOptions{})
 	if err != nil {
@@ -654,7 +654,7 @@ func appDSN(t *testing.T, namespace string) (secret *corev1.Secret, dsn, caFile 
 }
 
 // pgTool is the path of one of PostgreSQL's client programs.
-func pgTool(t *testing.T, name string) string {
+func pgTool(t testing.TB, name string) string {
 	t.Helper()
 	bindir, err := exec.Command("pg_config", "--bindir").Output()
 	if err != nil {
@@ -689,12 +689,12 @@ func sameSet(a, b []string) bool {
 // group is a pod's (or container's) cgroup on its node.
 type group cgroup.Group
 
-func podGroup(t *testing.T, name string) group {
+func podGroup(t testing.TB, name string) group {
 	t.Helper()
 	return podGroupIn(t, ns, name)
 }
 
-func podGroupIn(t *testing.T, namespace, name string) group {
+func podGroupIn(t testing.TB, namespace, name string) group {
 	t.Helper()
 	pod, err := cs.CoreV1().Pods(namespace).Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
@@ -705,14 +705,14 @@ func podGroupIn(t *testing.T, namespace, name string) group {
 
 func (g group) sub(container string) group { return group(filepath.Join(string(g), container)) }
 
-func (g group) kill(t *testing.T) {
+func (g group) kill(t testing.TB) {
 	t.Helper()
 	if err := cgroup.Group(g).Kill(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (g group) freeze(t *testing.T, on bool) {
+func (g group) freeze(t testing.TB, on bool) {
 	t.Helper()
 	if err := cgroup.Group(g).Freeze(on); err != nil {
 		t.Fatal(err)
@@ -723,7 +723,7 @@ func (g group) freeze(t *testing.T, on bool) {
 // leader Service's proxy at proxyAddr on 127.0.0.1 (hostaddr), with
 // sslmode=verify-full: the session must be TLS. Under a name the
 // certificate does not carry, psql must refuse the server.
-func checkPsqlVerifyFull(t *testing.T, secret *corev1.Secret, caFile, proxyAddr string) {
+func checkPsqlVerifyFull(t testing.TB, secret *corev1.Secret, caFile, proxyAddr string) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(proxyAddr)
 	psql := func(host string) (string, error) {

@@ -30,7 +30,7 @@ type frozenLeader struct {
 // freezeLeader starts three clients writing to pod directly (as clients
 // that kept its address would), waits until they are acknowledged, and
 // freezes the pod's containers through their cgroups.
-func freezeLeader(t *testing.T, namespace, pod, password string) *frozenLeader {
+func freezeLeader(t testing.TB, namespace, pod, password string) *frozenLeader {
 	t.Helper()
 	p, err := cs.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
 	if err != nil {
@@ -76,7 +76,7 @@ func freezeLeader(t *testing.T, namespace, pod, password string) *frozenLeader {
 // or a follower acknowledged just before the freeze, whose acknowledgement
 // the frozen walsender had not read yet, reach their clients after the
 // thaw: decided before the freeze, they are counted, not failed.
-func (f *frozenLeader) thawAndCheck(t *testing.T) {
+func (f *frozenLeader) thawAndCheck(t testing.TB) {
 	t.Helper()
 	podGroupIn(t, f.namespace, f.pod).sub("postgres").freeze(t, false)
 	time.Sleep(300 * time.Millisecond)

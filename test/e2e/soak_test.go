@@ -24,7 +24,7 @@ import (
 // The soak's size: how long pgbench writes at least, and how many
 // failovers happen meanwhile. REGENT_SOAK=<duration>,<failovers> shortens
 // it for a quick run by hand; `make test` runs the full one.
-func soakSize(t *testing.T) (time.Duration, int) {
+func soakSize(t testing.TB) (time.Duration, int) {
 	t.Helper()
 	d, n := 10*time.Minute, 30
 	if v := os.Getenv("REGENT_SOAK"); v != "" {
@@ -218,7 +218,7 @@ type diskWatch struct {
 	peak  map[string]float64
 }
 
-func newDiskWatch(t *testing.T, namespace string) *diskWatch {
+func newDiskWatch(t testing.TB, namespace string) *diskWatch {
 	t.Helper()
 	d := &diskWatch{paths: map[string]string{}, peak: map[string]float64{}}
 	for i := range 3 {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -87,8 +88,10 @@ func (w *podWorker) startContainer(cs *containerState) (*exec.Cmd, error) {
 	}
 	defer stderr.Close()
 
+	// What is left of the last run was killed with its main process, and
+	// may take a few milliseconds to die.
 	group := w.containerCgroup(cs)
-	if err := group.Remove(0); err != nil {
+	if err := group.Remove(10 * time.Second); err != nil {
 		return nil, err
 	}
 	if err := group.Create(); err != nil {

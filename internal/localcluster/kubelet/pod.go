@@ -52,8 +52,12 @@ type containerState struct {
 	state        corev1.ContainerState
 	lastState    corev1.ContainerState
 	restartCount int32
-	ready        bool
-	started      bool
+	// backoff is the crash-loop back-off a next crash would wait, set
+	// at backoffUpdated (zero before the first crash).
+	backoff        time.Duration
+	backoffUpdated time.Time
+	ready          bool
+	started        bool
 	// exited is closed when the current process ends.
 	exited chan struct{}
 	// stopProbes ends the current process's probes.
@@ -275,13 +279,40 @@ func (w *podWorker) refreshVolumes(ctx context.Context, stop <-chan struct{}) {
 	}
 }
 
-// backoff waits before a restart: 1s, doubling to 20s, shown as
-// CrashLoopBackOff. It returns false when the pod stops meanwhile.
+// The crash-loop back-off, computed as a real kubelet computes it
+// (flowcontrol.Backoff keyed by container): a container that exits with
+// no recent crash restarts at once; one that exits again within
+// 2×crashLoopMax of the last waits the current back-off, which then
+// doubles. The local cluster's bounds are short (a real kubelet's are
+// 10 s and 5 min, and its maxContainerRestartPeriod can lower the cap)
+// so that tests of repeated crashes stay short.
+const (
+	crashLoopInitial = time.Second
+	crashLoopMax     = 20 * time.Second
+)
+
+// backoff waits before a restart as the crash-loop back-off says, shown
+// as CrashLoopBackOff while it waits. It returns false when the pod stops
+// meanwhile.
 func (w *podWorker) backoff(cs *containerState, stop <-chan struct{}) bool {
 	w.mu.Lock()
-	delay := time.Second << min(cs.restartCount, 5)
-	delay = min(delay, 20*time.Second)
-	cs.state = waiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container %s", delay, cs.spec.Name))
+	finished := time.Now()
+	if t := cs.lastState.Terminated; t != nil {
+		finished = t.FinishedAt.Time
+	}
+	var delay time.Duration
+	if cs.backoff == 0 || finished.Sub(cs.backoffUpdated) > 2*crashLoopMax {
+		cs.backoff = crashLoopInitial
+	} else {
+		delay = cs.backoff - time.Since(finished)
+		cs.backoff = min(2*cs.backoff, crashLoopMax)
+	}
+	cs.backoffUpdated = finished
+	if delay <= 0 {
+		w.mu.Unlock()
+		return true
+	}
+	cs.state = waiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container %s", delay.Round(time.Second), cs.spec.Name))
 	w.mu.Unlock()
 	w.markDirty()
 	select {

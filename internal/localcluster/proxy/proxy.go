@@ -1,8 +1,10 @@
 // Package proxy does for the local cluster what kube-proxy would: it
 // forwards a port on 127.0.0.1 to a ready endpoint of a Service, following
 // the Service's EndpointSlices. New connections go to the current endpoint;
-// connections to an endpoint that left are closed, so a client reconnects
-// to the new one (after a failover, the new leader).
+// connections open to an endpoint that left (not ready, or no longer
+// selected) stay open, as kube-proxy's conntrack entries keep established
+// TCP flows: they end when the endpoint's server closes them (a deposed
+// leader stops its PostgreSQL) or the client gives up.
 package proxy
 
 import (
@@ -94,6 +96,9 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	pipe.Both(client, backend, nil)
 	p.mu.Lock()
 	delete(p.conns[target], client)
+	if len(p.conns[target]) == 0 {
+		delete(p.conns, target)
+	}
 	p.mu.Unlock()
 }
 
@@ -128,16 +133,6 @@ func (p *Proxy) setEndpoints(ready []string) {
 			p.Log.Info("Endpoint changed", "service", p.Namespace+"/"+p.Service, "from", p.current, "to", next)
 			p.current = next
 		}
-	}
-	// Connections to an endpoint that left are cut.
-	for ep, conns := range p.conns {
-		if slices.Contains(ready, ep) {
-			continue
-		}
-		for c := range conns {
-			_ = c.Close()
-		}
-		delete(p.conns, ep)
 	}
 }
 
