@@ -624,6 +624,34 @@ func TestRollingUpdateRestartsFollowersFirstWithOneSwitchover(t *testing.T) {
 	NewWithT(t).Expect(got.Status.LastFailover.Kind).To(Equal(regentv1.FailoverKindSwitchover))
 }
 
+// The Async bound survives an operator restart: the leader's position
+// travels with its renewals, so an operator that lost its memory between
+// the leader's loss and the election still refuses followers further
+// behind than maxLagBytes (here 32 MiB behind; the bound is 1 MiB).
+func TestARestartedOperatorStillRefusesAFollowerBeyondMaxLagBytes(t *testing.T) {
+	ns, agents := liveCluster(t, nil, 0x5000000, 0x3000000, 0x3000000)
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(leadership.Of(lease).LeaderLSN()).To(BeEquivalentTo(0x5000000))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	agents[0].set(func(a *hollowAgent) { a.frozen = true })
+	operator.memory.forget(client.ObjectKey{Namespace: ns, Name: "db"}) // what a restart loses
+	g.Eventually(func(g Gomega) {
+		hasEvent(t, g, ns, regentv1.EventFailoverWaiting, "no follower can be promoted")
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		for _, m := range got.Status.Members {
+			if m.Name != "db-0" {
+				g.Expect(m.Reason).To(ContainSubstring("more than maxLagBytes"), "%s", m.Name)
+			}
+		}
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	g.Consistently(func(g Gomega) {
+		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1), "a follower 32 MiB behind was promoted")
+	}).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
+}
+
 // The operator's memory of a cluster (renewals, absences, silent agents)
 // goes with its ReplicaSet: a deleted cluster costs nothing afterwards.
 func TestDeletedClusterIsForgotten(t *testing.T) {

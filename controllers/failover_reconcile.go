@@ -190,8 +190,11 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	if mem.lostEpoch == epoch {
 		in.LostSince = mem.lostSince
 	}
+	// The leader's position: what its agent reported, or wrote with its
+	// last renewal (which an operator restarted since also reads).
+	in.LeaderLSN = proto.LeaderLSN()
 	if mem.leaderEpoch == epoch {
-		in.LeaderLSN = mem.leaderLSN
+		in.LeaderLSN = max(in.LeaderLSN, mem.leaderLSN)
 	}
 	// A switchover under way: the leader was asked through the Lease.
 	in.SwitchoverTo = proto.SwitchoverTo

@@ -158,6 +158,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 		l := lease.DeepCopy()
 		renewed := metav1.NewMicroTime(now)
 		l.Spec.RenewTime = &renewed
+		leadership.SetLeaderPosition(l, epoch, at)
 		_ = k8s.Update(ctx, l)
 		st.Mode, st.WriteLSN = api.ModeLeader, at
 		st.SynchronousStandbyNames = proto.Standbys.String()

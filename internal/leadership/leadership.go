@@ -49,6 +49,60 @@ type State struct {
 	// SwitchoverTo is the pod the operator asked the leader to hand over
 	// to ("" for none).
 	SwitchoverTo string
+	// LeaderPosition is the leader's WAL position as of its last renewal,
+	// and the epoch of that renewal: see LeaderLSN.
+	LeaderPosition Position
+}
+
+// Position is a leader's WAL position as of a renewal in Epoch.
+type Position struct {
+	Epoch int64
+	LSN   lsn.LSN
+}
+
+// LeaderLSN is the current epoch's leader's position as of its last
+// renewal (0: it has not renewed with one).
+func (s State) LeaderLSN() lsn.LSN {
+	if s.LeaderPosition.Epoch != s.Epoch {
+		return 0
+	}
+	return s.LeaderPosition.LSN
+}
+
+// SetLeaderPosition writes the leader's position onto the Lease it is
+// about to renew, and nothing else: a renewal must not rewrite the rest of
+// the protocol's state.
+func SetLeaderPosition(l *coordinationv1.Lease, epoch int64, at lsn.LSN) {
+	if at == 0 {
+		return
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[names.AnnotationLeaderLSN] = Position{Epoch: epoch, LSN: at}.String()
+}
+
+func (p Position) String() string {
+	if p.LSN == 0 {
+		return ""
+	}
+	return strconv.FormatInt(p.Epoch, 10) + ":" + p.LSN.Text()
+}
+
+func parsePosition(v string) (Position, error) {
+	if v == "" {
+		return Position{}, nil
+	}
+	e, at, ok := strings.Cut(v, ":")
+	epoch, err := strconv.ParseInt(e, 10, 64)
+	if !ok || err != nil || epoch <= 0 {
+		return Position{}, fmt.Errorf("%q is not <epoch>:<lsn>", v)
+	}
+	l, err := decodeLSN(at)
+	if err != nil {
+		return Position{}, err
+	}
+	return Position{Epoch: epoch, LSN: l}, nil
 }
 
 // Sealed says whether the current epoch is sealed.
@@ -61,7 +115,7 @@ const everySealed = math.MaxInt64
 // Decode reads the protocol's state from a Lease. An annotation it cannot
 // read is named in the error, and the State holds its safe reading: every
 // epoch sealed for a seal; Standbys Unreadable (the leader keeps what it
-// runs); no previous value, settle position, seal time or release position.
+// runs); no previous value, settle position, seal time, release position or leader position.
 func Decode(l *coordinationv1.Lease) (State, error) {
 	s := State{Holder: ptr.Deref(l.Spec.HolderIdentity, ""), Epoch: int64(ptr.Deref(l.Spec.LeaseTransitions, 0))}
 	a := l.Annotations
@@ -105,6 +159,9 @@ func Decode(l *coordinationv1.Lease) (State, error) {
 	}
 	s.ReleasedBy = a[names.AnnotationReleasedBy]
 	s.SwitchoverTo = a[names.AnnotationHandoverTo]
+	if s.LeaderPosition, err = parsePosition(a[names.AnnotationLeaderLSN]); err != nil {
+		unreadable(names.AnnotationLeaderLSN, err)
+	}
 	return s, errors.Join(errs...)
 }
 
@@ -163,6 +220,7 @@ func Encode(s State, l *coordinationv1.Lease) {
 	set(names.AnnotationReleasedLSN, encodeLSN(s.ReleasedLSN))
 	set(names.AnnotationReleasedBy, s.ReleasedBy)
 	set(names.AnnotationHandoverTo, s.SwitchoverTo)
+	set(names.AnnotationLeaderLSN, s.LeaderPosition.String())
 }
 
 func encodeLSN(l lsn.LSN) string { return l.Text() }

@@ -50,7 +50,35 @@ func randomState(r *rand.Rand) State {
 	if r.IntN(2) == 0 {
 		s.ReleasedLSN = lsn.LSN(1 + r.Uint64())
 	}
+	if r.IntN(2) == 0 {
+		s.LeaderPosition = Position{Epoch: 1 + r.Int64N(1<<31), LSN: lsn.LSN(1 + r.Uint64())}
+	}
 	return s
+}
+
+// A leader's renewal writes its position for its epoch, and nothing else;
+// a position of another epoch is no position of the current leader.
+func TestTheLeaderPositionIsTheCurrentEpochs(t *testing.T) {
+	l := &coordinationv1.Lease{}
+	Encode(State{Holder: "db-0", Epoch: 4, SealedEpoch: 3, ReleasedLSN: 0x100}, l)
+	before := len(l.Annotations)
+	SetLeaderPosition(l, 4, 0x5000000)
+	if len(l.Annotations) != before+1 {
+		t.Errorf("SetLeaderPosition changed more than its annotation: %v", l.Annotations)
+	}
+	s, err := Decode(l)
+	if err != nil || s.LeaderLSN() != 0x5000000 || s.ReleasedLSN != 0x100 || s.SealedEpoch != 3 {
+		t.Errorf("decoded %+v, %v", s, err)
+	}
+	s.Holder, s.Epoch = "db-1", 5 // a promotion carries the old annotation over
+	Encode(s, l)
+	if got := Of(l).LeaderLSN(); got != 0 {
+		t.Errorf("epoch 5's leader position read as %s: it was epoch 4's", got)
+	}
+	l.Annotations[names.AnnotationLeaderLSN] = "five:0/1"
+	if _, err := Decode(l); err == nil || !strings.Contains(err.Error(), names.AnnotationLeaderLSN) {
+		t.Errorf("an unreadable position: %v", err)
+	}
 }
 
 // Whatever one side writes, the other reads back exactly, with no error,

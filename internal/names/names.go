@@ -63,6 +63,10 @@ const (
 	// (RFC 3339, the operator's clock), so that a restarted operator keeps
 	// the same deadline for followers' reports.
 	AnnotationSealedAt = "regent.dev/sealed-at"
+	// AnnotationLeaderLSN on the Lease: the leader's WAL position as of
+	// its last renewal, with the epoch it renewed ("<epoch>:<lsn>"), so
+	// that the Async bound (maxLagBytes) survives an operator restart.
+	AnnotationLeaderLSN = "regent.dev/leader-lsn"
 )
 
 // AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand

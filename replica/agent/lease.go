@@ -68,6 +68,12 @@ func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start ti
 	l := lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
 	l.Spec.RenewTime = &now
+	// The position travels with the renewal: the operator's Async bound
+	// (maxLagBytes) then holds whatever the operator remembers.
+	a.ls.mu.Lock()
+	position := a.ls.pgStatus.WriteLSN
+	a.ls.mu.Unlock()
+	leadership.SetLeaderPosition(l, leadership.Of(lease).Epoch, position)
 	if l.Spec.AcquireTime == nil {
 		l.Spec.AcquireTime = &now
 	}

@@ -25,6 +25,13 @@ import (
 	"github.com/regent-dev/regent/replica/instance"
 )
 
+// leaderStartTimeout bounds how long a leader's PostgreSQL may run without
+// accepting connections (a long crash recovery, a hung disk) before the
+// agent gives the Lease up for a follower to lead: a failover takes about
+// a lease and a promotion; waiting longer keeps writes down for longer,
+// though it keeps an Async leader's unreplicated tail (docs/failover.md).
+const leaderStartTimeout = 30 * time.Second
+
 // pass is one observe-decide-act round.
 func (a *Agent) pass(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -49,6 +56,12 @@ func (a *Agent) pass(ctx context.Context) {
 	st, _ := a.instance.Status(ctx)
 	a.ls.mu.Lock()
 	a.ls.pgStatus = st
+	switch {
+	case !st.Running || st.Accepting:
+		a.ls.silentSince = time.Time{}
+	case a.ls.silentSince.IsZero():
+		a.ls.silentSince = start
+	}
 	lease, pod = a.ls.lease, a.ls.pod
 	a.ls.mu.Unlock()
 	if lease == nil || pod == nil {
@@ -189,11 +202,12 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		}
 	}
 	a.ls.mu.Lock()
-	deadline, wasFenced := a.ls.deadline, a.ls.fenced
+	deadline, wasFenced, silentSince := a.ls.deadline, a.ls.fenced, a.ls.silentSince
 	a.ls.mu.Unlock()
 	s := plan(observed{Lead: true, Self: a.cfg.Pod, Holder: a.cfg.Pod, Epoch: epoch, PG: st,
 		DeadlinePassed: !a.clock.Now().Before(deadline), HandOverTo: handoverTo(lease, a.cfg.Pod),
-		WasFenced: wasFenced, LedThisEpoch: a.ls.ledEpochIs(epoch)})
+		WasFenced: wasFenced, LedThisEpoch: a.ls.ledEpochIs(epoch),
+		StartTimedOut: !silentSince.IsZero() && a.clock.Since(silentSince) > leaderStartTimeout && a.members.replicas.Load() > 1})
 	switch s {
 	case stepFence:
 		// No renewal within the renew deadline (the watchdog fences too,
@@ -241,6 +255,16 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		return a.handOver(ctx, handoverTo(lease, a.cfg.Pod), epoch)
 	case stepRelease:
 		return a.release(ctx, 0, "PostgreSQL exited under the leader ("+st.LastExit+")")
+	case stepAbandonStart:
+		why := fmt.Sprintf("PostgreSQL started as the leader has not accepted connections in %s", leaderStartTimeout)
+		a.log.Info("Stopping PostgreSQL and releasing the Lease", "reason", why)
+		a.ls.mu.Lock()
+		a.ls.startFailure = why
+		a.ls.mu.Unlock()
+		if _, err := a.instance.Stop(ctx, instance.StopImmediate); err != nil {
+			return fmt.Errorf("stop PostgreSQL that does not answer: %w", err)
+		}
+		return a.release(ctx, 0, why)
 	case stepStartLeader:
 		a.log.Info("Starting PostgreSQL as leader", "epoch", epoch)
 		if err := a.start(ctx, leaderStart); err != nil {

@@ -31,6 +31,11 @@ const (
 	// stepRelease: PostgreSQL died under this agent's leadership of the
 	// epoch: release the Lease so that the operator fails over at once.
 	stepRelease step = "Release"
+	// stepAbandonStart: PostgreSQL was started as the leader but has not
+	// answered within the start timeout, and others could lead: stop it
+	// and release the Lease (position unknown: the operator seals and
+	// elects).
+	stepAbandonStart step = "AbandonStart"
 	// stepStartLeader: start PostgreSQL as the leader.
 	stepStartLeader step = "StartLeader"
 	// stepPromote: a follower's PostgreSQL becomes the leader.
@@ -73,6 +78,9 @@ type observed struct {
 	WasFenced bool
 	// LedThisEpoch: this agent ran PostgreSQL as the leader of Epoch.
 	LedThisEpoch bool
+	// StartTimedOut: PostgreSQL has run without answering for longer
+	// than the leader's start timeout, and the cluster has other members.
+	StartTimedOut bool
 	// PG is what instance reports.
 	PG instance.Status
 }
@@ -97,6 +105,8 @@ func planLeader(o observed) step {
 		return stepRefuseInitdb
 	case pg.Data == string(instance.DataEmpty):
 		return stepInitdb
+	case pg.Running && !pg.Accepting && o.StartTimedOut:
+		return stepAbandonStart
 	case serving && o.HandOverTo != "" && o.HandOverTo != o.Self:
 		return stepHandOver
 	case !pg.Running && pg.Fenced == "" && !o.WasFenced && o.LedThisEpoch:

@@ -47,6 +47,9 @@ type leadershipState struct {
 	// application roles and database exist.
 	rolesDone bool
 	pgStatus  instance.Status
+	// silentSince: since when PostgreSQL has run without answering (zero
+	// while it answers or does not run).
+	silentSince time.Time
 	// gate is the commit gate's state (gate.go).
 	gate gateState
 	// ledEpoch is the epoch in which this agent last ran PostgreSQL as

@@ -59,33 +59,34 @@ func inspect(dir, major string) (DataState, error) {
 	return DataReady, nil
 }
 
-// removeStaleLockFile removes postmaster.pid when the process it names is
-// not a live postgres: a postmaster killed with its container (the whole
-// container, instance included, restarted) leaves it behind, and while
-// that process is a zombie not yet reaped, or its PID went to another
-// program, PostgreSQL refuses to start ("lock file already exists"). A
-// live postgres keeps the file: two postmasters must never share the data.
-func removeStaleLockFile(pgdata string) (removed bool, err error) {
-	path := filepath.Join(pgdata, "postmaster.pid")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+// removeStaleLockFiles removes the lock files PostgreSQL takes at start
+// (postmaster.pid in the data directory, .s.PGSQL.<port>.lock beside its
+// socket) when the process they name is not a live postgres: a postmaster
+// killed with its container (the whole container, instance included,
+// restarted) leaves them behind, and while that process is a zombie not
+// yet reaped, or its PID went to another program of the same user,
+// PostgreSQL refuses to start ("lock file already exists"). A live
+// postgres keeps its files: two postmasters must never share the data.
+func removeStaleLockFiles(paths ...string) (removed []string, err error) {
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return removed, err
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		pid, err := strconv.Atoi(strings.TrimSpace(first))
+		if err != nil || pid <= 0 || livePostgres(pid) {
+			continue // a live postmaster's, or not ours to judge: PostgreSQL says what is wrong
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, err
+		}
+		removed = append(removed, path)
 	}
-	if err != nil {
-		return false, err
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return false, nil // not ours to judge: PostgreSQL says what is wrong
-	}
-	if livePostgres(pid) {
-		return false, nil
-	}
-	if err := os.Remove(path); err != nil {
-		return false, err
-	}
-	return true, nil
+	return removed, nil
 }
 
 // livePostgres: pid is a running (not zombie) process named postgres.

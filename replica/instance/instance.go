@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/regent-dev/regent/internal/lsn"
+	"github.com/regent-dev/regent/internal/names"
 )
 
 // Config is what instance needs to know.
@@ -242,7 +243,7 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 	if _, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		return err
 	}
-	if _, err := removeStaleLockFile(in.cfg.PGData); err != nil {
+	if _, err := removeStaleLockFiles(in.lockFiles()...); err != nil {
 		return fmt.Errorf("rewind: %w", err)
 	}
 	// Data that needs crash recovery is recovered by pg_rewind itself, in
@@ -257,6 +258,12 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 	_, err := in.tools.runConninfo(ctx, time.Hour, "pg_rewind", "--source-server", conninfo,
 		"--target-pgdata="+in.cfg.PGData, "--progress")
 	return err
+}
+
+// lockFiles are the lock files a postmaster takes (removeStaleLockFiles).
+func (in *Instance) lockFiles() []string {
+	return []string{filepath.Join(in.cfg.PGData, "postmaster.pid"),
+		filepath.Join(in.cfg.Settings.SocketDir, fmt.Sprintf(".s.PGSQL.%d.lock", names.PortPostgres))}
 }
 
 // StartOptions say how to start PostgreSQL.
@@ -291,10 +298,10 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	if state != DataReady {
 		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
 	}
-	if removed, err := removeStaleLockFile(in.cfg.PGData); err != nil {
+	if removed, err := removeStaleLockFiles(in.lockFiles()...); err != nil {
 		return fmt.Errorf("start: %w", err)
-	} else if removed {
-		in.log.Info("Removed the lock file of a postmaster that is gone (killed with its container)")
+	} else if len(removed) > 0 {
+		in.log.Info("Removed the lock files of a postmaster that is gone (killed with its container)", "files", removed)
 	}
 	// Data last written by a follower becomes a leader's only through a
 	// promotion, which starts a new timeline. Started as a leader directly

@@ -396,8 +396,8 @@ func TestLogTailKeepsTheLastLinesBounded(t *testing.T) {
 func TestAStaleLockFileDoesNotStopTheNextStart(t *testing.T) {
 	in := newInstance(t, "pod-0", "127.0.10.9")
 	startLeader(t, in, time.Now().Add(time.Hour))
-	if removed, err := removeStaleLockFile(in.cfg.PGData); err != nil || removed {
-		t.Fatalf("the running postmaster's lock file: removed %v, %v; want it kept", removed, err)
+	if removed, err := removeStaleLockFiles(in.lockFiles()...); err != nil || len(removed) > 0 {
+		t.Fatalf("the running postmaster's lock files: removed %v, %v; want them kept", removed, err)
 	}
 	if _, err := in.Stop(t.Context(), StopFast); err != nil {
 		t.Fatal(err)
@@ -410,13 +410,14 @@ func TestAStaleLockFileDoesNotStopTheNextStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
-	lock := filepath.Join(in.cfg.PGData, "postmaster.pid")
-	if err := os.WriteFile(lock, []byte(strconv.Itoa(other.Process.Pid)+"\n"+in.cfg.PGData+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if cred := credential(t); cred != nil {
-		if err := os.Chown(lock, int(cred.Uid), int(cred.Gid)); err != nil {
+	for _, lock := range in.lockFiles() {
+		if err := os.WriteFile(lock, []byte(strconv.Itoa(other.Process.Pid)+"\n"+in.cfg.PGData+"\n"), 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if cred := credential(t); cred != nil {
+			if err := os.Chown(lock, int(cred.Uid), int(cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour)}); err != nil {

@@ -16,8 +16,11 @@ const ClusterStateUnstartedBackup = "base backup not started yet"
 
 // Status is what instance reports of PostgreSQL.
 type Status struct {
-	// Running says whether the postmaster runs.
-	Running bool `json:"running"`
+	// Running says whether the postmaster runs; Accepting, whether it
+	// answered this status's queries (not while it starts: crash
+	// recovery, say).
+	Running   bool `json:"running"`
+	Accepting bool `json:"accepting,omitempty"`
 	// Role is the role PostgreSQL was started or promoted in.
 	Role Role `json:"role,omitempty"`
 	// InRecovery is pg_is_in_recovery(): true on a follower.
@@ -99,7 +102,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 	}
 	defer conn.Close(ctx)
 	// The timeline: see followerTimelineSQL.
-	_ = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
+	err = conn.QueryRow(ctx, `SELECT pg_is_in_recovery(),
 		`+followerTimelineSQL+`,
 		pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
@@ -107,6 +110,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 		EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'startup'
 			AND wait_event IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval'))`).
 		Scan(&st.InRecovery, &st.Timeline, &st.ReceivedLSN, &st.ReplayedLSN, &st.WriteLSN, &st.Streaming, &st.WaitingForWAL)
+	st.Accepting = err == nil
 	_ = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&st.SynchronousStandbyNames)
 	if !st.InRecovery {
 		// The checkpoint's timeline lags a promotion; the WAL file name

@@ -891,3 +891,50 @@ func TestALeaderWhosePostgreSQLCannotStartReleasesTheLease(t *testing.T) {
 		t.Errorf("db-0's agent did not say it released the Lease for its failed start")
 	}
 }
+
+// A restarted leader whose PostgreSQL starts but never accepts connections
+// (here every session sleeps a minute after logging in, as behind a hung
+// disk or a crash recovery that does not end) gives the Lease up after the
+// agent's start timeout (30 s): a follower leads.
+func TestALeaderWhosePostgreSQLDoesNotAnswerAfterItsStartReleasesTheLease(t *testing.T) {
+	c := operatedCluster(t, "127.0.62", func(*regentv1.ReplicaSet) {})
+	for _, p := range c.pods {
+		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
+	}
+	ctx := t.Context()
+	old := c.pods[0]
+	old.kill()
+	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
+	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("post_auth_delay = 600\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	restarted := time.Now()
+	old.restart(t)
+	var winner string
+	waitfor.Condition(t, 90*time.Second, "a follower leads", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		h := ptr.Deref(lease.Spec.HolderIdentity, "")
+		if h == "" || h == "db-0" {
+			return fmt.Errorf("Lease held by %q at epoch %d", h, ptr.Deref(lease.Spec.LeaseTransitions, 0))
+		}
+		winner = h
+		return nil
+	})
+	took := time.Since(restarted)
+	t.Logf("the restarted leader's PostgreSQL never answered; %s leads %s after the restart", winner, took.Round(100*time.Millisecond))
+	log, _ := os.ReadFile(filepath.Join(old.logDir, "agent.log"))
+	if !strings.Contains(string(log), "has not accepted connections in 30s") {
+		t.Errorf("db-0's agent did not say it gave the Lease up for a start that did not end")
+	}
+	if took < 30*time.Second {
+		t.Errorf("the Lease moved %s after the restart, before the start timeout: not for the reason tested", took)
+	}
+}

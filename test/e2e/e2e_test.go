@@ -194,6 +194,56 @@ func (w *writer) outage(since, resumed time.Time) (time.Duration, bool) {
 	return gap, after && gap > 0
 }
 
+// checkAllOn waits until every row acknowledged so far (w's and extra) is
+// on pod of namespace, read as the superuser.
+func (w *writer) checkAllOn(t testing.TB, namespace, pod string, extra ...int) {
+	t.Helper()
+	w.mu.Lock()
+	ids := append(slices.Clone(w.ids), extra...)
+	w.mu.Unlock()
+	if len(ids) == 0 {
+		t.Fatal("no row acknowledged to look for")
+	}
+	super, err := cs.CoreV1().Secrets(namespace).Get(t.Context(), "db-superuser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxID := slices.Max(ids)
+	waitfor.Condition(t, 30*time.Second, pod+" holds every acknowledged row", func() error {
+		p, err := cs.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		c, err := connectPod(t.Context(), namespace, pod, p.Status.PodIP, string(super.Data["password"]))
+		if err != nil {
+			return err
+		}
+		defer c.Close(t.Context())
+		rows, err := c.Query(t.Context(), "SELECT id FROM t WHERE id <= $1", maxID)
+		if err != nil {
+			return err
+		}
+		have, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			return err
+		}
+		held := map[int]bool{}
+		for _, id := range have {
+			held[id] = true
+		}
+		missing := 0
+		for _, id := range ids {
+			if !held[id] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d acknowledged rows missing", missing, len(ids))
+		}
+		return nil
+	})
+}
+
 // wroteAfter says whether a row was acknowledged that was written after t.
 func (w *writer) wroteAfter(t time.Time) bool {
 	w.mu.Lock()
@@ -391,48 +441,16 @@ func TestUserStory(t *testing.T) {
 
 	// Sync mode: every acknowledged row is on every member, the frozen
 	// leader's clients' included.
+	var extra []int
 	if frozen != nil {
 		for _, a := range frozen.acked {
-			w.ids = append(w.ids, a.ID)
+			extra = append(extra, a.ID)
 		}
 	}
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
+	for _, pod := range []string{"db-0", "db-1", "db-2"} {
+		w.checkAllOn(t, ns, pod, extra...)
 	}
-	maxID := slices.Max(w.ids)
-	for _, pod := range pods.Items {
-		waitfor.Condition(t, 30*time.Second, pod.Name+" holds every acknowledged row", func() error {
-			c, err := connectPod(ctx, ns, pod.Name, pod.Status.PodIP, string(super.Data["password"]))
-			if err != nil {
-				return err
-			}
-			defer c.Close(ctx)
-			rows, err := c.Query(ctx, "SELECT id FROM t WHERE id <= $1", maxID)
-			if err != nil {
-				return err
-			}
-			have := map[int]bool{}
-			for rows.Next() {
-				var id int
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				have[id] = true
-			}
-			missing := 0
-			for _, id := range w.ids {
-				if !have[id] {
-					missing++
-				}
-			}
-			if missing > 0 {
-				return fmt.Errorf("%d of %d acknowledged rows missing", missing, len(w.ids))
-			}
-			return nil
-		})
-	}
-	t.Logf("%d rows acknowledged, none lost", len(w.ids))
+	t.Logf("%d rows acknowledged, none lost", len(w.ids)+len(extra))
 
 	// Scale 3 → 5 → 3: the leader keeps a slot for each follower, and
 	// none for the members scaled away (they would hold WAL for good).

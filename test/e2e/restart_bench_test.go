@@ -40,22 +40,7 @@ func BenchmarkLeaderRestartOutage(b *testing.B) {
 	}
 	const bns = "bench-restart"
 	createHealthyCluster(b, bns, "mode: Async")
-	proxyAddr := serviceProxy(b, bns, "db-leader")
-	_, dsn, _ := appDSN(b, bns)
-	waitfor.Condition(b, 30*time.Second, "the table created through db-leader", func() error {
-		conn, err := connectVia(b.Context(), dsn, proxyAddr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(b.Context())
-		_, err = conn.Exec(b.Context(), "CREATE TABLE IF NOT EXISTS t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-		return err
-	})
-	w := &writer{dsn: dsn, proxy: proxyAddr}
-	wctx, stopWriter := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { w.run(wctx) })
-	defer func() { stopWriter(); wg.Wait() }()
+	w := startWriter(b, bns)
 
 	lastKill := map[string]time.Time{}
 	faults := []struct {
@@ -99,9 +84,6 @@ func BenchmarkLeaderRestartOutage(b *testing.B) {
 				moved++
 			}
 			outages = append(outages, gap)
-			if os.Getenv("DEBUGLOGS") != "" {
-				b.Logf("kill at %s\n%s\n%s", at.UTC().Format("15:04:05.000"), kubectl(b, "-n", bns, "logs", leader, "-c", "agent"), kubectl(b, "-n", bns, "logs", leader, "-c", "postgres"))
-			}
 			b.Logf("%s, kill %d: %s (leader %s → %s, epoch %s → %s)", f.name, i+1, gap.Round(time.Millisecond),
 				leader, now, epoch, nowEpoch)
 		}
@@ -117,6 +99,30 @@ func BenchmarkLeaderRestartOutage(b *testing.B) {
 		b.ReportMetric(p95.Seconds(), unit+"-p95-s")
 	}
 	b.Logf("restarts in place, Async, lease 6 s:\n%s", strings.Join(summary, "\n"))
+}
+
+// startWriter creates the table t through the leader Service of
+// namespace and writes to it, as the app user over TLS, until the test
+// ends.
+func startWriter(t testing.TB, namespace string) *writer {
+	t.Helper()
+	proxyAddr := serviceProxy(t, namespace, "db-leader")
+	_, dsn, _ := appDSN(t, namespace)
+	waitfor.Condition(t, 30*time.Second, "the table created through db-leader", func() error {
+		conn, err := connectVia(t.Context(), dsn, proxyAddr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(t.Context())
+		_, err = conn.Exec(t.Context(), "CREATE TABLE IF NOT EXISTS t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+		return err
+	})
+	w := &writer{dsn: dsn, proxy: proxyAddr}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(ctx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return w
 }
 
 // agentRestarts is the restart count of pod's agent container.
