@@ -102,6 +102,10 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		}); err != nil {
 			return fmt.Errorf("seal epoch %d: %w", epoch, err)
 		}
+		r.memory.mu.Lock()
+		mem := r.memory.get(key)
+		mem.sealSeenEpoch, mem.sealSeen = epoch, now
+		r.memory.mu.Unlock()
 		l := obs.lease
 		log.Info("Sealed the epoch of a lost leader", "epoch", epoch, "cause", d.Cause)
 		r.Recorder.Eventf(rs, l, corev1.EventTypeNormal, regentv1.EventFailoverStarted, "Seal",
@@ -132,6 +136,11 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		ord, _ := names.Ordinal(rs.Name, pod.Name)
 		m := failover.Member{Name: pod.Name, Ordinal: ord, Deleting: !pod.DeletionTimestamp.IsZero(),
 			Ready: podReady(pod), ContainersTerminated: containersTerminated(pod), Agent: obs.agents[pod.Name]}
+		if a := m.Agent; a != nil && a.SinceAPIContact != nil {
+			// now was taken before the agents were asked: the contact
+			// is placed no later than it was.
+			m.APIContact = now.Add(-a.SinceAPIContact.Duration)
+		}
 		if pod.Name == holder && m.ContainersTerminated {
 			holderTerminated = true
 		}
@@ -173,9 +182,11 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		// winner that never comes up is replaced like any lost leader.
 		EverRenewed: lease.Spec.RenewTime != nil || epoch > 1,
 		Sealed:      proto.Sealed(), SealedAt: proto.SealedAt, ReleasedLSN: proto.ReleasedLSN}
-	if l.Sealed && l.SealedAt.IsZero() {
-		// Sealed by hand, or the annotation lost: give the followers
-		// their full wait from when this operator first saw the seal.
+	if l.Sealed {
+		// The followers' wait runs from when this operator sealed, or
+		// first saw the seal (another operator's, or one made by hand):
+		// sealed-at is another machine's clock, never compared with this
+		// one's.
 		if mem.sealSeenEpoch != epoch {
 			mem.sealSeenEpoch, mem.sealSeen = epoch, now
 		}
@@ -198,6 +209,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 	}
 	// A switchover under way: the leader was asked through the Lease.
 	in.SwitchoverTo = proto.SwitchoverTo
+	in.SystemIdentifier = proto.SystemIdentifier
 	if forcedPromotionAsked(rs) {
 		in.ForcePromote = rs.Annotations[names.AnnotationPromote]
 	}

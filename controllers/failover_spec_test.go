@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/replica/api"
 )
 
@@ -97,4 +98,41 @@ func podWithReady(name string, status corev1.ConditionStatus, since time.Time) c
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status,
 		LastTransitionTime: metav1.NewTime(since)}}
 	return p
+}
+
+// The operator compares no other machine's clock with its own: an agent
+// reports how long ago it reached the API server (its clock may be an hour
+// off), and the followers' wait after a seal runs from when this operator
+// saw the seal, whatever sealed-at (another operator's clock) says.
+func TestTheOperatorComparesNoOtherMachinesClockWithItsOwn(t *testing.T) {
+	now := time.Now()
+	rs := &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db"}}
+	lease := &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{LeaseTransitions: ptr.To[int32](3),
+		LeaseDurationSeconds: ptr.To[int32](6)}}
+	leadership.Encode(leadership.State{Epoch: 3, SealedEpoch: 3, SealedAt: now.Add(-time.Hour)}, lease)
+	follower := func(since time.Duration) *api.Status {
+		return &api.Status{Mode: api.ModeFollower, Running: true, InRecovery: true, Epoch: 3,
+			SinceAPIContact: &metav1.Duration{Duration: since}}
+	}
+	obs := &observation{lease: lease, pods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "db-1"}}, {ObjectMeta: metav1.ObjectMeta{Name: "db-2"}}},
+		agents: map[string]*api.Status{"db-1": follower(time.Second), "db-2": follower(time.Hour)}}
+	r := &ReplicaSetReconciler{}
+	in := r.failoverInput(rs, obs, now)
+	contact := map[string]time.Time{}
+	for _, m := range in.Members {
+		contact[m.Name] = m.APIContact
+	}
+	if got := contact["db-1"]; !got.Equal(now.Add(-time.Second)) {
+		t.Errorf("db-1 reached the API server 1 s before it answered: placed at %s, want %s", got, now.Add(-time.Second))
+	}
+	if got := contact["db-2"]; !got.Equal(now.Add(-time.Hour)) {
+		t.Errorf("db-2 reached the API server an hour before it answered: placed at %s", got)
+	}
+	if !in.Lease.SealedAt.Equal(now) {
+		t.Errorf("the followers' wait runs from %s (sealed-at says an hour ago); want from when this operator saw the seal, %s",
+			in.Lease.SealedAt, now)
+	}
+	if later := r.failoverInput(rs, obs, now.Add(3*time.Second)); !later.Lease.SealedAt.Equal(now) {
+		t.Errorf("a later pass moved the seal's time to %s", later.Lease.SealedAt)
+	}
 }

@@ -141,7 +141,7 @@ func (a *hollowAgent) pass(ctx context.Context) {
 	sealed := proto.Sealed()
 	leads := holder == a.pod && pod.Labels[names.LabelRole] == names.RoleLeader &&
 		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) && !sealed
-	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, LastAPIContact: &now, Reason: reason,
+	st := api.Status{Pod: a.pod, Epoch: epoch, Leader: holder, Running: true, Timeline: 1, SinceAPIContact: &metav1.Duration{}, Reason: reason,
 		DiskUsedBytes: used, DiskTotalBytes: total}
 	switch {
 	case holder == a.pod && (crashed || proto.SwitchoverTo != ""):

@@ -34,7 +34,8 @@ type clusterMemory struct {
 	// leaderEpoch and leaderLSN: the leader's last reported position.
 	leaderEpoch int64
 	leaderLSN   lsn.LSN
-	// sealSeen: when a seal without its time was first seen.
+	// sealSeen: when this operator sealed sealSeenEpoch, or first saw it
+	// sealed.
 	sealSeenEpoch int64
 	sealSeen      time.Time
 	// holder and holderEpoch: the Lease holder last seen.

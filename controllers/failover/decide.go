@@ -95,6 +95,17 @@ type Member struct {
 	ContainersTerminated bool
 	// Agent is the agent's /status; nil when it did not answer.
 	Agent *api.Status
+	// APIContact is when the agent last reached the API server, on the
+	// operator's clock: when the operator asked for its status, less the
+	// age the agent reported (zero: unknown). The agent's clock is never
+	// compared with the operator's.
+	APIContact time.Time
+}
+
+// reachedAPIServer says whether m's agent reached the API server within
+// the renew deadline (2/3 of the lease) before now.
+func (m Member) reachedAPIServer(in Input) bool {
+	return !m.APIContact.IsZero() && in.Now.Sub(m.APIContact) <= in.Spec.LeaseDuration*2/3
 }
 
 // Input is everything the decision depends on.
@@ -108,6 +119,9 @@ type Input struct {
 	LostSince time.Time
 	// LeaderLSN is the leader's last known position (0 if unknown).
 	LeaderLSN lsn.LSN
+	// SystemIdentifier is the cluster's database system identifier as the
+	// Lease records it ("" before a leader recorded it).
+	SystemIdentifier string
 	// SwitchoverTo names the pod a person asked to hand leadership to.
 	SwitchoverTo string
 	// ForcePromote names the pod a person asked to promote, accepting the
@@ -290,8 +304,11 @@ func elect(in Input, d Decision) Decision {
 			return "the pod is being deleted"
 		case !a.Running || !a.InRecovery:
 			return "PostgreSQL is not running as a follower"
-		case a.LastAPIContact == nil || in.Now.Sub(*a.LastAPIContact) > in.Spec.LeaseDuration*2/3:
+		case !c.reachedAPIServer(in):
 			return "its agent has not reached the API server recently"
+		case foreignData(in, a):
+			return fmt.Sprintf("its data is another database's (system identifier %s, the cluster's is %s)",
+				a.SystemIdentifier, in.SystemIdentifier)
 		case a.Timeline < maxTimeline:
 			return fmt.Sprintf("on timeline %d, behind timeline %d", a.Timeline, maxTimeline)
 		case !in.Spec.Sync && leaderLSN.Sub(c.received) > uint64(max(in.Spec.MaxLagBytes, 0)):
@@ -399,8 +416,11 @@ func forcePromote(in Input, d Decision, reported []candidate) Decision {
 			d.Reason = fmt.Sprintf("forced promotion of %s waits: the pod is being deleted", name)
 		case !a.Running || !a.InRecovery:
 			d.Reason = fmt.Sprintf("forced promotion of %s waits: PostgreSQL is not running as a follower", name)
-		case a.LastAPIContact == nil || in.Now.Sub(*a.LastAPIContact) > in.Spec.LeaseDuration*2/3:
+		case !c.reachedAPIServer(in):
 			d.Reason = fmt.Sprintf("forced promotion of %s waits: its agent has not reached the API server recently", name)
+		case foreignData(in, a):
+			d.Reason = fmt.Sprintf("forced promotion of %s refused: its data is another database's (system identifier %s, the cluster's is %s)",
+				name, a.SystemIdentifier, in.SystemIdentifier)
 		default:
 			refused := d.Eligibility[name]
 			d.Kind, d.Target, d.TargetLSN, d.Forced = Promote, name, c.received, true
@@ -466,8 +486,7 @@ func promote(_ Input, d Decision, c candidate) Decision {
 // (a single-pod cluster whose PostgreSQL crashed recovers this way).
 func fallback(in Input, d Decision, why string) Decision {
 	if old := member(in.Members, in.Lease.FormerHolder); old != nil && old.Agent != nil && !old.Deleting &&
-		(!old.Agent.Running || old.Agent.InRecovery) && old.Agent.LastAPIContact != nil &&
-		in.Now.Sub(*old.Agent.LastAPIContact) <= in.Spec.LeaseDuration*2/3 {
+		(!old.Agent.Running || old.Agent.InRecovery) && old.reachedAPIServer(in) && !foreignData(in, old.Agent) {
 		d.Eligibility[old.Name] = ""
 		d.Kind, d.Target, d.TargetLSN = Promote, old.Name, in.Lease.ReleasedLSN
 		d.Reason = why + "; the old leader answers with its data and leads again at a new epoch"
@@ -475,6 +494,12 @@ func fallback(in Input, d Decision, why string) Decision {
 	}
 	d.Kind, d.Reason = Wait, why+"; waiting"
 	return d
+}
+
+// foreignData: a's data is not this cluster's database (both identifiers
+// known and different).
+func foreignData(in Input, a *api.Status) bool {
+	return in.SystemIdentifier != "" && a.SystemIdentifier != "" && a.SystemIdentifier != in.SystemIdentifier
 }
 
 func member(ms []Member, name string) *Member {

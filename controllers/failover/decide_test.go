@@ -19,19 +19,17 @@ func spec() Spec {
 // leader is the epoch-1 leader's agent, serving.
 func leader(name string, ord int) Member {
 	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeLeader, Epoch: 1,
-		Running: true, Timeline: 1, WriteLSN: 0x5000000, LastAPIContact: ptr(t0)}}
+		Running: true, Timeline: 1, WriteLSN: 0x5000000}, APIContact: t0}
 }
 
 // sealed is a follower that sealed epoch 1 at received position at.
 func sealed(name string, ord int, at lsn.LSN) Member {
 	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeFollower, Epoch: 1,
-		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: at, ReplayedLSN: at, Sealed: true, SealedLSN: at,
-		LastAPIContact: ptr(t0)}}
+		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: at, ReplayedLSN: at, Sealed: true, SealedLSN: at},
+		APIContact: t0}
 }
 
 func silent(name string, ord int) Member { return Member{Name: name, Ordinal: ord} }
-
-func ptr[T any](v T) *T { return &v }
 
 func with(m Member, f func(*Member)) Member { f(&m); return m }
 
@@ -39,6 +37,13 @@ func agent(m Member, f func(*api.Status)) Member {
 	a := *m.Agent
 	f(&a)
 	m.Agent = &a
+	return m
+}
+
+// contact is m, its agent last in contact with the API server at (by the
+// operator's clock).
+func contact(m Member, at time.Time) Member {
+	m.APIContact = at
 	return m
 }
 
@@ -167,10 +172,25 @@ func TestDecide(t *testing.T) {
 			want: Wait, reasonHas: "no follower can be promoted", ineligible: map[string]string{"db-1": "maxLagBytes"},
 		},
 		{
+			name: "a candidate holding another database's data is never elected, however advanced",
+			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), SystemIdentifier: "7300000000000000001",
+				Members: []Member{silent("db-0", 0),
+					agent(sealed("db-1", 1, 0x9000000), func(a *api.Status) { a.SystemIdentifier = "7300000000000000999" }),
+					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.SystemIdentifier = "7300000000000000001" })}},
+			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "another database's"},
+		},
+		{
+			name: "nor forced",
+			in: Input{Spec: spec(), Now: t0.Add(5 * time.Second), Lease: sealedLease(), SystemIdentifier: "7300000000000000001",
+				ForcePromote: "db-1", Members: []Member{silent("db-0", 0),
+					agent(sealed("db-1", 1, 0x9000000), func(a *api.Status) { a.SystemIdentifier = "7300000000000000999" })}},
+			want: Wait, reasonHas: "forced promotion of db-1 refused: its data is another database's",
+		},
+		{
 			name: "a candidate whose agent lost the API server is not eligible",
 			in: Input{Spec: spec(), Now: t0.Add(30 * time.Second), Lease: func() Lease { l := sealedLease(); l.SealedAt = t0.Add(20 * time.Second); return l }(),
 				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000100),
-					agent(sealed("db-2", 2, 0x5000000), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(29 * time.Second)) })}},
+					contact(sealed("db-2", 2, 0x5000000), t0.Add(29*time.Second))}},
 			want: Promote, target: "db-2", ineligible: map[string]string{"db-1": "API server"},
 		},
 		{
@@ -265,14 +285,14 @@ func TestDecide(t *testing.T) {
 		{
 			name: "the old leader comes back stopped, no follower can win: it leads again",
 			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: func() Lease { l := sealedLease(); l.LastRenewSeen = t0.Add(time.Hour - time.Minute); return l }(),
-				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.Running, a.LastAPIContact = false, ptr(t0.Add(time.Hour)) }),
+				Members: []Member{contact(agent(leader("db-0", 0), func(a *api.Status) { a.Running = false }), t0.Add(time.Hour)),
 					silent("db-1", 1)}},
 			want: Promote, target: "db-0",
 		},
 		{
 			name: "the old leader comes back still running as leader: not re-elected",
 			in: Input{Spec: spec(), Now: t0.Add(time.Hour), Lease: sealedLease(),
-				Members: []Member{agent(leader("db-0", 0), func(a *api.Status) { a.LastAPIContact = ptr(t0.Add(time.Hour)) }), silent("db-1", 1)}},
+				Members: []Member{contact(leader("db-0", 0), t0.Add(time.Hour)), silent("db-1", 1)}},
 			want: Wait,
 		},
 		{

@@ -52,6 +52,9 @@ type State struct {
 	// LeaderPosition is the leader's WAL position as of its last renewal,
 	// and the epoch of that renewal: see LeaderLSN.
 	LeaderPosition Position
+	// SystemIdentifier is the cluster's database system identifier (""
+	// until a leader recorded it).
+	SystemIdentifier string
 }
 
 // Position is a leader's WAL position as of a renewal in Epoch.
@@ -67,6 +70,19 @@ func (s State) LeaderLSN() lsn.LSN {
 		return 0
 	}
 	return s.LeaderPosition.LSN
+}
+
+// RecordSystemIdentifier writes the cluster's system identifier onto the
+// Lease a leader is about to renew, if none is recorded yet, and nothing
+// else. It is never changed once recorded.
+func RecordSystemIdentifier(l *coordinationv1.Lease, id string) {
+	if id == "" || l.Annotations[names.AnnotationSystemIdentifier] != "" {
+		return
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[names.AnnotationSystemIdentifier] = id
 }
 
 // SetLeaderPosition writes the leader's position onto the Lease it is
@@ -159,6 +175,7 @@ func Decode(l *coordinationv1.Lease) (State, error) {
 	}
 	s.ReleasedBy = a[names.AnnotationReleasedBy]
 	s.SwitchoverTo = a[names.AnnotationHandoverTo]
+	s.SystemIdentifier = a[names.AnnotationSystemIdentifier]
 	if s.LeaderPosition, err = parsePosition(a[names.AnnotationLeaderLSN]); err != nil {
 		unreadable(names.AnnotationLeaderLSN, err)
 	}
@@ -221,6 +238,7 @@ func Encode(s State, l *coordinationv1.Lease) {
 	set(names.AnnotationReleasedBy, s.ReleasedBy)
 	set(names.AnnotationHandoverTo, s.SwitchoverTo)
 	set(names.AnnotationLeaderLSN, s.LeaderPosition.String())
+	set(names.AnnotationSystemIdentifier, s.SystemIdentifier)
 }
 
 func encodeLSN(l lsn.LSN) string { return l.Text() }

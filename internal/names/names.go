@@ -60,13 +60,19 @@ const (
 	// release. (The same key as the ReplicaSet's request, below.)
 	AnnotationHandoverTo = "regent.dev/switchover-to"
 	// AnnotationSealedAt on the Lease: when the operator sealed the epoch
-	// (RFC 3339, the operator's clock), so that a restarted operator keeps
-	// the same deadline for followers' reports.
+	// (RFC 3339, that operator's clock), for people and the failover
+	// record; operators time the followers' reports from when they saw
+	// the seal, on their own clocks.
 	AnnotationSealedAt = "regent.dev/sealed-at"
 	// AnnotationLeaderLSN on the Lease: the leader's WAL position as of
 	// its last renewal, with the epoch it renewed ("<epoch>:<lsn>"), so
 	// that the Async bound (maxLagBytes) survives an operator restart.
 	AnnotationLeaderLSN = "regent.dev/leader-lsn"
+	// AnnotationSystemIdentifier on the Lease: the cluster's database
+	// system identifier (pg_control), recorded once by the first leader
+	// that renews with one: no member starts, follows or is elected with
+	// another database's data.
+	AnnotationSystemIdentifier = "regent.dev/system-identifier"
 )
 
 // AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand

@@ -28,6 +28,7 @@ func (a *Agent) Status() api.Status {
 		SynchronousStandbyNames: a.ls.pgStatus.SynchronousStandbyNames,
 		DiskUsedBytes:           a.ls.pgStatus.DiskUsedBytes, DiskTotalBytes: a.ls.pgStatus.DiskTotalBytes,
 		StartFailure: a.ls.startFailure, Reclones: a.ls.reclones, LastReclone: a.ls.lastReclone,
+		SystemIdentifier: a.ls.pgStatus.SystemIdentifier,
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)
@@ -40,8 +41,7 @@ func (a *Agent) Status() api.Status {
 		st.LeaseDeadline = &d
 	}
 	if !a.ls.lastContact.IsZero() {
-		c := a.ls.lastContact
-		st.LastAPIContact = &c
+		st.SinceAPIContact = &metav1.Duration{Duration: a.clock.Since(a.ls.lastContact)}
 	}
 	return st
 }

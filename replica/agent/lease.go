@@ -71,9 +71,13 @@ func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start ti
 	// The position travels with the renewal: the operator's Async bound
 	// (maxLagBytes) then holds whatever the operator remembers.
 	a.ls.mu.Lock()
-	position := a.ls.pgStatus.WriteLSN
+	position, id := a.ls.pgStatus.WriteLSN, a.ls.pgStatus.SystemIdentifier
 	a.ls.mu.Unlock()
 	leadership.SetLeaderPosition(l, leadership.Of(lease).Epoch, position)
+	if position != 0 {
+		// A leader that serves records the cluster's identity, once.
+		leadership.RecordSystemIdentifier(l, id)
+	}
 	if l.Spec.AcquireTime == nil {
 		l.Spec.AcquireTime = &now
 	}

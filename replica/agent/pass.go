@@ -231,7 +231,8 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	if sb := leadership.Of(lease).Standbys; sb.Kind != leadership.Unreadable {
 		syncNames = sb.String()
 	}
-	leaderStart := instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline, SynchronousStandbyNames: syncNames, Epoch: epoch}
+	leaderStart := instance.StartOptions{Role: instance.RoleLeader, Deadline: deadline, SynchronousStandbyNames: syncNames, Epoch: epoch,
+		SystemIdentifier: leadership.Of(lease).SystemIdentifier}
 	switch s {
 	case stepRefuseInitdb:
 		return errors.New("leader with an empty data directory past the first epoch: refusing to initdb over a cluster that has data elsewhere")
@@ -448,8 +449,13 @@ func (a *Agent) startFollower(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.start(ctx, instance.StartOptions{Role: instance.RoleFollower,
-		PrimaryConninfo: replication, PrimarySlotName: names.Slot(a.cfg.Pod)})
+	opts := instance.StartOptions{Role: instance.RoleFollower, PrimaryConninfo: replication, PrimarySlotName: names.Slot(a.cfg.Pod)}
+	a.ls.mu.Lock()
+	if a.ls.lease != nil {
+		opts.SystemIdentifier = leadership.Of(a.ls.lease).SystemIdentifier
+	}
+	a.ls.mu.Unlock()
+	return a.start(ctx, opts)
 }
 
 // relayConninfo connects, through the local relay socket, to the leader.

@@ -5,6 +5,8 @@ package api
 import (
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/regent-dev/regent/internal/lsn"
 )
 
@@ -43,8 +45,10 @@ type Status struct {
 	// LeaseDeadline is, on a leader, when it fences itself unless it
 	// renews first.
 	LeaseDeadline *time.Time `json:"leaseDeadline,omitempty"`
-	// LastAPIContact is the last successful round trip to the API server.
-	LastAPIContact *time.Time `json:"lastAPIContact,omitempty"`
+	// SinceAPIContact is how long before this answer, by the agent's own
+	// clock, its last successful round trip to the API server was: a
+	// duration, so that no reader compares the agent's clock with its own.
+	SinceAPIContact *metav1.Duration `json:"sinceAPIContact,omitempty"`
 	// Sealed says this follower sealed the current epoch (the Lease
 	// carries regent.dev/sealed-epoch): it accepts no more WAL of it, and
 	// SealedLSN is the last position it received.
@@ -68,6 +72,9 @@ type Status struct {
 	// PostgreSQL's own words (a parameter it refuses, say); empty once a
 	// start succeeds.
 	StartFailure string `json:"startFailure,omitempty"`
+	// SystemIdentifier is the database system identifier of the data
+	// (pg_control); empty without data.
+	SystemIdentifier string `json:"systemIdentifier,omitempty"`
 	// Reclones counts the times this member's data was removed and the
 	// leader cloned again, since its agent started; LastReclone says why.
 	Reclones    int64  `json:"reclones,omitempty"`

@@ -278,6 +278,9 @@ type StartOptions struct {
 	// Epoch is the leadership epoch a leader starts: a follower's data
 	// started as a leader is promoted onto timeline Epoch.
 	Epoch int64 `json:"epoch,omitempty"`
+	// SystemIdentifier is the cluster's database system identifier, when
+	// recorded: data of another database is never started.
+	SystemIdentifier string `json:"systemIdentifier,omitempty"`
 }
 
 // Start writes the configuration and starts PostgreSQL, waiting until it
@@ -297,6 +300,16 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	}
 	if state != DataReady {
 		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
+	}
+	if opts.SystemIdentifier != "" {
+		control, err := in.controlData(ctx)
+		if err != nil {
+			return err
+		}
+		if id := control["Database system identifier"]; id != opts.SystemIdentifier {
+			return &ErrForeignData{Dir: in.cfg.PGData, Why: fmt.Sprintf(
+				"it holds database system %s, and this cluster's is %s (another database's data)", id, opts.SystemIdentifier)}
+		}
 	}
 	if removed, err := removeStaleLockFiles(in.lockFiles()...); err != nil {
 		return fmt.Errorf("start: %w", err)

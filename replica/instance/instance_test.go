@@ -457,3 +457,32 @@ func TestLivePostgresIsNotFooledByZombiesOrOtherPrograms(t *testing.T) {
 		}
 	}
 }
+
+// The cluster's system identifier, once recorded, is checked before
+// PostgreSQL starts: another database's data is refused with a clear
+// error and kept.
+func TestDataOfAnotherDatabaseIsNeverStarted(t *testing.T) {
+	in := newInstance(t, "pod-0", "127.0.10.10")
+	startLeader(t, in, time.Now().Add(time.Hour))
+	st := in.Status(t.Context())
+	if len(st.SystemIdentifier) < 10 {
+		t.Fatalf("a running leader reports system identifier %q", st.SystemIdentifier)
+	}
+	if _, err := in.Stop(t.Context(), StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if stopped := in.Status(t.Context()); stopped.SystemIdentifier != st.SystemIdentifier {
+		t.Errorf("stopped, it reports %q; running it reported %q", stopped.SystemIdentifier, st.SystemIdentifier)
+	}
+	err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour), SystemIdentifier: "7000000000000000001"})
+	var foreign *ErrForeignData
+	if !errors.As(err, &foreign) || !strings.Contains(err.Error(), "another database's data") {
+		t.Fatalf("start of another database's data: %v", err)
+	}
+	if in.running() {
+		t.Fatal("PostgreSQL runs on another database's data")
+	}
+	if err := in.Start(t.Context(), StartOptions{Role: RoleLeader, Deadline: time.Now().Add(time.Hour), SystemIdentifier: st.SystemIdentifier}); err != nil {
+		t.Fatalf("start of the cluster's own data: %v", err)
+	}
+}

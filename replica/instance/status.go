@@ -60,6 +60,9 @@ type Status struct {
 	// Data is the data directory's state, or the error that makes it
 	// unusable.
 	Data string `json:"data"`
+	// SystemIdentifier is the data's database system identifier
+	// (pg_control); empty without data.
+	SystemIdentifier string `json:"systemIdentifier,omitempty"`
 }
 
 // Status reports PostgreSQL's state; queries that fail leave their fields
@@ -85,6 +88,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 		st.Role = ""
 		if control, err := in.controlData(ctx); err == nil && control != nil {
 			st.ClusterState = control["Database cluster state"]
+			st.SystemIdentifier = control["Database system identifier"]
 		}
 		// A base backup that never started keeps its source's pg_control
 		// ("in production") beside a backup_label: it is a follower's copy,
@@ -112,6 +116,7 @@ func (in *Instance) Status(ctx context.Context) Status {
 		Scan(&st.InRecovery, &st.Timeline, &st.ReceivedLSN, &st.ReplayedLSN, &st.WriteLSN, &st.Streaming, &st.WaitingForWAL)
 	st.Accepting = err == nil
 	_ = conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&st.SynchronousStandbyNames)
+	_ = conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&st.SystemIdentifier)
 	if !st.InRecovery {
 		// The checkpoint's timeline lags a promotion; the WAL file name
 		// carries the current one.

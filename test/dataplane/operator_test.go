@@ -903,6 +903,26 @@ func TestALeaderWhosePostgreSQLDoesNotAnswerAfterItsStartReleasesTheLease(t *tes
 	}
 	ctx := t.Context()
 	old := c.pods[0]
+	// The first leader recorded the cluster's identity on the Lease.
+	waitfor.Condition(t, 30*time.Second, "the system identifier on the Lease", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conn, err := old.conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		var id string
+		if err := conn.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&id); err != nil {
+			return err
+		}
+		if got := lease.Annotations[names.AnnotationSystemIdentifier]; got != id {
+			return fmt.Errorf("the Lease records %q, the leader's data is %s", got, id)
+		}
+		return nil
+	})
 	old.kill()
 	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
 	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
