@@ -399,7 +399,8 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // leaseChangeNeedsAPass lets every Lease change through but a plain
-// renewal (the holder's agent moving renewTime, nothing else), which it
+// renewal (the holder's agent moving renewTime and the position it renews
+// with, nothing else), which it
 // notes in the memory as a pass would, by the operator's clock: the
 // failover logic judges expiry from that, and a healthy cluster's passes
 // are already due at the expiry it last computed (failover.Decide's
@@ -413,6 +414,7 @@ func (r *ReplicaSetReconciler) leaseChangeNeedsAPass(e event.UpdateEvent) bool {
 	a, b := old.DeepCopy(), cur.DeepCopy()
 	for _, l := range []*coordinationv1.Lease{a, b} {
 		l.Spec.RenewTime, l.ResourceVersion, l.ManagedFields = nil, "", nil
+		delete(l.Annotations, names.AnnotationLeaderLSN)
 	}
 	if !equality.Semantic.DeepEqual(a, b) {
 		return true

@@ -3,6 +3,9 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -180,4 +183,65 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 		t.Errorf("%d lost rows were executed after the freeze", lostAfterFreeze)
 	}
 	kubectl(t, "delete", "namespace", ans, "--wait=true", "--timeout=2m")
+}
+
+// A Sync-mode leader frozen past its lease and thawed after a new leader
+// took over rejoins as a follower, every time: REGENT_FREEZES runs (10),
+// each counted. Rows acknowledged through the leader Service all along are
+// on every member at the end.
+func TestSyncFrozenLeadersRejoinEveryTime(t *testing.T) {
+	runs := 10
+	if v := os.Getenv("REGENT_FREEZES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("REGENT_FREEZES=%q: want a positive number", v)
+		}
+		runs = n
+	}
+	const sns = "e2e-syncfreeze"
+	createHealthyCluster(t, sns, "mode: Sync\n    syncReplicas: 1")
+	w := startWriter(t, sns)
+	var rejoined []time.Duration
+	failed := 0
+	for i := range runs {
+		kubectl(t, "-n", sns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=3m")
+		old, epoch := fieldIn(t, sns, ".status.leader"), fieldIn(t, sns, ".status.epoch")
+		for _, c := range []string{"postgres", "agent"} {
+			podGroupIn(t, sns, old).sub(c).freeze(t, true)
+		}
+		waitfor.Condition(t, 60*time.Second, "a new leader", func() error {
+			if l, e := fieldIn(t, sns, ".status.leader"), fieldIn(t, sns, ".status.epoch"); l == old || l == "" || e == epoch {
+				return fmt.Errorf("leader %q at epoch %s", l, e)
+			}
+			return nil
+		})
+		podGroupIn(t, sns, old).sub("postgres").freeze(t, false)
+		podGroupIn(t, sns, old).sub("agent").freeze(t, false)
+		thawed := time.Now()
+		out, err := toolResult(t, "", "kubectl", "-n", sns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=2m")
+		if err != nil {
+			failed++
+			t.Errorf("freeze %d: %s did not rejoin within 2 min of its thaw: %v\n%s\n%s", i+1, old, err, out,
+				kubectl(t, "-n", sns, "get", "dbrs", "-o", "jsonpath={.status.conditions}"))
+			continue
+		}
+		rejoined = append(rejoined, time.Since(thawed))
+		t.Logf("freeze %d: %s thawed after %s took over; a follower again %s later", i+1, old,
+			fieldIn(t, sns, ".status.leader"), time.Since(thawed).Round(100*time.Millisecond))
+	}
+	slices.Sort(rejoined)
+	t.Logf("Sync, frozen leader past its lease then thawed: %d of %d rejoined as followers (slowest %s)", len(rejoined), runs,
+		func() time.Duration {
+			if len(rejoined) == 0 {
+				return 0
+			}
+			return rejoined[len(rejoined)-1].Round(100 * time.Millisecond)
+		}())
+	if failed > 0 {
+		t.Errorf("%d of %d frozen leaders did not rejoin", failed, runs)
+	}
+	kubectl(t, "-n", sns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=3m")
+	for _, pod := range []string{"db-0", "db-1", "db-2"} {
+		w.checkAllOn(t, sns, pod)
+	}
 }

@@ -223,20 +223,26 @@ func newDiskWatch(t testing.TB, namespace string) *diskWatch {
 	d := &diskWatch{paths: map[string]string{}, peak: map[string]float64{}}
 	for i := range 3 {
 		pod := fmt.Sprintf("db-%d", i)
-		pvc, err := cs.CoreV1().PersistentVolumeClaims(namespace).Get(t.Context(), names.VolumeData+"-"+pod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pv, err := cs.CoreV1().PersistentVolumes().Get(t.Context(), pvc.Spec.VolumeName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pv.Spec.HostPath == nil {
-			t.Fatalf("%s is no local volume", pv.Name)
-		}
-		d.paths[pod] = pv.Spec.HostPath.Path
+		d.paths[pod] = volumePath(t, namespace, pod)
 	}
 	return d
+}
+
+// volumePath is where pod's data volume is mounted on its node.
+func volumePath(t testing.TB, namespace, pod string) string {
+	t.Helper()
+	pvc, err := cs.CoreV1().PersistentVolumeClaims(namespace).Get(t.Context(), names.VolumeData+"-"+pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv, err := cs.CoreV1().PersistentVolumes().Get(t.Context(), pvc.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.HostPath == nil {
+		t.Fatalf("%s is no local volume", pv.Name)
+	}
+	return pv.Spec.HostPath.Path
 }
 
 func (d *diskWatch) sample() map[string]usage {

@@ -1,0 +1,127 @@
+package e2e_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/waitfor"
+)
+
+// A leader whose WAL is corrupt: the record of its last checkpoint is
+// overwritten on disk, then every process of its pod killed. Restarted in
+// place, its PostgreSQL cannot start ("could not locate a valid checkpoint
+// record"): its agent gives the Lease up and a follower leads within
+// lease + 2 s of the kill, with every acknowledged row (Sync). The old
+// leader, neither startable nor rewindable, is cloned again by itself.
+func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
+	const cns = "e2e-corrupt"
+	const lease = 6 * time.Second
+	createHealthyCluster(t, cns, "mode: Sync\n    syncReplicas: 1")
+	w := startWriter(t, cns)
+	waitfor.Condition(t, 30*time.Second, "rows acknowledged", func() error {
+		if !w.wroteAfter(time.Now().Add(-500 * time.Millisecond)) {
+			return fmt.Errorf("no row in the last 500 ms")
+		}
+		return nil
+	})
+	old, epoch := fieldIn(t, cns, ".status.leader"), fieldIn(t, cns, ".status.epoch")
+	super, err := cs.CoreV1().Secrets(cns).Get(t.Context(), "db-superuser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := cs.CoreV1().Pods(cns).Get(t.Context(), old, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := connectPod(t.Context(), cns, old, pod.Status.PodIP, string(super.Data["password"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	// The last checkpoint's record, in a segment PostgreSQL has finished
+	// (switched away from), so that it never writes that page again.
+	var file string
+	var offset int64
+	checkpoint := func() (string, error) {
+		var at string
+		err := conn.QueryRow(t.Context(), "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()").Scan(&at)
+		return at, err
+	}
+	if _, err := conn.Exec(t.Context(), "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	at, err := checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), "SELECT file_name, file_offset FROM pg_walfile_name_offset($1::pg_lsn)", at).Scan(&file, &offset); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+		t.Fatal(err)
+	}
+	segment := filepath.Join(volumePath(t, cns, old), "pgdata", "pg_wal", file)
+	f, err := os.OpenFile(segment, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xA5}, 256), offset); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := checkpoint(); err != nil || again != at {
+		t.Fatalf("a checkpoint ran meanwhile (%s, then %s, %v): the corrupt record is no longer the one read at start", at, again, err)
+	}
+	_ = conn.Close(t.Context())
+	killed := time.Now()
+	podGroupIn(t, cns, old).kill(t)
+
+	var now string
+	waitfor.Condition(t, lease+30*time.Second, "a follower leads", func() error {
+		if now = fieldIn(t, cns, ".status.leader"); now == old || now == "" || fieldIn(t, cns, ".status.epoch") == epoch {
+			return fmt.Errorf("leader %q", now)
+		}
+		return nil
+	})
+	elected := time.Now()
+	waitfor.Condition(t, 30*time.Second, "writes through the new leader", func() error {
+		if !w.wroteAfter(elected) {
+			return fmt.Errorf("no row since %s leads", now)
+		}
+		return nil
+	})
+	back := w.firstAfter(elected).Sub(killed)
+	t.Logf("%s's checkpoint record %s (%s at %d) overwritten, its pod killed: %s leads; writes back %s after the kill",
+		old, at, file, offset, now, back.Round(100*time.Millisecond))
+	if back > lease+2*time.Second {
+		t.Errorf("writes came back %s after the kill; want within lease + 2 s (%s)", back, lease+2*time.Second)
+	}
+	if log := kubectl(t, "-n", cns, "logs", old, "-c", "postgres"); !strings.Contains(log, "could not locate a valid checkpoint record") {
+		t.Errorf("%s's PostgreSQL did not fail for the corrupt checkpoint record:\n%s", old, lastLines(log, 20))
+	}
+
+	// The old leader comes back by cloning again; nothing acknowledged is
+	// lost.
+	kubectl(t, "-n", cns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=5m")
+	waitfor.Condition(t, time.Minute, "a Recloned event for "+old, func() error {
+		out := kubectl(t, "-n", cns, "get", "events", "--field-selector", "reason="+regentv1.EventRecloned,
+			"-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}")
+		if !strings.Contains(out, old) {
+			return fmt.Errorf("events: %q", out)
+		}
+		return nil
+	})
+	for _, p := range []string{"db-0", "db-1", "db-2"} {
+		w.checkAllOn(t, cns, p)
+	}
+}
