@@ -95,6 +95,14 @@ func (m *memory) noteRenewal(key types.NamespacedName, lease *coordinationv1.Lea
 	}
 }
 
+// noteRenewalSeen records a renewal like noteRenewal, remembering the
+// cluster if it was not (a standby operator's memory, see renewalWatch).
+func (m *memory) noteRenewalSeen(key types.NamespacedName, lease *coordinationv1.Lease, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.get(key).noteRenewal(lease, now)
+}
+
 func (c *clusterMemory) noteRenewal(lease *coordinationv1.Lease, now time.Time) {
 	key := fmt.Sprintf("%s/%d/", ptr.Deref(lease.Spec.HolderIdentity, ""), ptr.Deref(lease.Spec.LeaseTransitions, 0))
 	if lease.Spec.RenewTime != nil {

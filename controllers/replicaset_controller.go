@@ -377,6 +377,9 @@ func (r *ReplicaSetReconciler) ensureOurs(ctx context.Context, rs *regentv1.Repl
 // always move: every pass would start the next), and a Lease renewal,
 // every second, which is only noted (leaseChangeNeedsAPass).
 func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.Add(renewalWatch{r: r, cache: mgr.GetCache()}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&regentv1.ReplicaSet{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).

@@ -25,6 +25,8 @@ import (
 	"github.com/regent-dev/regent/replica/instance"
 )
 
+var errInstanceDown = errors.New("waiting for instance (the postgres container) to answer")
+
 // leaderStartTimeout bounds how long a leader's PostgreSQL may run without
 // accepting connections (a long crash recovery, a hung disk) before the
 // agent gives the Lease up for a follower to lead: a failover takes about
@@ -53,11 +55,11 @@ func (a *Agent) pass(ctx context.Context) {
 	} else {
 		a.log.V(1).Info("Cannot reach the API server", "error", err.Error())
 	}
-	st, _ := a.instance.Status(ctx)
+	st, stErr := a.instance.Status(ctx)
 	a.ls.mu.Lock()
-	a.ls.pgStatus = st
+	a.ls.pgStatus, a.ls.instanceDown = st, stErr != nil
 	switch {
-	case !st.Running || st.Accepting:
+	case stErr == nil && (!st.Running || st.Accepting):
 		a.ls.silentSince = time.Time{}
 	case a.ls.silentSince.IsZero():
 		a.ls.silentSince = start
@@ -202,12 +204,13 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		}
 	}
 	a.ls.mu.Lock()
-	deadline, wasFenced, silentSince := a.ls.deadline, a.ls.fenced, a.ls.silentSince
+	deadline, wasFenced, silentSince, instanceDown := a.ls.deadline, a.ls.fenced, a.ls.silentSince, a.ls.instanceDown
 	a.ls.mu.Unlock()
 	s := plan(observed{Lead: true, Self: a.cfg.Pod, Holder: a.cfg.Pod, Epoch: epoch, PG: st,
 		DeadlinePassed: !a.clock.Now().Before(deadline), HandOverTo: handoverTo(lease, a.cfg.Pod),
 		WasFenced: wasFenced, LedThisEpoch: a.ls.ledEpochIs(epoch),
-		StartTimedOut: !silentSince.IsZero() && a.clock.Since(silentSince) > leaderStartTimeout && a.members.replicas.Load() > 1})
+		StartTimedOut: !silentSince.IsZero() && a.clock.Since(silentSince) > leaderStartTimeout && a.members.replicas.Load() > 1,
+		InstanceDown:  instanceDown})
 	switch s {
 	case stepFence:
 		// No renewal within the renew deadline (the watchdog fences too,
@@ -216,6 +219,8 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		return errors.New("leader without a valid lease: fenced, waiting to renew")
 	case stepAwaitRenewal:
 		return errors.New("leader without a valid lease: fenced, waiting to renew")
+	case stepAwaitInstance:
+		return errInstanceDown
 	}
 	// A leader this agent fenced itself (no renewal in time) may serve
 	// again once it renews its still-held Lease; one whose PostgreSQL died
@@ -255,6 +260,9 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	case stepHandOver:
 		return a.handOver(ctx, handoverTo(lease, a.cfg.Pod), epoch)
 	case stepRelease:
+		if instanceDown {
+			return a.release(ctx, 0, fmt.Sprintf("instance (the postgres container) is gone or has not answered in %s", leaderStartTimeout))
+		}
 		return a.release(ctx, 0, "PostgreSQL exited under the leader ("+st.LastExit+")")
 	case stepAbandonStart:
 		why := fmt.Sprintf("PostgreSQL started as the leader has not accepted connections in %s", leaderStartTimeout)
@@ -354,7 +362,12 @@ func handoverTo(lease *coordinationv1.Lease, self string) string {
 // follow keeps PostgreSQL following the Lease holder.
 func (a *Agent) follow(ctx context.Context, lease *coordinationv1.Lease, epoch int64, st instance.Status) error {
 	holder := ptrString(lease.Spec.HolderIdentity)
-	switch plan(observed{Self: a.cfg.Pod, Holder: holder, Epoch: epoch, PG: st}) {
+	a.ls.mu.Lock()
+	instanceDown := a.ls.instanceDown
+	a.ls.mu.Unlock()
+	switch plan(observed{Self: a.cfg.Pod, Holder: holder, Epoch: epoch, PG: st, InstanceDown: instanceDown}) {
+	case stepAwaitInstance:
+		return errInstanceDown
 	case stepDemote:
 		// A leader that is no longer one: stop it at once, then rejoin.
 		a.fence(ctx, "this pod no longer leads")

@@ -60,6 +60,13 @@ const (
 	stepStartFollower step = "StartFollower"
 	// stepFollow: PostgreSQL follows; nothing to do.
 	stepFollow step = "Follow"
+
+	// Either way.
+
+	// stepAwaitInstance: instance does not answer (its container starts
+	// after the agent's): nothing is known of PostgreSQL, so nothing is
+	// started, and a start that cannot be made is no failed start.
+	stepAwaitInstance step = "AwaitInstance"
 )
 
 // observed is what plan decides on.
@@ -78,9 +85,12 @@ type observed struct {
 	WasFenced bool
 	// LedThisEpoch: this agent ran PostgreSQL as the leader of Epoch.
 	LedThisEpoch bool
-	// StartTimedOut: PostgreSQL has run without answering for longer
-	// than the leader's start timeout, and the cluster has other members.
+	// StartTimedOut: PostgreSQL has run without answering (or instance
+	// has not answered) for longer than the leader's start timeout, and
+	// the cluster has other members.
 	StartTimedOut bool
+	// InstanceDown: instance did not answer; PG is then the zero Status.
+	InstanceDown bool
 	// PG is what instance reports.
 	PG instance.Status
 }
@@ -114,6 +124,10 @@ func planLeader(o observed) step {
 		// this agent ran PostgreSQL as the leader of this epoch, and it
 		// is gone.) Nothing can be acknowledged any more: no postmaster.
 		return stepRelease
+	case o.InstanceDown && o.StartTimedOut:
+		return stepRelease
+	case o.InstanceDown:
+		return stepAwaitInstance
 	case !pg.Running:
 		return stepStartLeader
 	case pg.InRecovery:
@@ -125,6 +139,8 @@ func planLeader(o observed) step {
 func planFollower(o observed) step {
 	pg := o.PG
 	switch {
+	case o.InstanceDown:
+		return stepAwaitInstance
 	case pg.Running && !pg.InRecovery:
 		return stepDemote
 	case o.Holder == "" || o.Holder == o.Self:

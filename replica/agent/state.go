@@ -47,9 +47,12 @@ type leadershipState struct {
 	// application roles and database exist.
 	rolesDone bool
 	pgStatus  instance.Status
-	// silentSince: since when PostgreSQL has run without answering (zero
-	// while it answers or does not run).
+	// silentSince: since when PostgreSQL has run without answering, or
+	// instance has not answered (zero while PostgreSQL answers or instance
+	// says it does not run).
 	silentSince time.Time
+	// instanceDown: instance did not answer the last pass.
+	instanceDown bool
 	// gate is the commit gate's state (gate.go).
 	gate gateState
 	// ledEpoch is the epoch in which this agent last ran PostgreSQL as

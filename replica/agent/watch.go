@@ -42,22 +42,30 @@ func (a *Agent) watchObjects(ctx context.Context) {
 	watch(a.cfg.Client.CoreV1().RESTClient(), "pods", a.cfg.Pod, &corev1.Pod{})
 }
 
-// watchInstance wakes the agent when PostgreSQL starts or exits.
+// watchInstance wakes the agent when PostgreSQL starts or exits, and when
+// instance goes or comes back.
 func (a *Agent) watchInstance(ctx context.Context) {
 	var gen uint64
+	down := false
 	for ctx.Err() == nil {
 		g, err := a.instance.WaitChange(ctx, gen)
 		if err != nil {
 			// instance is gone (its container died, and PostgreSQL with
-			// it): look now, not at the next tick.
-			a.poke()
-			gen = 0
+			// it): look now, not at the next tick. Then try again
+			// often, quietly: a restarted container answers within a
+			// fraction of a second, and a restarted leader serves as
+			// soon as the pass sees it.
+			if !down {
+				a.poke()
+			}
+			down, gen = true, 0
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
+		down = false
 		if g != gen {
 			gen = g
 			a.poke()

@@ -225,9 +225,10 @@ func TestSyncFrozenLeadersRejoinEveryTime(t *testing.T) {
 				kubectl(t, "-n", sns, "get", "dbrs", "-o", "jsonpath={.status.conditions}"))
 			continue
 		}
-		rejoined = append(rejoined, time.Since(thawed))
+		took := time.Since(thawed)
+		rejoined = append(rejoined, took)
 		t.Logf("freeze %d: %s thawed after %s took over; a follower again %s later", i+1, old,
-			fieldIn(t, sns, ".status.leader"), time.Since(thawed).Round(100*time.Millisecond))
+			fieldIn(t, sns, ".status.leader"), took.Round(100*time.Millisecond))
 	}
 	slices.Sort(rejoined)
 	t.Logf("Sync, frozen leader past its lease then thawed: %d of %d rejoined as followers (slowest %s)", len(rejoined), runs,
