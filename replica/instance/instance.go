@@ -263,7 +263,7 @@ func (in *Instance) Rewind(ctx context.Context, conninfo string) error {
 // lockFiles are the lock files a postmaster takes (removeStaleLockFiles).
 func (in *Instance) lockFiles() []string {
 	return []string{filepath.Join(in.cfg.PGData, "postmaster.pid"),
-		filepath.Join(in.cfg.Settings.SocketDir, fmt.Sprintf(".s.PGSQL.%d.lock", names.PortPostgres))}
+		filepath.Join(in.cfg.SocketDir, fmt.Sprintf(".s.PGSQL.%d.lock", names.PortPostgres))}
 }
 
 // StartOptions say how to start PostgreSQL.

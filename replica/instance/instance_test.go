@@ -447,7 +447,7 @@ func TestLivePostgresIsNotFooledByZombiesOrOtherPrograms(t *testing.T) {
 		}
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", zombie))
 		if err != nil || !strings.Contains(string(stat), ") Z ") {
-			return fmt.Errorf("stat %q, %v", stat, err)
+			return fmt.Errorf("stat %q: %w", stat, err)
 		}
 		return nil
 	})
