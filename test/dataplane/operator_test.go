@@ -857,35 +857,10 @@ func TestALeaderWhosePostgreSQLCannotStartReleasesTheLease(t *testing.T) {
 	for _, p := range c.pods {
 		waitfor.Condition(t, 120*time.Second, p.name+" ready", p.ready)
 	}
-	ctx := t.Context()
 	old := c.pods[0]
-	old.kill()
-	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
-	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("shared_buffers = 'lots'\n"); err != nil {
-		t.Fatal(err)
-	}
-	_ = f.Close()
-	restarted := time.Now()
-	old.restart(t)
-	var winner string
-	waitfor.Condition(t, 60*time.Second, "a follower leads", func() error {
-		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		h := ptr.Deref(lease.Spec.HolderIdentity, "")
-		if h == "" || h == "db-0" {
-			return fmt.Errorf("Lease held by %q at epoch %d", h, ptr.Deref(lease.Spec.LeaseTransitions, 0))
-		}
-		winner = h
-		return nil
-	})
+	winner, took := restartLeaderWith(t, c, old, "shared_buffers = 'lots'", 60*time.Second)
 	t.Logf("the restarted leader's PostgreSQL refused to start; %s leads %s after the restart", winner,
-		time.Since(restarted).Round(100*time.Millisecond))
+		took.Round(100*time.Millisecond))
 	log, _ := os.ReadFile(filepath.Join(old.logDir, "agent.log"))
 	if !strings.Contains(string(log), "PostgreSQL does not start under the leader: releasing the Lease") {
 		t.Errorf("db-0's agent did not say it released the Lease for its failed start")
@@ -893,7 +868,7 @@ func TestALeaderWhosePostgreSQLCannotStartReleasesTheLease(t *testing.T) {
 }
 
 // A restarted leader whose PostgreSQL starts but never accepts connections
-// (here every session sleeps a minute after logging in, as behind a hung
+// (here every session sleeps ten minutes after logging in, as behind a hung
 // disk or a crash recovery that does not end) gives the Lease up after the
 // agent's start timeout (30 s): a follower leads.
 func TestALeaderWhosePostgreSQLDoesNotAnswerAfterItsStartReleasesTheLease(t *testing.T) {
@@ -923,32 +898,7 @@ func TestALeaderWhosePostgreSQLDoesNotAnswerAfterItsStartReleasesTheLease(t *tes
 		}
 		return nil
 	})
-	old.kill()
-	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
-	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("post_auth_delay = 600\n"); err != nil {
-		t.Fatal(err)
-	}
-	_ = f.Close()
-	restarted := time.Now()
-	old.restart(t)
-	var winner string
-	waitfor.Condition(t, 90*time.Second, "a follower leads", func() error {
-		lease, err := cs.CoordinationV1().Leases(c.ns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		h := ptr.Deref(lease.Spec.HolderIdentity, "")
-		if h == "" || h == "db-0" {
-			return fmt.Errorf("Lease held by %q at epoch %d", h, ptr.Deref(lease.Spec.LeaseTransitions, 0))
-		}
-		winner = h
-		return nil
-	})
-	took := time.Since(restarted)
+	winner, took := restartLeaderWith(t, c, old, "post_auth_delay = 600", 90*time.Second)
 	t.Logf("the restarted leader's PostgreSQL never answered; %s leads %s after the restart", winner, took.Round(100*time.Millisecond))
 	log, _ := os.ReadFile(filepath.Join(old.logDir, "agent.log"))
 	if !strings.Contains(string(log), "has not accepted connections in 30s") {
@@ -957,4 +907,38 @@ func TestALeaderWhosePostgreSQLDoesNotAnswerAfterItsStartReleasesTheLease(t *tes
 	if took < 30*time.Second {
 		t.Errorf("the Lease moved %s after the restart, before the start timeout: not for the reason tested", took)
 	}
+}
+
+// restartLeaderWith kills the leader old, adds setting to its PostgreSQL's
+// postgresql.auto.conf, restarts it, and waits up to within for a
+// follower to lead. It returns the follower, and how long after the
+// restart it led.
+func restartLeaderWith(t *testing.T, c *cluster, old *pod, setting string, within time.Duration) (string, time.Duration) {
+	t.Helper()
+	old.kill()
+	auto := filepath.Join(old.logDir, "data", "pgdata", "postgresql.auto.conf")
+	f, err := os.OpenFile(auto, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(setting + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	restarted := time.Now()
+	old.restart(t)
+	var winner string
+	waitfor.Condition(t, within, "a follower leads", func() error {
+		lease, err := cs.CoordinationV1().Leases(c.ns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		h := ptr.Deref(lease.Spec.HolderIdentity, "")
+		if h == "" || h == old.name {
+			return fmt.Errorf("Lease held by %q at epoch %d", h, ptr.Deref(lease.Spec.LeaseTransitions, 0))
+		}
+		winner = h
+		return nil
+	})
+	return winner, time.Since(restarted)
 }

@@ -26,12 +26,7 @@ func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
 	const lease = 6 * time.Second
 	createHealthyCluster(t, cns, "mode: Sync\n    syncReplicas: 1")
 	w := startWriter(t, cns)
-	waitfor.Condition(t, 30*time.Second, "rows acknowledged", func() error {
-		if !w.wroteAfter(time.Now().Add(-500 * time.Millisecond)) {
-			return fmt.Errorf("no row in the last 500 ms")
-		}
-		return nil
-	})
+	w.waitWriting(t)
 	old, epoch := fieldIn(t, cns, ".status.leader"), fieldIn(t, cns, ".status.epoch")
 	super, err := cs.CoreV1().Secrets(cns).Get(t.Context(), "db-superuser", metav1.GetOptions{})
 	if err != nil {
@@ -86,20 +81,8 @@ func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
 	killed := time.Now()
 	podGroupIn(t, cns, old).kill(t)
 
-	var now string
-	waitfor.Condition(t, lease+30*time.Second, "a follower leads", func() error {
-		if now = fieldIn(t, cns, ".status.leader"); now == old || now == "" || fieldIn(t, cns, ".status.epoch") == epoch {
-			return fmt.Errorf("leader %q", now)
-		}
-		return nil
-	})
-	elected := time.Now()
-	waitfor.Condition(t, 30*time.Second, "writes through the new leader", func() error {
-		if !w.wroteAfter(elected) {
-			return fmt.Errorf("no row since %s leads", now)
-		}
-		return nil
-	})
+	now, elected := awaitNewLeader(t, cns, old, epoch, lease+30*time.Second)
+	w.waitWroteAfter(t, elected)
 	back := w.firstAfter(elected).Sub(killed)
 	t.Logf("%s's checkpoint record %s (%s at %d) overwritten, its pod killed: %s leads; writes back %s after the kill",
 		old, at, file, offset, now, back.Round(100*time.Millisecond))

@@ -244,6 +244,58 @@ func (w *writer) checkAllOn(t testing.TB, namespace, pod string, extra ...int) {
 	})
 }
 
+// countFromEnv is the positive number the environment variable name sets,
+// or def when it is unset.
+func countFromEnv(t testing.TB, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+// waitWriting waits until w has rows acknowledged in the last 500 ms.
+func (w *writer) waitWriting(t testing.TB) {
+	t.Helper()
+	waitfor.Condition(t, 30*time.Second, "rows acknowledged", func() error {
+		if !w.wroteAfter(time.Now().Add(-500 * time.Millisecond)) {
+			return fmt.Errorf("no row in the last 500 ms")
+		}
+		return nil
+	})
+}
+
+// waitWroteAfter waits until a row written after t0 was acknowledged.
+func (w *writer) waitWroteAfter(t testing.TB, t0 time.Time) {
+	t.Helper()
+	waitfor.Condition(t, 30*time.Second, "writes after "+t0.Format("15:04:05.000"), func() error {
+		if !w.wroteAfter(t0) {
+			return fmt.Errorf("no row since")
+		}
+		return nil
+	})
+}
+
+// awaitNewLeader waits until namespace's ReplicaSet names a leader other
+// than old at an epoch other than epoch, and returns it with when it was
+// seen.
+func awaitNewLeader(t testing.TB, namespace, old, epoch string, timeout time.Duration) (string, time.Time) {
+	t.Helper()
+	var now string
+	waitfor.Condition(t, timeout, "a leader other than "+old, func() error {
+		if now = fieldIn(t, namespace, ".status.leader"); now == old || now == "" || fieldIn(t, namespace, ".status.epoch") == epoch {
+			return fmt.Errorf("leader %q", now)
+		}
+		return nil
+	})
+	return now, time.Now()
+}
+
 // wroteAfter says whether a row was acknowledged that was written after t.
 func (w *writer) wroteAfter(t time.Time) bool {
 	w.mu.Lock()

@@ -3,9 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -190,14 +188,7 @@ func TestAsyncFrozenLeaderAcknowledgesNothing(t *testing.T) {
 // each counted. Rows acknowledged through the leader Service all along are
 // on every member at the end.
 func TestSyncFrozenLeadersRejoinEveryTime(t *testing.T) {
-	runs := 10
-	if v := os.Getenv("REGENT_FREEZES"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("REGENT_FREEZES=%q: want a positive number", v)
-		}
-		runs = n
-	}
+	runs := countFromEnv(t, "REGENT_FREEZES", 10)
 	const sns = "e2e-syncfreeze"
 	createHealthyCluster(t, sns, "mode: Sync\n    syncReplicas: 1")
 	w := startWriter(t, sns)

@@ -28,12 +28,7 @@ func TestALeaderOnANodeThatStopsReportingIsMoved(t *testing.T) {
 	const lease = 6 * time.Second
 	createHealthyCluster(t, lns, "mode: Async")
 	w := startWriter(t, lns)
-	waitfor.Condition(t, 30*time.Second, "rows acknowledged", func() error {
-		if !w.wroteAfter(time.Now().Add(-500 * time.Millisecond)) {
-			return fmt.Errorf("no row in the last 500 ms")
-		}
-		return nil
-	})
+	w.waitWriting(t)
 	old, epoch := fieldIn(t, lns, ".status.leader"), fieldIn(t, lns, ".status.epoch")
 	pod, err := cs.CoreV1().Pods(lns).Get(t.Context(), old, metav1.GetOptions{})
 	if err != nil {
@@ -60,20 +55,8 @@ func TestALeaderOnANodeThatStopsReportingIsMoved(t *testing.T) {
 		return fmt.Errorf("conditions %v", p.Status.Conditions)
 	})
 	marked := time.Now()
-	var now string
-	waitfor.Condition(t, lease+30*time.Second, "another leader", func() error {
-		if now = fieldIn(t, lns, ".status.leader"); now == old || now == "" || fieldIn(t, lns, ".status.epoch") == epoch {
-			return fmt.Errorf("leader %q", now)
-		}
-		return nil
-	})
-	elected := time.Now()
-	waitfor.Condition(t, 30*time.Second, "writes through the new leader", func() error {
-		if !w.wroteAfter(elected) {
-			return fmt.Errorf("no row since %s leads", now)
-		}
-		return nil
-	})
+	now, elected := awaitNewLeader(t, lns, old, epoch, lease+30*time.Second)
+	w.waitWroteAfter(t, elected)
 	back := w.firstAfter(elected).Sub(marked)
 	gap, _ := w.outage(marked, elected)
 	newPod, err := cs.CoreV1().Pods(lns).Get(t.Context(), now, metav1.GetOptions{})

@@ -3,9 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,14 +28,7 @@ import (
 //
 // REGENT_BENCH_RESTARTS sets the kills of each kind (10).
 func BenchmarkLeaderRestartOutage(b *testing.B) {
-	kills := 10
-	if v := os.Getenv("REGENT_BENCH_RESTARTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("REGENT_BENCH_RESTARTS=%q: want a positive number", v)
-		}
-		kills = n
-	}
+	kills := countFromEnv(b, "REGENT_BENCH_RESTARTS", 10)
 	const bns = "bench-restart"
 	createHealthyCluster(b, bns, "mode: Async")
 	w := startWriter(b, bns)

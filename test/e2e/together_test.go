@@ -69,12 +69,7 @@ func TestTheLeaderAndTheActiveOperatorLostTogether(t *testing.T) {
 		kubectl(t, "-n", tns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
 	}
 	w := startWriter(t, tns)
-	waitfor.Condition(t, 30*time.Second, "rows acknowledged", func() error {
-		if !w.wroteAfter(time.Now().Add(-500 * time.Millisecond)) {
-			return fmt.Errorf("no row in the last 500 ms")
-		}
-		return nil
-	})
+	w.waitWriting(t)
 	epoch := fieldIn(t, tns, ".status.epoch")
 
 	paused := kubelet.HeartbeatPausedFile(filepath.Join(cfg.StateDir, "nodes", node))
@@ -90,20 +85,8 @@ func TestTheLeaderAndTheActiveOperatorLostTogether(t *testing.T) {
 		leaderGroup.freeze(t, false)
 		operatorGroup.freeze(t, false)
 	})
-	var now string
-	waitfor.Condition(t, 2*time.Minute, "another leader", func() error {
-		if now = fieldIn(t, tns, ".status.leader"); now == target || now == "" || fieldIn(t, tns, ".status.epoch") == epoch {
-			return fmt.Errorf("leader %q", now)
-		}
-		return nil
-	})
-	elected := time.Now()
-	waitfor.Condition(t, 30*time.Second, "writes through the new leader", func() error {
-		if !w.wroteAfter(elected) {
-			return fmt.Errorf("no row since %s leads", now)
-		}
-		return nil
-	})
+	now, elected := awaitNewLeader(t, tns, target, epoch, 2*time.Minute)
+	w.waitWroteAfter(t, elected)
 	back := w.firstAfter(elected).Sub(lost)
 	limit := lease + handOver + 2*time.Second
 	t.Logf("%s (the leader) and %s (the active operator) lost together on %s: %s leads; writes back %s after (limit %s)",
