@@ -301,15 +301,13 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	if state != DataReady {
 		return fmt.Errorf("start: data directory %s is empty: run initdb or a base backup first", in.cfg.PGData)
 	}
-	if opts.SystemIdentifier != "" {
-		control, err := in.controlData(ctx)
-		if err != nil {
-			return err
-		}
-		if id := control["Database system identifier"]; id != opts.SystemIdentifier {
-			return &ErrForeignData{Dir: in.cfg.PGData, Why: fmt.Sprintf(
-				"it holds database system %s, and this cluster's is %s (another database's data)", id, opts.SystemIdentifier)}
-		}
+	control, err := in.controlData(ctx)
+	if err != nil {
+		return err
+	}
+	if id := control["Database system identifier"]; opts.SystemIdentifier != "" && id != opts.SystemIdentifier {
+		return &ErrForeignData{Dir: in.cfg.PGData, Why: fmt.Sprintf(
+			"it holds database system %s, and this cluster's is %s (another database's data)", id, opts.SystemIdentifier)}
 	}
 	if removed, err := removeStaleLockFiles(in.lockFiles()...); err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -321,15 +319,10 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	// it would stay on the old timeline, and a deposed leader's writes on
 	// that same timeline would look like history to pg_rewind.
 	promoteAfterStart := false
-	if opts.Role == RoleLeader {
-		control, err := in.controlData(ctx)
-		if err != nil {
-			return err
-		}
-		if state := control["Database cluster state"]; state == "in archive recovery" || state == "shut down in recovery" {
-			promoteAfterStart = true
-			in.log.Info("Starting a follower's data in recovery, to promote it", "state", state)
-		}
+	if state := control["Database cluster state"]; opts.Role == RoleLeader &&
+		(state == "in archive recovery" || state == "shut down in recovery") {
+		promoteAfterStart = true
+		in.log.Info("Starting a follower's data in recovery, to promote it", "state", state)
 	}
 	s := in.cfg.Settings
 	s.Role, s.PrimaryConninfo, s.PrimarySlotName = opts.Role, opts.PrimaryConninfo, opts.PrimarySlotName
