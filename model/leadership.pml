@@ -34,6 +34,27 @@
  *                         renewal in between is overwritten.
  *   COUNT_SILENT          (Sync) the election counts silent followers: it
  *                         elects with fewer than n - k + 1 = 2 sealed reports.
+ *   CONFIRM_WHEN_REVOKED  (failsafe) a follower keeps confirming the leader's
+ *                         failsafe after it saw the revocation, and after the
+ *                         seal too: it stops only when it sees epoch 2.
+ *   NO_FAILSAFE_WAIT      (failsafe) the operator seals as soon as a follower
+ *                         reports the revocation, without waiting for that
+ *                         follower's last confirmation to expire.
+ *
+ * The failsafe (FAILSAFE; the two variants above imply it). The leader,
+ * cut off from the API server, may go on acknowledging after d while it
+ * holds, from EVERY follower, a confirmation that the follower still follows
+ * epoch 1 and has seen no revocation: a confirmation answers a request the
+ * leader started at r and is good until r + G on the leader's clock. So its
+ * effective deadline is max(d, min over the followers of r_i + G). The
+ * operator's expiry then ends the epoch in two writes: it REVOKES epoch 1
+ * (followers that see it stop confirming at once, and report so on /status
+ * with the time of their last confirmation), and only once one follower
+ * reported the revocation and G has passed since that follower's last
+ * confirmation (no failsafe the leader could hold is left) does it SEAL;
+ * the seal and the election are as before. Without FAILSAFE the operator
+ * seals directly (the leader published no followers to confirm it: the
+ * spec turned the failsafe off, or there is no follower).
  *
  * Other switches:
  *   PROP_B        also assert (b) below.
@@ -102,7 +123,18 @@
 #ifndef MAXC
 #define MAXC 2       /* commits the client makes on L */
 #endif
+#ifndef G
+#define G 2          /* a failsafe confirmation is good for G after its request */
+#endif
 #define NONE 255
+#if defined(CONFIRM_WHEN_REVOKED) || defined(NO_FAILSAFE_WAIT) || defined(WITNESS_FAILSAFE)
+#ifndef FAILSAFE
+#define FAILSAFE
+#endif
+#endif
+#if defined(FAILSAFE) && defined(NO_SEAL)
+#error NO_SEAL and FAILSAFE do not go together
+#endif
 #if defined(NO_SEAL) && !defined(SYNC)
 #error NO_SEAL is a Sync-mode variant: add -DSYNC
 #endif
@@ -113,6 +145,7 @@ byte holder = 0;     /* 0 = L, 1 = F1, 2 = F2 */
 byte epoch = 1;      /* leaseTransitions */
 byte renewT = 0;     /* renewTime: the start of the last renewal */
 bool sealed = false; /* regent.dev/sealed-epoch = 1 */
+bool revoked = false; /* regent.dev/revoked-epoch = 1 (FAILSAFE) */
 byte ver = 0;        /* resourceVersion */
 
 /* ---- L: agent, relay, PostgreSQL, client ---- */
@@ -130,8 +163,34 @@ byte passed = 0;     /* highest commit whose acknowledgement a fence let through
 #define PASSED acked
 #endif
 
+/* ---- the failsafe (FAILSAFE) ---- */
+#ifdef FAILSAFE
+/* When Fi last confirmed L's failsafe. In the code a confirmation answers
+ * L's request started at r and is good until r + G; here L holds it from
+ * the moment Fi gives it, good until that moment + G: later than r + G,
+ * and at once rather than after the network's delay, so more behaviours
+ * for L, not fewer (and the leader's requests need no modelling). */
+byte ans[2] = NONE;
+byte rta[2] = NONE;  /* ans as Fi reported it with the revocation (/status) */
+/* L holds a failsafe while both followers' confirmations are good. */
+#define FS_OK (ans[0] != NONE && ans[1] != NONE && now < (ans[0] < ans[1] -> ans[0] : ans[1]) + G)
+#else
+#define FS_OK false
+#endif
+/* L's one safety predicate (mayAck): the renew deadline or the failsafe. */
+#define MAY_ACK (now < d || FS_OK)
+#ifdef FAILSAFE
+#define FAILSAFE_ON true
+#else
+#define FAILSAFE_ON false
+#endif
+
 /* ---- followers (index 0 = F1, 1 = F2) ---- */
-byte fst[2];         /* 0: follows epoch 1 unsealed; 1: saw the seal; 2: saw epoch 2 */
+#define F_FOLLOW 0   /* follows epoch 1: takes its WAL, confirms its failsafe */
+#define F_REVOKED 1  /* saw the revocation: takes WAL, confirms nothing */
+#define F_SEALED 2   /* saw the seal: relay cut, position reported */
+#define F_MOVED 3    /* saw epoch 2 */
+byte fst[2];
 byte rep[2] = NONE;  /* sealed report (position) for epoch 1, NONE until made */
 #ifdef SYNC
 byte sent[2];        /* WAL L's relay let through towards Fi (in flight) */
@@ -145,7 +204,7 @@ byte obs[2];         /* Fi's position as of its agent's last pass (/status) */
 /* ---- operator ---- */
 byte okey = 0;       /* renewTime last seen */
 byte oseen = 0;      /* when (operator's clock) it was first seen */
-byte ophase = 0;     /* 0 watching, 1 judged expired (write pending), 2 sealed, 3 moved */
+byte ophase = 0;     /* 0 watching, 1 judged expired (write pending), 4 revoked, 2 sealed, 3 moved */
 byte over = 0;       /* the Lease version judged */
 byte ojudged = 0;    /* the renewTime judged (what a blind write writes back) */
 byte w = NONE;       /* the winner */
@@ -163,7 +222,7 @@ byte forkpos = 0;    /* the winner's WAL at its promotion */
 #ifdef NO_RELAY_LEASE_CHECK
 #define LEADER_RELAY_OK true
 #else
-#define LEADER_RELAY_OK (now < d)
+#define LEADER_RELAY_OK MAY_ACK
 #endif
 
 /* An acknowledgement of epoch 1 up to commit p: the invariants. */
@@ -176,6 +235,9 @@ inline acknowledge(p) {
 	:: else
 	fi;
 	assert(!e2 || p <= forkpos);            /* (c) */
+#endif
+#ifdef WITNESS_FAILSAFE
+	assert(now < d);                     /* failsafe reachability witness */
 #endif
 #ifndef ONLY_C
 	if
@@ -217,7 +279,7 @@ active proctype LeaderAgent() {
 	do
 	/* Read the Lease and send a renewal: only the holder, at an unsealed
 	 * epoch, at most one renewal started per tick. */
-	:: d_step { !rpend && holder == 0 && epoch == 1 && !sealed && now > renewT ->
+	:: d_step { !rpend && holder == 0 && epoch == 1 && !sealed && !revoked && now > renewT ->
 		rpend = true; rstart = now; rver = ver }
 	/* The renewal reaches the API server: optimistic concurrency against
 	 * the version read. On success the deadline moves to start + D. */
@@ -233,14 +295,16 @@ active proctype LeaderAgent() {
 	/* API loss: the renewal never arrives. */
 	:: d_step { rpend -> rpend = false; rstart = 0; rver = 0;
 		printf("t=%d L's renewal is lost (API server unreachable)\n", now) }
-	/* Fence: the agent at d, and instance's watchdog, stop PostgreSQL. */
-	:: d_step { running && now >= d -> running = false;
-		printf("t=%d L's agent/watchdog stops PostgreSQL (d=%d passed)\n", now, d) }
+	/* Fence: the agent at d, and instance's watchdog, stop PostgreSQL
+	 * (with the failsafe: at the later of d and the failsafe's end). */
+	:: d_step { running && !MAY_ACK -> running = false;
+		printf("t=%d L's agent/watchdog stops PostgreSQL (d=%d passed, no failsafe)\n", now, d) }
 	/* A renewal after an API outage lifts the agent's own fence. (Its
 	 * pass may use the Lease it last read, or the renewal's answer, when
 	 * the API server is unreachable: so no check of the current Lease.) */
-	:: d_step { !running && now < d -> running = true;
-		printf("t=%d L's agent restarts PostgreSQL as leader (renewed, d=%d)\n", now, d) }
+	:: d_step { !running && MAY_ACK -> running = true;
+		printf("t=%d L's agent restarts PostgreSQL as leader (d=%d)\n", now, d) }
+
 #ifdef SYNC
 	/* L's relay lets WAL through towards a follower (checks d per chunk). */
 	:: d_step { sent[0] < lwal && LEADER_RELAY_OK -> sent[0]++ }
@@ -270,8 +334,9 @@ active proctype LeaderPostgres() {
 		}
 #if !defined(SYNC) && !defined(NO_GATE)
 	/* The gate (a replication client of L's PostgreSQL in L's agent)
-	 * sends its flush acknowledgement only while now < d. */
-	:: d_step { running && PASSED < lwal && now < d ->
+	 * sends its flush acknowledgement only while mayAck (now < d, or the
+	 * failsafe). */
+	:: d_step { running && PASSED < lwal && MAY_ACK ->
 		printf("t=%d L's commit gate sends its flush acknowledgement of commit %d (d=%d)\n", now, lwal, d);
 		letThrough(lwal) }
 #endif
@@ -290,8 +355,14 @@ inline follower(i) {
 	do
 	/* The agent sees the seal: cuts its relays, waits for replay to reach
 	 * the end of the WAL on disk, and reports that position as sealed. */
-	:: d_step { fst[i] == 0 && sealed ->
-		fst[i] = 1;
+	:: d_step { fst[i] <= F_REVOKED && sealed ->
+#ifdef FAILSAFE
+		if
+		:: fst[i] == F_FOLLOW -> rta[i] = ans[i]
+		:: else
+		fi;
+#endif
+		fst[i] = F_SEALED;
 #ifdef SYNC
 		rep[i] = fwal[i];
 #else
@@ -300,8 +371,8 @@ inline follower(i) {
 		printf("t=%d F%d sees the seal of epoch 1, cuts its relay, reports position %d\n", now, i + 1, rep[i]) }
 	/* The agent sees epoch 2: re-points; the winner promotes and its
 	 * PostgreSQL makes the first commit of epoch 2. */
-	:: d_step { fst[i] != 2 && epoch == 2 ->
-		fst[i] = 2;
+	:: d_step { fst[i] != F_MOVED && epoch == 2 ->
+		fst[i] = F_MOVED;
 		if
 		:: holder == i + 1 ->
 #ifdef SYNC
@@ -325,13 +396,29 @@ inline follower(i) {
 		fi }
 #ifdef SYNC
 	/* The follower's relay takes WAL of epoch 1 only while its agent has
-	 * seen epoch 1 unsealed; its PostgreSQL flushes it. */
-	:: d_step { fst[i] == 0 && fwal[i] < sent[i] -> fwal[i]++;
+	 * seen epoch 1 unsealed (revoked or not); its PostgreSQL flushes it. */
+	:: d_step { fst[i] <= F_REVOKED && fwal[i] < sent[i] -> fwal[i]++;
 		printf("t=%d F%d receives and flushes commit %d\n", now, i + 1, fwal[i]) }
 	/* Its flush report goes back through its relay (same check), then is
 	 * in flight to L (TCP, kernel buffers: delivered whenever L reads). */
-	:: d_step { fst[i] == 0 && ackin[i] < fwal[i] -> ackin[i] = fwal[i];
+	:: d_step { fst[i] <= F_REVOKED && ackin[i] < fwal[i] -> ackin[i] = fwal[i];
 		printf("t=%d F%d's relay sends its flush report %d to L\n", now, i + 1, ackin[i]) }
+#endif
+#ifdef FAILSAFE
+	/* The agent sees the revocation: it confirms nothing more, and
+	 * reports, on /status, the revocation and when it last confirmed. */
+	:: d_step { fst[i] == F_FOLLOW && revoked ->
+		fst[i] = F_REVOKED; rta[i] = ans[i];
+		printf("t=%d F%d sees the revocation of epoch 1: confirms nothing more (last confirmed at t=%d, 255 = never)\n", now, i + 1, rta[i]) }
+	/* It confirms L's failsafe while it follows epoch 1 and has seen no
+	 * revocation (CONFIRM_WHEN_REVOKED: until it sees epoch 2). */
+#ifdef CONFIRM_WHEN_REVOKED
+	:: d_step { fst[i] != F_MOVED && ans[i] != now ->
+#else
+	:: d_step { fst[i] == F_FOLLOW && ans[i] != now ->
+#endif
+		ans[i] = now;
+		printf("t=%d F%d confirms L's failsafe (good until %d)\n", now, i + 1, now + G) }
 #endif
 #ifdef NO_SEAL
 	/* A pass records PostgreSQL's position; /status serves it until the
@@ -358,11 +445,36 @@ active proctype Operator() {
 			printf("t=%d operator: no renewal seen since t=%d: leader lost (judged Lease v%d)\n", now, oseen, ver)
 		:: else
 		fi }
+#ifdef FAILSAFE
+	/* Phase one with the failsafe: revoke, with an update against the
+	 * version judged (as the seal below). Nobody renews a revoked epoch. */
+	:: d_step { ophase == 1 ->
+		if
+		:: ver == over || BLIND_WRITE ->
+			printf("t=%d operator revokes epoch 1 (Lease v%d)\n", now, ver);
+			renewT = ojudged; revoked = true; ver++; ophase = 4
+		:: else -> printf("t=%d operator's revocation fails: the Lease changed since it judged it; looks again\n", now);
+			ophase = 0
+		fi;
+		over = 0; ojudged = 0 }
+	/* Then the seal, once a follower reported the revocation and its last
+	 * confirmation (as it reported it) has expired: L cannot hold a
+	 * confirmation from every follower any more, nor get a new one. */
+#ifdef NO_FAILSAFE_WAIT
+	:: d_step { ophase == 4 && (fst[0] >= F_REVOKED || fst[1] >= F_REVOKED) ->
+#else
+	:: d_step { ophase == 4 &&
+		((fst[0] >= F_REVOKED && (rta[0] == NONE || now >= rta[0] + G)) ||
+		 (fst[1] >= F_REVOKED && (rta[1] == NONE || now >= rta[1] + G))) ->
+#endif
+		printf("t=%d operator seals epoch 1 (revocation reported; last confirmations F1=%d F2=%d expired)\n", now, rta[0], rta[1]);
+		sealed = true; ver++; ophase = 2 }
+#endif
 #ifndef NO_SEAL
 	/* Phase one: seal, with an update against the version judged (a
 	 * renewal in between makes it fail, and the operator looks again). The
 	 * update writes the Lease as judged, plus the seal. */
-	:: d_step { ophase == 1 ->
+	:: d_step { ophase == 1 && !FAILSAFE_ON ->
 		if
 		:: ver == over || BLIND_WRITE ->
 			if

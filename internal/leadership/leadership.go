@@ -55,6 +55,16 @@ type State struct {
 	// SystemIdentifier is the cluster's database system identifier (""
 	// until a leader recorded it).
 	SystemIdentifier string
+	// Failsafe: the spec lets the leader write on its followers'
+	// confirmations while it cannot reach the API server.
+	Failsafe bool
+	// FailsafeReplicas is the member count whose confirmations the leader
+	// may be relying on (0: it relies on none), as its last renewal
+	// published it.
+	FailsafeReplicas int32
+	// RevokedEpoch revokes every epoch up to it (0: none): followers stop
+	// confirming its failsafe and nobody renews it; a seal follows.
+	RevokedEpoch int64
 }
 
 // Position is a leader's WAL position as of a renewal in Epoch.
@@ -124,6 +134,26 @@ func parsePosition(v string) (Position, error) {
 // Sealed says whether the current epoch is sealed.
 func (s State) Sealed() bool { return s.Epoch > 0 && s.SealedEpoch >= s.Epoch }
 
+// Ending says whether the current epoch is revoked or sealed: nobody
+// renews it, and no follower confirms its failsafe.
+func (s State) Ending() bool {
+	return s.Epoch > 0 && max(s.SealedEpoch, s.RevokedEpoch) >= s.Epoch
+}
+
+// SetFailsafeReplicas writes the member count whose confirmations the
+// leader's failsafe needs onto the Lease it is about to renew (0: none),
+// and nothing else.
+func SetFailsafeReplicas(l *coordinationv1.Lease, n int32) {
+	if n <= 0 {
+		delete(l.Annotations, names.AnnotationFailsafeReplicas)
+		return
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[names.AnnotationFailsafeReplicas] = strconv.FormatInt(int64(n), 10)
+}
+
 // everySealed is the seal an unreadable annotation stands for: refusing to
 // lead is always safe, leading in a sealed epoch never is.
 const everySealed = math.MaxInt64
@@ -145,6 +175,27 @@ func Decode(l *coordinationv1.Lease) (State, error) {
 		}
 		s.SealedEpoch = n
 	}
+	if v, ok := a[names.AnnotationRevokedEpoch]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			unreadable(names.AnnotationRevokedEpoch, fmt.Errorf("%q is not an epoch", v))
+			n = everySealed
+		}
+		s.RevokedEpoch = n
+	}
+	if v, ok := a[names.AnnotationFailsafeReplicas]; ok {
+		// Unreadable: the leader may rely on any member, so the operator
+		// waits for a revocation report (its largest reading).
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			unreadable(names.AnnotationFailsafeReplicas, fmt.Errorf("%q is not a member count", v))
+			n = names.MaxReplicas
+		}
+		s.FailsafeReplicas = int32(n)
+	}
+	// Anything but "true" is off: a leader never relies on a failsafe the
+	// operator did not turn on.
+	s.Failsafe = a[names.AnnotationFailsafe] == "true"
 	if v := a[names.AnnotationSealedAt]; v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
@@ -239,6 +290,18 @@ func Encode(s State, l *coordinationv1.Lease) {
 	set(names.AnnotationHandoverTo, s.SwitchoverTo)
 	set(names.AnnotationLeaderLSN, s.LeaderPosition.String())
 	set(names.AnnotationSystemIdentifier, s.SystemIdentifier)
+	set(names.AnnotationRevokedEpoch, "")
+	if s.RevokedEpoch > 0 {
+		set(names.AnnotationRevokedEpoch, strconv.FormatInt(s.RevokedEpoch, 10))
+	}
+	set(names.AnnotationFailsafe, "")
+	if s.Failsafe {
+		set(names.AnnotationFailsafe, "true")
+	}
+	set(names.AnnotationFailsafeReplicas, "")
+	if s.FailsafeReplicas > 0 {
+		set(names.AnnotationFailsafeReplicas, strconv.FormatInt(int64(s.FailsafeReplicas), 10))
+	}
 }
 
 func encodeLSN(l lsn.LSN) string { return l.Text() }

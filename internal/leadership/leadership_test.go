@@ -53,7 +53,41 @@ func randomState(r *rand.Rand) State {
 	if r.IntN(2) == 0 {
 		s.LeaderPosition = Position{Epoch: 1 + r.Int64N(1<<31), LSN: lsn.LSN(1 + r.Uint64())}
 	}
+	s.Failsafe = r.IntN(2) == 0
+	if r.IntN(2) == 0 {
+		s.FailsafeReplicas = 1 + r.Int32N(names.MaxReplicas)
+	}
+	if r.IntN(2) == 0 {
+		s.RevokedEpoch = 1 + r.Int64N(1<<40)
+	}
 	return s
+}
+
+// The revocation reads alike on both sides, and what cannot be read is
+// read the safe way: an unreadable revocation revokes every epoch, an
+// unreadable member count makes the operator wait for any member, and a
+// failsafe flag that is not exactly "true" is off.
+func TestTheFailsafeReadsTheSafeWay(t *testing.T) {
+	l := &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{LeaseTransitions: ptr.To(int32(4))}}
+	Encode(State{Epoch: 4, RevokedEpoch: 3, Failsafe: true, FailsafeReplicas: 3}, l)
+	if s := Of(l); s.Ending() || !s.Failsafe || s.FailsafeReplicas != 3 {
+		t.Errorf("epoch 4 with epoch 3 revoked: %+v", s)
+	}
+	l.Annotations[names.AnnotationRevokedEpoch] = "4"
+	if !Of(l).Ending() || Of(l).Sealed() {
+		t.Errorf("a revoked epoch is ending, not sealed: %+v", Of(l))
+	}
+	l.Annotations[names.AnnotationRevokedEpoch] = "four"
+	l.Annotations[names.AnnotationFailsafeReplicas] = "-2"
+	l.Annotations[names.AnnotationFailsafe] = "yes"
+	s, err := Decode(l)
+	if err == nil || !s.Ending() || s.FailsafeReplicas != names.MaxReplicas || s.Failsafe {
+		t.Errorf("unreadable failsafe annotations read as %+v, %v", s, err)
+	}
+	SetFailsafeReplicas(l, 0)
+	if _, ok := l.Annotations[names.AnnotationFailsafeReplicas]; ok {
+		t.Errorf("SetFailsafeReplicas(0) left the annotation")
+	}
 }
 
 // A leader's renewal writes its position for its epoch, and nothing else;

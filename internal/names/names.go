@@ -73,6 +73,18 @@ const (
 	// that renews with one: no member starts, follows or is elected with
 	// another database's data.
 	AnnotationSystemIdentifier = "regent.dev/system-identifier"
+	// AnnotationFailsafe on the Lease: "true" when the spec lets the
+	// leader write on its followers' confirmations while it cannot reach
+	// the API server (written by the operator).
+	AnnotationFailsafe = "regent.dev/failsafe"
+	// AnnotationFailsafeReplicas on the Lease: the member count whose
+	// confirmations the leader's failsafe needs (written by the leader with
+	// its renewals; absent: it uses no failsafe).
+	AnnotationFailsafeReplicas = "regent.dev/failsafe-replicas"
+	// AnnotationRevokedEpoch on the Lease: epoch n is revoked, its
+	// followers confirm nothing more for it, nobody renews it; the seal
+	// follows once no failsafe of it can be left (written by the operator).
+	AnnotationRevokedEpoch = "regent.dev/revoked-epoch"
 )
 
 // AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
