@@ -42,7 +42,10 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	start := time.Now()
 	now := r.now()
 	obs.agents = r.readAgents(ctx, client.ObjectKeyFromObject(rs), obs.pods, obs.certificates.roots)
-	in := r.failoverInput(rs, obs, now)
+	// Every answer arrived before this: a time an agent reports as an age
+	// is placed no earlier than it was.
+	answered := r.now()
+	in := r.failoverInput(rs, obs, now, answered)
 	d := failover.Decide(in)
 	obs.decision = &d
 	obs.leaderLSN = in.LeaderLSN
@@ -69,6 +72,9 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		if !d.Until.IsZero() {
 			obs.requeue(d.Until.Sub(now))
 		}
+		if err := r.reconcileFailsafeSwitch(ctx, rs, obs); err != nil {
+			return err
+		}
 		if err := r.reconcileSyncStandbys(ctx, rs, obs); err != nil {
 			return err
 		}
@@ -81,7 +87,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 		// Followers report their seals on /status, not through the API
 		// server: no event brings the operator back, so it polls, briefly
 		// while an election is pending.
-		if obs.protocol().Sealed() {
+		if p := obs.protocol(); p.Sealed() || p.Ending() {
 			obs.requeue(100 * time.Millisecond)
 		} else {
 			obs.requeue(2 * time.Second)
@@ -93,6 +99,18 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 	case failover.Refuse:
 		r.warnOnce(rs, key, regentv1.EventFailoverRefused, "Refuse", d.Reason, true)
 		obs.requeue(healthyPeriod)
+		return nil
+	case failover.Revoke:
+		// Against the exact version judged: a renewal in between fails
+		// this, and the next pass looks again.
+		if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.RevokedEpoch = epoch }); err != nil {
+			return fmt.Errorf("revoke epoch %d: %w", epoch, err)
+		}
+		log.Info("Revoked the epoch of a lost leader", "epoch", epoch, "cause", d.Cause)
+		r.Recorder.Eventf(rs, obs.lease, corev1.EventTypeNormal, regentv1.EventFailoverStarted, "Revoke",
+			"Leader %s of epoch %d lost (%s): epoch revoked, sealing it once no follower's confirmation of its failsafe is left",
+			obs.holder(), epoch, d.Cause)
+		obs.requeue(100 * time.Millisecond)
 		return nil
 	case failover.Seal:
 		// Against the exact version judged: a renewal in between fails
@@ -119,7 +137,7 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 }
 
 // failoverInput gathers the decision's input and updates the memory.
-func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *observation, now time.Time) failover.Input {
+func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *observation, now, answered time.Time) failover.Input {
 	lease := obs.lease
 	epoch := obs.epoch()
 	holder := obs.holder()
@@ -144,6 +162,7 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		if pod.Name == holder && m.ContainersTerminated {
 			holderTerminated = true
 		}
+		m.FailsafeClear = mem.noteFailsafeClear(pod.Name, epoch, m, now, answered)
 		if a := m.Agent; a != nil && pod.Name == holder && a.Mode == api.ModeLeader && a.Epoch == epoch && a.WriteLSN != 0 {
 			if mem.leaderEpoch != epoch || a.WriteLSN > mem.leaderLSN {
 				mem.leaderEpoch, mem.leaderLSN = epoch, a.WriteLSN
@@ -181,7 +200,8 @@ func (r *ReplicaSetReconciler) failoverInput(rs *regentv1.ReplicaSet, obs *obser
 		// A Lease of a later epoch counts as live from its promotion: a
 		// winner that never comes up is replaced like any lost leader.
 		EverRenewed: lease.Spec.RenewTime != nil || epoch > 1,
-		Sealed:      proto.Sealed(), SealedAt: proto.SealedAt, ReleasedLSN: proto.ReleasedLSN}
+		Sealed:      proto.Sealed(), SealedAt: proto.SealedAt, ReleasedLSN: proto.ReleasedLSN,
+		Revoked: proto.Ending() && !proto.Sealed(), FailsafeReplicas: proto.FailsafeReplicas}
 	if l.Sealed {
 		// The followers' wait runs from when this operator sealed, or
 		// first saw the seal (another operator's, or one made by hand):
@@ -286,7 +306,7 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	switchover := proto.SwitchoverTo == d.Target
 	standbys, _ := syncStandbys(rs, obs, d.Target, now)
 	leadership.Encode(leadership.State{Holder: d.Target, Epoch: int64(next), SealedEpoch: proto.SealedEpoch,
-		Standbys: standbys}, l)
+		RevokedEpoch: proto.RevokedEpoch, Failsafe: rs.FailsafeEnabled(), Standbys: standbys}, l)
 	if err := r.Update(ctx, l); err != nil {
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
 	}
@@ -538,4 +558,19 @@ func (r *ReplicaSetReconciler) warnOnce(rs *regentv1.ReplicaSet, key types.Names
 // loss of acknowledged writes, both (names.AnnotationPromote).
 func forcedPromotionAsked(rs *regentv1.ReplicaSet) bool {
 	return rs.Annotations[names.AnnotationPromote] != "" && rs.Annotations[names.AnnotationAcceptDataLoss] == "true"
+}
+
+// reconcileFailsafeSwitch writes spec.failover.failsafe onto the Lease,
+// where the leader reads it (against the version observed: a renewal in
+// between makes the next pass try again).
+func (r *ReplicaSetReconciler) reconcileFailsafeSwitch(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation) error {
+	want := rs.FailsafeEnabled()
+	if obs.protocol().Failsafe == want {
+		return nil
+	}
+	if err := r.updateLease(ctx, obs, func(s *leadership.State) { s.Failsafe = want }); err != nil {
+		return fmt.Errorf("set the failsafe on the Lease: %w", err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Set the failsafe on the Lease", "failsafe", want)
+	return nil
 }

@@ -117,7 +117,7 @@ func TestTheOperatorComparesNoOtherMachinesClockWithItsOwn(t *testing.T) {
 	obs := &observation{lease: lease, pods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "db-1"}}, {ObjectMeta: metav1.ObjectMeta{Name: "db-2"}}},
 		agents: map[string]*api.Status{"db-1": follower(time.Second), "db-2": follower(time.Hour)}}
 	r := &ReplicaSetReconciler{}
-	in := r.failoverInput(rs, obs, now)
+	in := r.failoverInput(rs, obs, now, now)
 	contact := map[string]time.Time{}
 	for _, m := range in.Members {
 		contact[m.Name] = m.APIContact
@@ -132,7 +132,7 @@ func TestTheOperatorComparesNoOtherMachinesClockWithItsOwn(t *testing.T) {
 		t.Errorf("the followers' wait runs from %s (sealed-at says an hour ago); want from when this operator saw the seal, %s",
 			in.Lease.SealedAt, now)
 	}
-	if later := r.failoverInput(rs, obs, now.Add(3*time.Second)); !later.Lease.SealedAt.Equal(now) {
+	if later := r.failoverInput(rs, obs, now.Add(3*time.Second), now.Add(3*time.Second)); !later.Lease.SealedAt.Equal(now) {
 		t.Errorf("a later pass moved the seal's time to %s", later.Lease.SealedAt)
 	}
 }

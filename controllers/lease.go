@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -101,6 +102,9 @@ func newLease(rs *regentv1.ReplicaSet, now metav1.MicroTime) *coordinationv1.Lea
 			Name:      names.Lease(rs.Name),
 			Namespace: rs.Namespace,
 			Labels:    names.Labels(rs.Name),
+			Annotations: map[string]string{
+				names.AnnotationFailsafe: strconv.FormatBool(rs.FailsafeEnabled()),
+			},
 		},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(names.Pod(rs.Name, 0)),

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 )
@@ -57,6 +58,34 @@ type clusterMemory struct {
 	startFailures map[string]string
 	// reclones: each member's count of new clones last seen.
 	reclones map[string]int64
+	// failsafeClear: for failsafeEpoch, when each member's last
+	// confirmation of the leader's failsafe expires at the latest, by
+	// this operator's clock (the earliest of its estimates, each late).
+	failsafeEpoch int64
+	failsafeClear map[string]time.Time
+}
+
+// noteFailsafeClear records, for a member that reported epoch revoked (or
+// whose node reported its containers terminated), the latest moment its
+// last confirmation of the leader's failsafe can expire, and returns the
+// earliest such estimate (zero: none yet). The agent's age of its last
+// confirmation is placed at answered, after its answer arrived; a
+// termination at now, after the node reported it.
+func (c *clusterMemory) noteFailsafeClear(pod string, epoch int64, m failover.Member, now, answered time.Time) time.Time {
+	if c.failsafeEpoch != epoch {
+		c.failsafeEpoch, c.failsafeClear = epoch, map[string]time.Time{}
+	}
+	var t time.Time
+	switch a := m.Agent; {
+	case m.ContainersTerminated:
+		t = now.Add(failover.FailsafeTTL)
+	case a != nil && a.RevokedEpoch >= epoch && a.SinceConfirmed != nil:
+		t = answered.Add(-a.SinceConfirmed.Duration).Add(failover.FailsafeTTL)
+	}
+	if prev, ok := c.failsafeClear[pod]; !t.IsZero() && (!ok || t.Before(prev)) {
+		c.failsafeClear[pod] = t
+	}
+	return c.failsafeClear[pod]
 }
 
 // noteStanding records which of the pods the spec asks for stand (see
@@ -110,6 +139,18 @@ func (c *clusterMemory) noteRenewal(lease *coordinationv1.Lease, now time.Time) 
 	}
 	if key != c.renewKey {
 		c.renewKey, c.renewSeen = key, now
+	}
+}
+
+// restartClocks makes every cluster's last renewal count as seen at now
+// (see apiContact).
+func (m *memory) restartClocks(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.clusters {
+		if c.renewSeen.Before(now) {
+			c.renewSeen = now
+		}
 	}
 }
 

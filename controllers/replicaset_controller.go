@@ -380,6 +380,9 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(renewalWatch{r: r, cache: mgr.GetCache()}); err != nil {
 		return err
 	}
+	if err := mgr.Add(apiContact{r: r, reader: mgr.GetAPIReader()}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&regentv1.ReplicaSet{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).

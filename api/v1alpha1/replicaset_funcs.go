@@ -30,7 +30,13 @@ func (rs *ReplicaSet) DesiredReplicas() int32 {
 	return *rs.Spec.Replicas
 }
 
-// LeaseDurationSeconds is spec.failover.leaseDurationSeconds, or its default 10.
+// FailsafeEnabled is spec.failover.failsafe, or its default true.
+func (rs *ReplicaSet) FailsafeEnabled() bool {
+	return rs.Spec.Failover.Failsafe == nil || *rs.Spec.Failover.Failsafe
+}
+
+// LeaseDurationSeconds is spec.failover.leaseDurationSeconds, or its
+// default 10.
 func (rs *ReplicaSet) LeaseDurationSeconds() int32 {
 	if rs.Spec.Failover.LeaseDurationSeconds == nil {
 		return 10

@@ -290,6 +290,19 @@ type FailoverSpec struct {
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	DelaySeconds *int32 `json:"delaySeconds,omitempty"`
+
+	// failsafe lets the leader keep taking writes while it cannot reach the
+	// API server (a control-plane upgrade, an etcd stall, a network cut),
+	// for as long as every follower confirms, over the pods' mutually
+	// authenticated connections, that it still follows this leader and has
+	// not seen the epoch revoked. When false, a leader that cannot renew its
+	// Lease stops writes at 2/3 of the lease. What it costs: a failover of
+	// a leader that stopped renewing takes one more step (revoke, then
+	// seal), and waits up to 2 s longer when the old leader was running on
+	// its followers' confirmations (docs/protocol.md). Default true.
+	// +kubebuilder:default=true
+	// +optional
+	Failsafe *bool `json:"failsafe,omitempty"`
 }
 
 // BootstrapSpec names the application database created with the cluster.

@@ -35,6 +35,10 @@ const (
 	None Kind = "None"
 	// Wait means a failover is due or under way but cannot proceed yet.
 	Wait Kind = "Wait"
+	// Revoke means mark the current epoch revoked on the Lease: the first
+	// step when the leader may be writing on its failsafe (its followers
+	// stop confirming it; the seal follows once none can be left).
+	Revoke Kind = "Revoke"
 	// Seal means mark the current epoch sealed on the Lease (phase one).
 	Seal Kind = "Seal"
 	// Promote means move the Lease to Target at the next epoch (phase two).
@@ -62,6 +66,10 @@ type Spec struct {
 	SealWait time.Duration
 }
 
+// FailsafeTTL is how long a member's confirmation keeps the leader's
+// failsafe (the agent's failsafeTTL, G in docs/protocol.md).
+const FailsafeTTL = 2 * time.Second
+
 // Lease is what the operator knows of the leadership Lease.
 type Lease struct {
 	// Holder is "" once the leader released it; FormerHolder is who held
@@ -81,6 +89,11 @@ type Lease struct {
 	// ReleasedLSN is the old leader's final position when it released the
 	// Lease after a clean stop; 0 if unknown.
 	ReleasedLSN lsn.LSN
+	// Revoked says the current epoch is revoked; FailsafeReplicas is the
+	// member count whose confirmations the leader's failsafe needs, as its
+	// last renewal published it (0: it uses none).
+	Revoked          bool
+	FailsafeReplicas int32
 }
 
 // Member is one pod of the cluster as observed.
@@ -100,6 +113,11 @@ type Member struct {
 	// age the agent reported (zero: unknown). The agent's clock is never
 	// compared with the operator's.
 	APIContact time.Time
+	// FailsafeClear is, once the member reported the epoch revoked (or its
+	// node reported its containers terminated), when its last
+	// confirmation of the leader's failsafe expires at the latest, on the
+	// operator's clock (zero: not reported).
+	FailsafeClear time.Time
 }
 
 // reachedAPIServer says whether m's agent reached the API server within
@@ -162,6 +180,12 @@ func Decide(in Input) Decision {
 		return d
 	}
 	lost, cause, lostAt, expiry := leaderLost(in)
+	// Expired (or revoked by an earlier pass, maybe an earlier operator's):
+	// the leader may still be writing on its failsafe.
+	expired := lost && in.Lease.Holder != "" && !holderTerminated(in)
+	if in.Lease.Revoked && !lost {
+		lost, expired, cause, lostAt = true, true, fmt.Sprintf("epoch %d was revoked", in.Lease.Epoch), in.Now
+	}
 	if !lost && !in.Lease.Sealed {
 		d.Kind, d.Until = None, expiry
 		if !in.Lease.EverRenewed {
@@ -207,12 +231,69 @@ func Decide(in Input) Decision {
 		default:
 			d.Kind, d.Reason = Seal, fmt.Sprintf("the leader is lost (%s): sealing epoch %d", cause, in.Lease.Epoch)
 		}
+		if d.Kind == Seal && expired && in.Lease.FailsafeReplicas > 0 {
+			return endFailsafe(in, d)
+		}
 		return d
 	}
 	if d.Cause == "" {
 		d.Cause = fmt.Sprintf("epoch %d is sealed", in.Lease.Epoch)
 	}
 	return elect(in, d)
+}
+
+func holderTerminated(in Input) bool {
+	m := member(in.Members, in.Lease.Holder)
+	return m != nil && m.ContainersTerminated
+}
+
+// endFailsafe is the way to the seal of an expired leader that may be
+// writing on its failsafe (docs/protocol.md, rule 5b): revoke, then seal
+// once a member the failsafe needs reported the revocation and its last
+// confirmation expired. d is the seal the leader's loss calls for.
+func endFailsafe(in Input, d Decision) Decision {
+	var needed []Member
+	for _, m := range in.Members {
+		if m.Ordinal < int(in.Lease.FailsafeReplicas) && m.Name != in.Lease.Holder && m.Name != in.Lease.FormerHolder {
+			needed = append(needed, m)
+		}
+	}
+	if !in.Lease.Revoked {
+		for _, m := range needed {
+			if m.reachedAPIServer(in) {
+				d.Kind = Revoke
+				d.Reason = fmt.Sprintf("the leader is lost (%s) and may be writing on its failsafe: revoking epoch %d, then sealing it once no confirmation is left",
+					d.Cause, in.Lease.Epoch)
+				return d
+			}
+		}
+		// Nobody would see a revocation: it could only force a failover
+		// once the network heals.
+		d.Kind, d.Until = Wait, in.Now.Add(time.Second)
+		d.Reason = fmt.Sprintf("the leader is lost (%s) but may be writing on its failsafe, and no member it needs reaches the API server to see a revocation: waiting",
+			d.Cause)
+		return d
+	}
+	var clear time.Time
+	by := ""
+	for _, m := range needed {
+		if !m.FailsafeClear.IsZero() && (clear.IsZero() || m.FailsafeClear.Before(clear)) {
+			clear, by = m.FailsafeClear, m.Name
+		}
+	}
+	switch {
+	case clear.IsZero():
+		d.Kind, d.Until = Wait, in.Now.Add(time.Second)
+		d.Reason = fmt.Sprintf("epoch %d is revoked: waiting for a member the leader's failsafe needs to report it", in.Lease.Epoch)
+	case in.Now.Before(clear):
+		d.Kind, d.Until = Wait, clear
+		d.Reason = fmt.Sprintf("epoch %d is revoked: %s's last confirmation of the leader's failsafe expires at %s",
+			in.Lease.Epoch, by, clear.UTC().Format(time.RFC3339Nano))
+	default:
+		d.Reason = fmt.Sprintf("the leader is lost (%s); epoch %d is revoked and no confirmation of its failsafe is left (%s): sealing it",
+			d.Cause, in.Lease.Epoch, by)
+	}
+	return d
 }
 
 // claimants are the members whose agents report PostgreSQL running as a

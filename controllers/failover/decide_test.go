@@ -60,6 +60,20 @@ func sealedLease() Lease {
 	return l
 }
 
+// following is a follower of epoch 1 that has not sealed.
+func following(name string, ord int) Member {
+	return Member{Name: name, Ordinal: ord, Ready: true, Agent: &api.Status{Pod: name, Mode: api.ModeFollower, Epoch: 1,
+		Running: true, InRecovery: true, Timeline: 1, ReceivedLSN: 0x5000000, ReplayedLSN: 0x5000000, Streaming: true}}
+}
+
+// failsafeLease is live() expired, its leader relying on the
+// confirmations of db-1 and db-2 (three members), revoked or not.
+func failsafeLease(revoked bool) Lease {
+	l := live()
+	l.FailsafeReplicas, l.Revoked = 3, revoked
+	return l
+}
+
 func TestDecide(t *testing.T) {
 	syncSpec := spec()
 	syncSpec.Sync, syncSpec.SyncReplicas = true, 1
@@ -116,6 +130,64 @@ func TestDecide(t *testing.T) {
 			name: "Lease expired by the operator's clock: seal",
 			in:   Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: live(), Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
 			want: Seal, reasonHas: "no renewal",
+		},
+		{
+			name: "failsafe: an expired leader that may write on its failsafe is revoked first, not sealed",
+			in: Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: failsafeLease(false),
+				Members: []Member{silent("db-0", 0), contact(following("db-1", 1), t0.Add(10*time.Second)), silent("db-2", 2)}},
+			want: Revoke, reasonHas: "revoking epoch 1",
+		},
+		{
+			name: "failsafe: no member the failsafe needs reaches the API server: wait, revoking could not help",
+			in: Input{Spec: spec(), Now: t0.Add(10 * time.Second), Lease: failsafeLease(false),
+				Members: []Member{silent("db-0", 0), following("db-1", 1), silent("db-2", 2),
+					contact(following("db-3", 3), t0.Add(10*time.Second))}},
+			want: Wait, reasonHas: "no member it needs reaches the API server",
+		},
+		{
+			name: "failsafe: released Lease: seal at once (a release is a promise)",
+			in: Input{Spec: spec(), Now: t0, Lease: func() Lease { l := failsafeLease(false); l.Holder = ""; return l }(),
+				Members: []Member{silent("db-0", 0), sealed("db-1", 1, 0x5000000)}},
+			want: Seal, reasonHas: "released the Lease",
+		},
+		{
+			name: "failsafe: leader's containers terminated: seal at once",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: failsafeLease(false),
+				Members: []Member{with(silent("db-0", 0), func(m *Member) { m.ContainersTerminated = true }), following("db-1", 1)}},
+			want: Seal, reasonHas: "containers terminated",
+		},
+		{
+			name: "failsafe: revoked, no member reported it yet: wait",
+			in: Input{Spec: spec(), Now: t0.Add(11 * time.Second), Lease: failsafeLease(true),
+				Members: []Member{silent("db-0", 0), following("db-1", 1), following("db-2", 2)}},
+			want: Wait, reasonHas: "waiting for a member the leader's failsafe needs to report it",
+		},
+		{
+			name: "failsafe: revoked, reported, the last confirmation not yet expired: wait until it is",
+			in: Input{Spec: spec(), Now: t0.Add(11 * time.Second), Lease: failsafeLease(true),
+				Members: []Member{silent("db-0", 0), with(following("db-1", 1), func(m *Member) { m.FailsafeClear = t0.Add(12 * time.Second) }),
+					with(following("db-2", 2), func(m *Member) { m.FailsafeClear = t0.Add(13 * time.Second) })}},
+			want: Wait, until: t0.Add(12 * time.Second), reasonHas: "db-1's last confirmation",
+		},
+		{
+			name: "failsafe: only a member the failsafe does not need reported: wait",
+			in: Input{Spec: spec(), Now: t0.Add(20 * time.Second), Lease: failsafeLease(true),
+				Members: []Member{silent("db-0", 0), following("db-1", 1), following("db-2", 2),
+					with(following("db-3", 3), func(m *Member) { m.FailsafeClear = t0.Add(11 * time.Second) })}},
+			want: Wait, reasonHas: "to report it",
+		},
+		{
+			name: "failsafe: revoked, one needed member's last confirmation expired: seal",
+			in: Input{Spec: spec(), Now: t0.Add(12 * time.Second), Lease: failsafeLease(true),
+				Members: []Member{silent("db-0", 0), with(following("db-1", 1), func(m *Member) { m.FailsafeClear = t0.Add(12 * time.Second) }),
+					following("db-2", 2)}},
+			want: Seal, reasonHas: "no confirmation of its failsafe is left (db-1)",
+		},
+		{
+			name: "failsafe: revoked by an earlier operator, this one just started (renewal seen now): still on the way to the seal",
+			in: Input{Spec: spec(), Now: t0.Add(time.Second), Lease: func() Lease { l := failsafeLease(true); l.LastRenewSeen = t0; return l }(),
+				Members: []Member{silent("db-0", 0), with(following("db-1", 1), func(m *Member) { m.FailsafeClear = t0 })}},
+			want: Seal, reasonHas: "was revoked",
 		},
 		{
 			name: "delaySeconds holds the seal",

@@ -63,6 +63,8 @@ type Agent struct {
 	tlsChanged chan struct{}
 	// members is the cluster's size, as the StatefulSet says (slots.go).
 	members membership
+	// peers are the members' pod IPs as last read (failsafe.go).
+	peers peerAddresses
 	// relayRefused counts the relay handshakes refused, by reason.
 	relayRefused *prometheus.CounterVec
 }
@@ -75,7 +77,7 @@ func New(cfg Config) *Agent {
 	}
 	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
 		relays: newRelaySet(), wake: make(chan struct{}, 1), tlsChanged: make(chan struct{}, 1),
-		ls: leadershipState{mode: api.ModeFollower},
+		ls: leadershipState{mode: api.ModeFollower, lastConfirmed: c.Now()},
 		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "regent", Subsystem: "agent",
 			Name: "relay_refused_total", Help: "Relay handshakes refused by this agent, by reason."}, []string{"reason"})}
 }
@@ -95,8 +97,8 @@ func (a *Agent) longOperation(limit time.Duration) (context.Context, context.Can
 
 // Run drives the pod until ctx ends. Its runnables share the leadership
 // state (state.go) and start together: the pass (pass.go), which alone
-// decides and acts; the lease keeper (lease.go) and the contact keeper
-// (contact.go); the commit gate (gate.go); the relay's server and dialer
+// decides and acts; the lease keeper (lease.go), the contact keeper
+// (contact.go) and the failsafe keeper (failsafe.go); the commit gate (gate.go); the relay's server and dialer
 // (relay.go); the WAL server (wal.go); the HTTP API (http.go); and the
 // watches that wake the pass (watch.go); and the certificate's keeper
 // (tls.go), which is also awaited before anything else starts; and the
@@ -109,7 +111,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.watchObjects(ctx)
-	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.runGate, a.watchInstance, a.keepTLS, a.keepMembership} {
+	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.keepFailsafe, a.runGate, a.watchInstance, a.keepTLS, a.keepMembership} {
 		g.Go(func() error { run(ctx); return nil })
 	}
 	for _, serve := range []func(context.Context) error{a.serveRelay, a.serveLocalAPI, a.serveFollowerRelay, a.serveHTTP} {

@@ -46,7 +46,7 @@ func (a *Agent) readLeaseIfBusy(ctx context.Context) {
 		// A leader's renewals write a.ls.lease themselves (newer than
 		// this read, maybe); a follower's relay checks this one.
 		if a.ls.mode != api.ModeLeader {
-			a.ls.lease = lease
+			a.ls.storeLease(lease)
 		}
 	}
 	a.ls.mu.Unlock()

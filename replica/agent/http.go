@@ -43,6 +43,9 @@ func (a *Agent) Status() api.Status {
 	if !a.ls.lastContact.IsZero() {
 		st.SinceAPIContact = &metav1.Duration{Duration: a.clock.Since(a.ls.lastContact)}
 	}
+	st.RevokedEpoch = a.ls.revokedEpoch
+	st.SinceConfirmed = &metav1.Duration{Duration: a.clock.Since(a.ls.lastConfirmed)}
+	st.Failsafe = a.ls.mode == api.ModeLeader && a.ls.failsafe
 	return st
 }
 

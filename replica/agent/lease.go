@@ -62,8 +62,9 @@ func (a *Agent) renewOnce(ctx context.Context) {
 func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start time.Time) error {
 	// Only the holder renews, and never a sealed epoch: a sealed epoch
 	// stays fenced even if its leader could still renew.
-	if s := leadership.Of(lease); s.Holder != a.cfg.Pod || s.Epoch == 0 || s.Sealed() {
-		return errors.New("not renewing: the Lease is not ours at an unsealed epoch")
+	s := leadership.Of(lease)
+	if s.Holder != a.cfg.Pod || s.Epoch == 0 || s.Ending() {
+		return errors.New("not renewing: the Lease is not ours at an unsealed, unrevoked epoch")
 	}
 	l := lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
@@ -78,6 +79,7 @@ func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start ti
 		// A leader that serves records the cluster's identity, once.
 		leadership.RecordSystemIdentifier(l, id)
 	}
+	leadership.SetFailsafeReplicas(l, failsafeReplicas(s, a.members.replicas.Load()))
 	if l.Spec.AcquireTime == nil {
 		l.Spec.AcquireTime = &now
 	}
@@ -89,11 +91,26 @@ func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start ti
 		return err
 	}
 	a.ls.mu.Lock()
-	a.ls.lease = updated
-	a.ls.deadline = start.Add(renewDeadline(updated))
+	a.ls.storeLease(updated)
+	if d := start.Add(renewDeadline(updated)); d.After(a.ls.deadline) {
+		a.ls.deadline, a.ls.failsafe = d, false
+	}
 	a.ls.lastRenew = start
 	a.ls.mu.Unlock()
 	return nil
+}
+
+// failsafeReplicas is the member count a renewal publishes for the
+// failsafe: none when the operator turned it off; else the StatefulSet's
+// replicas, or, while they are unknown, what was published before.
+func failsafeReplicas(s leadership.State, replicas int32) int32 {
+	switch {
+	case !s.Failsafe:
+		return 0
+	case replicas <= 0:
+		return s.FailsafeReplicas
+	}
+	return replicas
 }
 
 // renewDeadline is how long after a renewal's start the leader may write:
@@ -163,7 +180,8 @@ func (a *Agent) release(ctx context.Context, final lsn.LSN, why string) error {
 		return fmt.Errorf("release the Lease: %w", err)
 	}
 	a.ls.mu.Lock()
-	a.ls.lease, a.ls.deadline = updated, time.Time{}
+	a.ls.storeLease(updated)
+	a.ls.deadline, a.ls.failsafe = time.Time{}, false
 	a.ls.mu.Unlock()
 	a.relays.closeAll()
 	a.log.Info("Released the Lease", "reason", why, "lsn", final.String())

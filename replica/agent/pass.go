@@ -47,10 +47,15 @@ func (a *Agent) pass(ctx context.Context) {
 		a.ls.mu.Unlock()
 	}()
 	start := a.clock.Now()
-	lease, pod, err := a.observe(ctx)
+	// The API server may not answer at all (stopped, cut off): the rest
+	// of the pass must still see PostgreSQL.
+	octx, ocancel := context.WithTimeout(ctx, 2*time.Second)
+	lease, pod, err := a.observe(octx)
+	ocancel()
 	if err == nil {
 		a.ls.mu.Lock()
-		a.ls.lastContact, a.ls.lease, a.ls.pod = start, lease, pod
+		a.ls.lastContact, a.ls.pod = start, pod
+		a.ls.storeLease(lease)
 		a.ls.mu.Unlock()
 	} else {
 		a.log.V(1).Info("Cannot reach the API server", "error", err.Error())
@@ -134,12 +139,13 @@ func (a *Agent) observe(ctx context.Context) (*coordinationv1.Lease, *corev1.Pod
 }
 
 // leaderIntent: leader only when the agent's pod holds the Lease and is
-// labelled leader at the Lease's epoch, and the epoch is not sealed.
+// labelled leader at the Lease's epoch, and the epoch is neither sealed nor
+// revoked (a revoked epoch ends: nobody renews it).
 func (a *Agent) leaderIntent(lease *coordinationv1.Lease, pod *corev1.Pod, epoch int64) bool {
 	return ptrString(lease.Spec.HolderIdentity) == a.cfg.Pod &&
 		pod.Labels[names.LabelRole] == names.RoleLeader &&
 		pod.Labels[names.LabelEpoch] == strconv.FormatInt(epoch, 10) &&
-		leadership.Of(lease).SealedEpoch < epoch
+		!leadership.Of(lease).Ending()
 }
 
 // seal cuts the relays of a sealed epoch and records, once, the end of

@@ -121,6 +121,10 @@ func (a *Agent) acceptRelay(ctx context.Context, c net.Conn) {
 	if err == nil && peer != certified {
 		err, reason = fmt.Errorf("the handshake names %s, the certificate %s", peer, certified), "CertificateMismatch"
 	}
+	if err == nil && h.kind == confirmHandshakePrefix {
+		a.answerConfirmation(c, h)
+		return
+	}
 	if err != nil || !a.ls.mayAck(epoch, a.clock.Now()) {
 		why := "not the leader of that epoch"
 		if err != nil {
@@ -212,7 +216,7 @@ func parseHandshake(line string) (handshake, error) {
 	f := strings.Fields(line)
 	var h handshake
 	switch {
-	case len(f) == 3 && f[0] == handshakePrefix:
+	case len(f) == 3 && (f[0] == handshakePrefix || f[0] == confirmHandshakePrefix):
 	case len(f) == 4 && f[0] == walHandshakePrefix && strings.HasPrefix(f[3], "file="):
 		h.file = strings.TrimPrefix(f[3], "file=")
 		if !walarchive.ValidName(h.file) {
@@ -277,7 +281,8 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 // to read from the returned reader, under a read deadline.
 func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn, *bufio.Reader, int64, error) {
 	a.ls.mu.Lock()
-	lease, epoch, contact := a.ls.lease, a.ls.epoch, a.ls.lastContact
+	lease, epoch := a.ls.lease, a.ls.epoch
+	contact := lease != nil && a.ls.inContact(a.clock.Now())
 	a.ls.mu.Unlock()
 	if lease == nil {
 		return nil, nil, 0, errors.New("no Lease seen yet")
@@ -288,13 +293,14 @@ func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn,
 		return nil, nil, 0, errors.New("no other pod holds the Lease")
 	case leadership.Of(lease).SealedEpoch >= epoch:
 		return nil, nil, 0, errors.New("the epoch is sealed")
-	case a.clock.Since(contact) > renewDeadline(lease):
+	case !contact:
 		// A follower that lost the API server must not keep feeding its
-		// PostgreSQL from a leader that may have been replaced.
+		// PostgreSQL from a leader that may have been replaced (unless it
+		// confirms that leader's failsafe).
 		return nil, nil, 0, errors.New("no recent contact with the API server")
 	}
-	pod, err := a.cfg.Client.CoreV1().Pods(a.cfg.Namespace).Get(ctx, holder, metav1GetOptions)
-	if err != nil || pod.Status.PodIP == "" {
+	ip, err := a.podIP(ctx, holder)
+	if err != nil {
 		return nil, nil, 0, errors.New("leader pod address unknown")
 	}
 	config, err := a.clientConfig(holder)
@@ -305,7 +311,7 @@ func (a *Agent) dialLeader(ctx context.Context, prefix, extra string) (net.Conn,
 	d := tls.Dialer{Config: config}
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	remote, err := d.DialContext(dctx, "tcp", net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(a.cfg.RelayPort)))
+	remote, err := d.DialContext(dctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(a.cfg.RelayPort)))
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("dial leader: %w", err)
 	}

@@ -61,6 +61,26 @@ type leadershipState struct {
 	ledEpoch int64
 	// history is what the pass has seen of the Lease's epochs and holders.
 	history leaseHistory
+	// revokedEpoch is the highest epoch this agent saw revoked or sealed
+	// on any Lease it read: it never confirms a failsafe of it, whatever
+	// older Lease a slow read returns later (failsafe.go).
+	revokedEpoch int64
+	// lastConfirmed is when this agent last confirmed a leader's
+	// failsafe, or started (it cannot know what a former run of it
+	// confirmed); confirmedAt only the confirmation (zero: none).
+	lastConfirmed, confirmedAt time.Time
+	// failsafe: the leader's deadline comes from its members'
+	// confirmations, not from a renewal.
+	failsafe bool
+}
+
+// storeLease records a Lease read or written; callers hold mu.
+func (s *leadershipState) storeLease(l *coordinationv1.Lease) {
+	s.lease = l
+	p := leadership.Of(l)
+	if p.Ending() {
+		s.revokedEpoch = max(s.revokedEpoch, p.Epoch)
+	}
 }
 
 // mayAck is the leader's one safety predicate: it may let a commit of epoch
@@ -77,7 +97,9 @@ func (s *leadershipState) mayAck(epoch int64, now time.Time) bool {
 // mayFollow is the follower's: it may still take WAL of epoch only while it
 // follows that epoch, the Lease it last read is still at that epoch and
 // unsealed, and it heard from the API server within the renew deadline
-// (keepContact keeps reading during a long pass).
+// (keepContact keeps reading during a long pass) or confirmed the
+// leader's failsafe within its validity (the API server is gone for the
+// leader too, and this follower is part of what lets it write).
 func (s *leadershipState) mayFollow(epoch int64, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -85,7 +107,15 @@ func (s *leadershipState) mayFollow(epoch int64, now time.Time) bool {
 		return false
 	}
 	p := leadership.Of(s.lease)
-	return p.Epoch == epoch && p.SealedEpoch < epoch && now.Sub(s.lastContact) <= renewDeadline(s.lease)
+	return p.Epoch == epoch && p.SealedEpoch < epoch && s.inContact(now)
+}
+
+// inContact: the follower reached the API server within the renew
+// deadline, or confirmed the leader's failsafe within its validity;
+// callers hold mu.
+func (s *leadershipState) inContact(now time.Time) bool {
+	return now.Sub(s.lastContact) <= renewDeadline(s.lease) ||
+		(!s.confirmedAt.IsZero() && now.Sub(s.confirmedAt) <= failsafeTTL)
 }
 
 func (s *leadershipState) ledEpochIs(epoch int64) bool {

@@ -54,6 +54,16 @@ type Status struct {
 	// SealedLSN is the last position it received.
 	Sealed    bool    `json:"sealed"`
 	SealedLSN lsn.LSN `json:"sealedLSN,omitempty"`
+	// RevokedEpoch is, on a follower, the highest epoch it saw revoked or
+	// sealed: it confirms no failsafe of that epoch or any before it.
+	RevokedEpoch int64 `json:"revokedEpoch,omitempty"`
+	// SinceConfirmed is, on a follower, how long before this answer (its
+	// own clock) it last confirmed a leader's failsafe, or its agent
+	// started, whichever is later: no confirmation of it is older.
+	SinceConfirmed *metav1.Duration `json:"sinceConfirmed,omitempty"`
+	// Failsafe says a leader is writing on its followers' confirmations:
+	// no renewal holds its deadline any more.
+	Failsafe bool `json:"failsafe,omitempty"`
 	// SynchronousStandbyNames is the setting the leader's PostgreSQL runs
 	// with.
 	SynchronousStandbyNames string `json:"synchronousStandbyNames,omitempty"`
