@@ -305,7 +305,7 @@ func proxyCmd(cfg *cluster.Config) *cobra.Command {
 }
 
 func faultCmd(cfg *cluster.Config) *cobra.Command {
-	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, heartbeat"}
+	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, pause, resume, heartbeat"}
 	podGroup := func(ref string) (cgroup.Group, *struct{ ns, name string }, error) {
 		ns, name := "default", ref
 		if i := strings.IndexByte(ref, '/'); i >= 0 {
@@ -357,6 +357,13 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 			}
 			return g.Freeze(false)
 		},
+	}, &cobra.Command{
+		Use: "pause PROCESS", Short: "Stop a process of the cluster (SIGSTOP): kube-apiserver, etcd, kubelet-<node>…",
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return cfg.Pause(args[0], true) },
+	}, &cobra.Command{
+		Use: "resume PROCESS", Short: "Let a paused process go on (SIGCONT)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return cfg.Pause(args[0], false) },
 	}, &cobra.Command{
 		Use: "heartbeat stop|resume NODE", Short: "Stop or resume a node's heartbeat (status and Lease)",
 		Args: cobra.ExactArgs(2),

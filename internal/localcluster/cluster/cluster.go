@@ -245,6 +245,23 @@ func (c Config) running(name string) (int, bool) {
 	return pid, true
 }
 
+// Pause stops (SIGSTOP) every process of one of the cluster's own
+// processes, by name (kube-apiserver, etcd, kubelet-<node>…), or, with
+// pause false, lets them go on (SIGCONT): the API server unreachable the
+// way a stalled one is, connections open and unanswered.
+func (c Config) Pause(name string, pause bool) error {
+	pid, ok := c.running(name)
+	if !ok {
+		return fmt.Errorf("%s does not run", name)
+	}
+	sig := syscall.SIGCONT
+	if pause {
+		sig = syscall.SIGSTOP
+	}
+	// The whole session: the process and anything it started.
+	return syscall.Kill(-pid, sig)
+}
+
 // Down stops every process Up started (each in its own session, so the
 // whole session goes), every pod process the kubelets left, and removes the
 // network namespace. It touches nothing it did not start.
