@@ -27,6 +27,7 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/kubelet"
+	"github.com/regent-dev/regent/internal/localcluster/netfault"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/provisioner"
 	"github.com/regent-dev/regent/internal/localcluster/proxy"
@@ -305,7 +306,7 @@ func proxyCmd(cfg *cluster.Config) *cobra.Command {
 }
 
 func faultCmd(cfg *cluster.Config) *cobra.Command {
-	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, pause, resume, heartbeat"}
+	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, pause, resume, partition, heal, heartbeat"}
 	podGroup := func(ref string) (cgroup.Group, *struct{ ns, name string }, error) {
 		ns, name := "default", ref
 		if i := strings.IndexByte(ref, '/'); i >= 0 {
@@ -364,6 +365,24 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 	}, &cobra.Command{
 		Use: "resume PROCESS", Short: "Let a paused process go on (SIGCONT)", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error { return cfg.Pause(args[0], false) },
+	}, partitionCmd(cfg), &cobra.Command{
+		Use: "heal [NAME]", Short: "Remove a partition (all of them without a name)", Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			return netfault.Heal(netns.Path(cfg.NetNS), name)
+		},
+	}, &cobra.Command{
+		Use: "partitions", Short: "List the partitions in force", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			names, err := netfault.Partitions(netns.Path(cfg.NetNS))
+			for _, n := range names {
+				fmt.Println(n)
+			}
+			return err
+		},
 	}, &cobra.Command{
 		Use: "heartbeat stop|resume NODE", Short: "Stop or resume a node's heartbeat (status and Lease)",
 		Args: cobra.ExactArgs(2),
@@ -382,5 +401,52 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 			return fmt.Errorf("heartbeat %s: want stop or resume", args[0])
 		},
 	})
+	return c
+}
+
+// partitionCmd cuts the traffic between two sets of endpoints.
+func partitionCmd(cfg *cluster.Config) *cobra.Command {
+	var side1, side2 []string
+	c := &cobra.Command{
+		Use:   "partition NAME --between A[,B…] --and C[,D…]",
+		Short: "Cut every connection between two sets of pods ([NAMESPACE/]POD) or the API server (apiserver), both ways",
+		Example: "  localcluster fault partition leader-api --between default/db-0 --and apiserver\n" +
+			"  localcluster fault partition split --between db-0 --and db-1,db-2\n" +
+			"  localcluster fault heal split",
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(side1) == 0 || len(side2) == 0 {
+				return fmt.Errorf("a partition needs both --between and --and")
+			}
+			cs, err := clientFor(cfg.AdminKubeconfig())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resolve := func(refs []string) ([]netfault.Endpoint, error) {
+				var out []netfault.Endpoint
+				for _, r := range refs {
+					e, err := cfg.Endpoint(ctx, cs, r)
+					if err != nil {
+						return nil, err
+					}
+					out = append(out, e)
+				}
+				return out, nil
+			}
+			a, err := resolve(side1)
+			if err != nil {
+				return err
+			}
+			b, err := resolve(side2)
+			if err != nil {
+				return err
+			}
+			return netfault.Partition(netns.Path(cfg.NetNS), args[0], a, b)
+		},
+	}
+	c.Flags().StringSliceVar(&side1, "between", nil, "one side: pods ([NAMESPACE/]POD) or apiserver")
+	c.Flags().StringSliceVar(&side2, "and", nil, "the other side")
 	return c
 }

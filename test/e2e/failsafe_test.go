@@ -1,15 +1,21 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/regent-dev/regent/internal/leadership"
+	"github.com/regent-dev/regent/internal/localcluster/netfault"
+	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
+	"github.com/regent-dev/regent/test/ledger"
 )
 
 // apiServerOutage is how long the failsafe tests keep the API server
@@ -71,4 +77,103 @@ func TestWritesGoOnWhileTheAPIServerIsStopped(t *testing.T) {
 		}
 		w.checkAllOn(t, fns, leader)
 	}
+}
+
+// Only the leader is cut off from the API server (a partition between its
+// pod and the API server; the followers and the operator still reach it).
+// The followers confirm its failsafe until the operator revokes the epoch;
+// then the leader's failsafe lapses, the epoch is sealed and a follower
+// elected. Clients that keep writing straight to the old leader see
+// nothing acknowledged that it executed after the Lease moved: it stopped
+// before any new leader's first commit.
+func TestALeaderCutOffFromTheAPIServerAloneIsReplaced(t *testing.T) {
+	ctx := t.Context()
+	const cns = "e2e-cutoff"
+	createHealthyCluster(t, cns, "mode: Async")
+	super, err := cs.CoreV1().Secrets(cns).Get(ctx, "db-superuser", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(t, cns)
+	w.waitWriting(t)
+	old, epoch := fieldIn(t, cns, ".status.leader"), fieldIn(t, cns, ".status.epoch")
+	p, err := cs.CoreV1().Pods(cns).Get(ctx, old, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Clients that keep the old leader's address, as in the freeze tests.
+	acks := make(chan ledger.Ack, 1<<16)
+	wctx, stop := context.WithCancel(context.Background())
+	var writers sync.WaitGroup
+	connect := func(ctx context.Context) (*pgx.Conn, error) {
+		return connectPod(ctx, cns, old, p.Status.PodIP, string(super.Data["password"]))
+	}
+	for range 3 {
+		writers.Go(func() { ledger.Pinned(wctx, connect, acks) })
+	}
+	t.Cleanup(func() { stop(); writers.Wait() })
+
+	leader, err := cfg.Endpoint(ctx, cs, cns+"/"+old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := cfg.Endpoint(ctx, cs, "apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := netns.Path(cfg.NetNS)
+	cut := time.Now()
+	if err := netfault.Partition(path, "leader-api", []netfault.Endpoint{leader}, []netfault.Endpoint{api}); err != nil {
+		t.Fatal(err)
+	}
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			if err := netfault.Heal(path, "leader-api"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	now, _ := awaitNewLeader(t, cns, old, epoch, 2*time.Minute)
+	lease, err := cs.CoordinationV1().Leases(cns).Get(ctx, names.Lease("db"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := lease.Spec.AcquireTime.Time
+	// The old leader's clients go on trying for a while after the move.
+	time.Sleep(8 * time.Second)
+	stop()
+	writers.Wait()
+	close(acks)
+	var acked []ledger.Ack
+	for a := range acks {
+		acked = append(acked, a)
+	}
+	lastOld := time.Time{}
+	late := 0
+	for _, a := range acked {
+		if !a.ExecAt.Before(moved) {
+			late++
+		}
+		if a.ExecAt.After(lastOld) {
+			lastOld = a.ExecAt
+		}
+	}
+	gap, _ := w.outage(cut, moved)
+	t.Logf("%s cut off from the API server: the Lease moved to %s %s later; the old leader's last acknowledged commit executed %s before the move; "+
+		"longest gap for the Service's writer %s", old, now, moved.Sub(cut).Round(100*time.Millisecond),
+		moved.Sub(lastOld).Round(time.Millisecond), gap.Round(time.Millisecond))
+	if late > 0 {
+		t.Errorf("the old leader %s acknowledged %d commits it executed after the Lease moved to %s", old, late, now)
+	}
+	if len(acked) == 0 {
+		t.Errorf("the old leader's own clients saw nothing acknowledged: the test saw no writes to check")
+	}
+
+	// Healed: the old leader rejoins as a follower.
+	heal()
+	kubectl(t, "-n", cns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=3m")
+	kubectl(t, "-n", cns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=2m")
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/loopvol"
+	"github.com/regent-dev/regent/internal/localcluster/netfault"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/pki"
 )
@@ -183,6 +185,10 @@ func Up(ctx context.Context, c Config, logf func(string, ...any)) error {
 	if err := netns.Ensure(c.NetNS); err != nil {
 		return err
 	}
+	// Before any pod: connections are marked with their pod when opened.
+	if err := netfault.Install(netns.Path(c.NetNS)); err != nil {
+		return fmt.Errorf("network faults: %w", err)
+	}
 	procs := c.processes()
 	for _, p := range procs {
 		if pid, ok := c.running(p.name); ok {
@@ -243,6 +249,31 @@ func (c Config) running(name string) (int, bool) {
 		return 0, false
 	}
 	return pid, true
+}
+
+// Endpoint resolves one side of a partition: "apiserver", or a pod as
+// [NAMESPACE/]NAME (its cgroup's connection mark, its IP).
+func (c Config) Endpoint(ctx context.Context, cs kubernetes.Interface, ref string) (netfault.Endpoint, error) {
+	if ref == "apiserver" {
+		return netfault.Endpoint{Name: ref, Addrs: []netip.Addr{netip.MustParseAddr(APIServerIP)}}, nil
+	}
+	ns, name := "default", ref
+	if i := strings.IndexByte(ref, '/'); i >= 0 {
+		ns, name = ref[:i], ref[i+1:]
+	}
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return netfault.Endpoint{}, err
+	}
+	ip, err := netip.ParseAddr(pod.Status.PodIP)
+	if pod.Spec.NodeName == "" || err != nil {
+		return netfault.Endpoint{}, fmt.Errorf("pod %s/%s has no node or address yet", ns, name)
+	}
+	mark, err := netfault.MarkOf(string(cgroup.For(c.NetNS, pod.Spec.NodeName, string(pod.UID))))
+	if err != nil {
+		return netfault.Endpoint{}, fmt.Errorf("pod %s/%s's cgroup: %w", ns, name, err)
+	}
+	return netfault.Endpoint{Name: ns + "/" + name, Mark: mark, Addrs: []netip.Addr{ip}}, nil
 }
 
 // Pause stops (SIGSTOP) every process of one of the cluster's own
