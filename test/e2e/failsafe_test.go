@@ -79,23 +79,35 @@ func TestWritesGoOnWhileTheAPIServerIsStopped(t *testing.T) {
 	}
 }
 
-// Only the leader is cut off from the API server (a partition between its
-// pod and the API server; the followers and the operator still reach it).
-// The followers confirm its failsafe until the operator revokes the epoch;
-// then the leader's failsafe lapses, the epoch is sealed and a follower
-// elected. Clients that keep writing straight to the old leader see
-// nothing acknowledged that it executed after the Lease moved: it stopped
-// before any new leader's first commit.
-func TestALeaderCutOffFromTheAPIServerAloneIsReplaced(t *testing.T) {
-	ctx := t.Context()
+// The leader is cut off from the API server alone (a partition between
+// its pod and the API server; the followers and the operator still reach
+// it), then, once it leads again, from the API server and its followers
+// both (an isolated node). Alone, the followers confirm its failsafe until
+// the operator revokes the epoch; then its failsafe lapses, the epoch is
+// sealed and a follower elected. Isolated, nobody confirms and it fences
+// at its renew deadline, as without the failsafe. Either way clients that
+// keep writing straight to the old leader see nothing acknowledged that it
+// executed after the Lease moved: it stopped before any new leader's
+// first commit.
+func TestALeaderCutOffFromTheAPIServerIsReplaced(t *testing.T) {
 	const cns = "e2e-cutoff"
 	createHealthyCluster(t, cns, "mode: Async")
+	w := startWriter(t, cns)
+	for _, alsoFollowers := range []bool{false, true} {
+		w.waitWriting(t)
+		cutLeaderOff(t, cns, w, alsoFollowers)
+	}
+}
+
+// cutLeaderOff cuts namespace's leader off from the API server (and from
+// its followers), checks the old leader's clients' ledger after the
+// failover, heals, and waits until the cluster is whole again.
+func cutLeaderOff(t *testing.T, cns string, w *writer, alsoFollowers bool) {
+	ctx := t.Context()
 	super, err := cs.CoreV1().Secrets(cns).Get(ctx, "db-superuser", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := startWriter(t, cns)
-	w.waitWriting(t)
 	old, epoch := fieldIn(t, cns, ".status.leader"), fieldIn(t, cns, ".status.epoch")
 	p, err := cs.CoreV1().Pods(cns).Get(ctx, old, metav1.GetOptions{})
 	if err != nil {
@@ -113,24 +125,34 @@ func TestALeaderCutOffFromTheAPIServerAloneIsReplaced(t *testing.T) {
 	}
 	t.Cleanup(func() { stop(); writers.Wait() })
 
-	leader, err := cfg.Endpoint(ctx, cs, cns+"/"+old)
-	if err != nil {
-		t.Fatal(err)
+	endpoint := func(ref string) netfault.Endpoint {
+		e, err := cfg.Endpoint(ctx, cs, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
 	}
-	api, err := cfg.Endpoint(ctx, cs, "apiserver")
-	if err != nil {
-		t.Fatal(err)
+	leader := []netfault.Endpoint{endpoint(cns + "/" + old)}
+	others := []netfault.Endpoint{endpoint("apiserver")}
+	what := "the API server"
+	if alsoFollowers {
+		what = "the API server and its followers"
+		for _, f := range []string{"db-0", "db-1", "db-2"} {
+			if f != old {
+				others = append(others, endpoint(cns+"/"+f))
+			}
+		}
 	}
 	path := netns.Path(cfg.NetNS)
 	cut := time.Now()
-	if err := netfault.Partition(path, "leader-api", []netfault.Endpoint{leader}, []netfault.Endpoint{api}); err != nil {
+	if err := netfault.Partition(path, "leader-cut", leader, others); err != nil {
 		t.Fatal(err)
 	}
 	healed := false
 	heal := func() {
 		if !healed {
 			healed = true
-			if err := netfault.Heal(path, "leader-api"); err != nil {
+			if err := netfault.Heal(path, "leader-cut"); err != nil {
 				t.Error(err)
 			}
 		}
@@ -162,11 +184,11 @@ func TestALeaderCutOffFromTheAPIServerAloneIsReplaced(t *testing.T) {
 		}
 	}
 	gap, _ := w.outage(cut, moved)
-	t.Logf("%s cut off from the API server: the Lease moved to %s %s later; the old leader's last acknowledged commit executed %s before the move; "+
-		"longest gap for the Service's writer %s", old, now, moved.Sub(cut).Round(100*time.Millisecond),
+	t.Logf("%s cut off from %s: the Lease moved to %s %s later; the old leader's last acknowledged commit executed %s before the move; "+
+		"longest gap for the Service's writer %s", old, what, now, moved.Sub(cut).Round(100*time.Millisecond),
 		moved.Sub(lastOld).Round(time.Millisecond), gap.Round(time.Millisecond))
 	if late > 0 {
-		t.Errorf("the old leader %s acknowledged %d commits it executed after the Lease moved to %s", old, late, now)
+		t.Errorf("the old leader %s, cut off from %s, acknowledged %d commits it executed after the Lease moved to %s", old, what, late, now)
 	}
 	if len(acked) == 0 {
 		t.Errorf("the old leader's own clients saw nothing acknowledged: the test saw no writes to check")
