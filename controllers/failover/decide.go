@@ -274,21 +274,21 @@ func endFailsafe(in Input, d Decision) Decision {
 			d.Cause)
 		return d
 	}
-	var clear time.Time
+	var lapse time.Time
 	by := ""
 	for _, m := range needed {
-		if !m.FailsafeClear.IsZero() && (clear.IsZero() || m.FailsafeClear.Before(clear)) {
-			clear, by = m.FailsafeClear, m.Name
+		if !m.FailsafeClear.IsZero() && (lapse.IsZero() || m.FailsafeClear.Before(lapse)) {
+			lapse, by = m.FailsafeClear, m.Name
 		}
 	}
 	switch {
-	case clear.IsZero():
+	case lapse.IsZero():
 		d.Kind, d.Until = Wait, in.Now.Add(time.Second)
 		d.Reason = fmt.Sprintf("epoch %d is revoked: waiting for a member the leader's failsafe needs to report it", in.Lease.Epoch)
-	case in.Now.Before(clear):
-		d.Kind, d.Until = Wait, clear
+	case in.Now.Before(lapse):
+		d.Kind, d.Until = Wait, lapse
 		d.Reason = fmt.Sprintf("epoch %d is revoked: %s's last confirmation of the leader's failsafe expires at %s",
-			in.Lease.Epoch, by, clear.UTC().Format(time.RFC3339Nano))
+			in.Lease.Epoch, by, lapse.UTC().Format(time.RFC3339Nano))
 	default:
 		d.Reason = fmt.Sprintf("the leader is lost (%s); epoch %d is revoked and no confirmation of its failsafe is left (%s): sealing it",
 			d.Cause, in.Lease.Epoch, by)

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
@@ -110,6 +110,7 @@ func TestALeaderCutOffFromTheAPIServerIsReplaced(t *testing.T) {
 // its followers), checks the old leader's clients' ledger after the
 // failover, heals, and waits until the cluster is whole again.
 func cutLeaderOff(t *testing.T, cns string, w *writer, alsoFollowers bool) {
+	t.Helper()
 	ctx := t.Context()
 	super, err := cs.CoreV1().Secrets(cns).Get(ctx, "db-superuser", metav1.GetOptions{})
 	if err != nil {

@@ -58,7 +58,8 @@ func MarkOf(dir string) (uint32, error) {
 	if !ok {
 		return 0, fmt.Errorf("%s: no inode", dir)
 	}
-	return uint32(st.Ino), nil //nolint:gosec // G115: the low 32 bits are the mark, as the rule copies them
+	// The low 32 bits are the mark, as the marking rule copies them.
+	return uint32(st.Ino), nil
 }
 
 // inNS runs f with an nftables connection inside the namespace at path.
