@@ -167,22 +167,20 @@ func Decode(l *coordinationv1.Lease) (State, error) {
 	a := l.Annotations
 	var errs []error
 	unreadable := func(key string, err error) { errs = append(errs, fmt.Errorf("annotation %s: %w", key, err)) }
-	if v, ok := a[names.AnnotationSealedEpoch]; ok {
+	// A seal or a revocation: "up to epoch n"; unreadable, every epoch.
+	upTo := func(key string) int64 {
+		v, ok := a[key]
+		if !ok {
+			return 0
+		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			unreadable(names.AnnotationSealedEpoch, fmt.Errorf("%q is not an epoch", v))
+			unreadable(key, fmt.Errorf("%q is not an epoch", v))
 			n = everySealed
 		}
-		s.SealedEpoch = n
+		return n
 	}
-	if v, ok := a[names.AnnotationRevokedEpoch]; ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			unreadable(names.AnnotationRevokedEpoch, fmt.Errorf("%q is not an epoch", v))
-			n = everySealed
-		}
-		s.RevokedEpoch = n
-	}
+	s.SealedEpoch, s.RevokedEpoch = upTo(names.AnnotationSealedEpoch), upTo(names.AnnotationRevokedEpoch)
 	if v, ok := a[names.AnnotationFailsafeReplicas]; ok {
 		// Unreadable: the leader may rely on any member, so the operator
 		// waits for a revocation report (its largest reading).

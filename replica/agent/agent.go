@@ -145,7 +145,13 @@ func everySecond(ctx context.Context, f func(context.Context)) { everySecondOr(c
 // everySecondOr runs f once a second, and at once whenever wake fires (a
 // nil wake never does), until ctx ends.
 func everySecondOr(ctx context.Context, wake <-chan struct{}, f func(context.Context)) {
-	t := time.NewTicker(time.Second)
+	every(ctx, time.Second, wake, f)
+}
+
+// every runs f every period, and at once whenever wake fires (a nil wake
+// never does), until ctx ends.
+func every(ctx context.Context, period time.Duration, wake <-chan struct{}, f func(context.Context)) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {

@@ -90,18 +90,7 @@ func (a *Agent) podIP(ctx context.Context, pod string) (string, error) {
 
 // keepFailsafe asks for the members' confirmations while the agent leads
 // without a recent renewal, and keeps their addresses fresh otherwise.
-func (a *Agent) keepFailsafe(ctx context.Context) {
-	t := time.NewTicker(failsafePeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		a.failsafeRound(ctx)
-	}
-}
+func (a *Agent) keepFailsafe(ctx context.Context) { every(ctx, failsafePeriod, nil, a.failsafeRound) }
 
 // failsafePeers are the members whose confirmations this leader's failsafe
 // needs, or nil when it may not use one: the operator turned it on, the

@@ -126,11 +126,7 @@ func Partition(path, name string, a, b []Endpoint) error {
 		}
 	}
 	return inNS(path, func(c *nftables.Conn) error {
-		t, err := faultTable(c)
-		if err != nil {
-			return err
-		}
-		names, err := partitions(c)
+		t, names, err := faultState(c)
 		if err != nil {
 			return err
 		}
@@ -167,11 +163,7 @@ func Partition(path, name string, a, b []Endpoint) error {
 // Heal removes partition name, or every partition when name is "".
 func Heal(path, name string) error {
 	return inNS(path, func(c *nftables.Conn) error {
-		t, err := faultTable(c)
-		if err != nil {
-			return err
-		}
-		names, err := partitions(c)
+		t, names, err := faultState(c)
 		if err != nil {
 			return err
 		}
@@ -193,11 +185,8 @@ func Heal(path, name string) error {
 func Partitions(path string) ([]string, error) {
 	var out []string
 	err := inNS(path, func(c *nftables.Conn) error {
-		if _, err := faultTable(c); err != nil {
-			return err
-		}
 		var err error
-		out, err = partitions(c)
+		_, out, err = faultState(c)
 		return err
 	})
 	return out, err
@@ -216,6 +205,16 @@ func partitions(c *nftables.Conn) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// faultState is the fault table and the partitions in force.
+func faultState(c *nftables.Conn) (*nftables.Table, []string, error) {
+	t, err := faultTable(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	names, err := partitions(c)
+	return t, names, err
 }
 
 func faultTable(c *nftables.Conn) (*nftables.Table, error) {
