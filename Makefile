@@ -66,7 +66,12 @@ demo: build tools-local ## The README's main command: local cluster, operator (H
 
 .PHONY: e2e
 e2e: build tools-local ## The end-to-end user story on a local cluster of its own (root): helm, kubectl, faults.
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
+
+.PHONY: soak
+soak: build tools-local ## Random faults for 10 min per mode (Async, Sync), every history checked; REGENT_FAULT_SOAK=<duration>, REGENT_SEED=<n> (root).
+	REGENT_FAULT_SOAK=$${REGENT_FAULT_SOAK:-10m} KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 60m \
+		-run TestRandomFaults ./test/e2e
 
 .PHONY: local-up
 local-up: build tools-local ## Start the local cluster (3 nodes) and wait until it is ready.
@@ -106,7 +111,7 @@ test: model build tools-envtest tools-local ## Run every test: protocol model, u
 	@# fencing times) are printed on success too.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/... ./test/dataplane
 	@# Alone, so that its timings are not those of a machine busy with other suites.
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 30m ./test/e2e
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
 
 ##@ Tools (pinned in hack/tools/versions.env, built from Go modules into bin/)
 

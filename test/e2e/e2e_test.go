@@ -683,7 +683,7 @@ func slotsOf(ctx context.Context, pod, password string) ([]string, error) {
 
 // serviceProxy forwards a local port to the Service svc of namespace (as
 // `localcluster proxy` does) until the test ends, and returns its address.
-func serviceProxy(t testing.TB, namespace, svc string) string {
+func serviceProxy(t testing.TB, namespace, svc string) string { //nolint:unparam // any Service; the tests use the leader's so far
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

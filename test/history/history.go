@@ -77,6 +77,7 @@ func (v Violation) String() string { return v.Property + ": " + v.Detail }
 
 // Verdict is the checker's answer for one history.
 type Verdict struct {
+	Sync       bool        `json:"sync"`
 	Violations []Violation `json:"violations"`
 	// Acknowledged counts the acknowledged writes; LostAsync those an
 	// Async cluster lost (within its loss budget, not a violation).
@@ -92,8 +93,12 @@ func (v Verdict) OK() bool { return len(v.Violations) == 0 }
 
 func (v Verdict) String() string {
 	if v.OK() {
-		return fmt.Sprintf("ok: %d acknowledged writes, %d lost in Async mode, converged in %s",
-			v.Acknowledged, v.LostAsync, v.ConvergedIn.Round(time.Millisecond))
+		lost := "none lost"
+		if !v.Sync {
+			lost = fmt.Sprintf("%d lost (Async: within maxLagBytes)", v.LostAsync)
+		}
+		return fmt.Sprintf("ok: %d acknowledged writes, %s, converged in %s",
+			v.Acknowledged, lost, v.ConvergedIn.Round(time.Millisecond))
 	}
 	lines := make([]string, 0, len(v.Violations))
 	for _, x := range v.Violations {
@@ -107,7 +112,7 @@ const maxListed = 20
 
 // Check checks h; converge is the bound on convergence.
 func Check(h History, converge time.Duration) Verdict {
-	var v Verdict
+	v := Verdict{Sync: h.Sync}
 	add := func(property string, counts map[string]int, detail string) {
 		counts[property]++
 		if counts[property] <= maxListed {
