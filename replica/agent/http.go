@@ -45,7 +45,7 @@ func (a *Agent) Status() api.Status {
 	}
 	st.RevokedEpoch = a.ls.revokedEpoch
 	st.SinceConfirmed = &metav1.Duration{Duration: a.clock.Since(a.ls.lastConfirmed)}
-	st.Failsafe = a.ls.mode == api.ModeLeader && a.ls.failsafe
+	st.Failsafe = a.ls.mode == api.ModeLeader && a.ls.failsafe && a.clock.Now().Before(a.ls.deadline)
 	return st
 }
 

@@ -60,8 +60,8 @@ func (a *Agent) renewOnce(ctx context.Context) {
 // renew renews the Lease with optimistic concurrency: a Lease moved or
 // sealed in between makes the update fail, and the agent looks again.
 func (a *Agent) renew(ctx context.Context, lease *coordinationv1.Lease, start time.Time) error {
-	// Only the holder renews, and never a sealed epoch: a sealed epoch
-	// stays fenced even if its leader could still renew.
+	// Only the holder renews, and never a sealed or revoked epoch: such an
+	// epoch stays fenced even if its leader could still renew.
 	s := leadership.Of(lease)
 	if s.Holder != a.cfg.Pod || s.Epoch == 0 || s.Ending() {
 		return errors.New("not renewing: the Lease is not ours at an unsealed, unrevoked epoch")
