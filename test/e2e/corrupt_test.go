@@ -25,6 +25,7 @@ func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
 	const cns = "e2e-corrupt"
 	const lease = 6 * time.Second
 	createHealthyCluster(t, cns, "mode: Sync\n    syncReplicas: 1")
+	dropWhenDone(t, cns)
 	w := startWriter(t, cns)
 	w.waitWriting(t)
 	old, epoch := fieldIn(t, cns, ".status.leader"), fieldIn(t, cns, ".status.epoch")

@@ -326,6 +326,13 @@ func createHealthyCluster(t testing.TB, namespace, replication string) {
 	applyHealthyCluster(t, namespace, replication)
 }
 
+// dropWhenDone deletes namespace (and its cluster) when t ends, so that the
+// tests after it do not share two cores with a cluster nobody uses.
+func dropWhenDone(t testing.TB, namespace string) {
+	t.Helper()
+	t.Cleanup(func() { _, _ = toolResult(t, "", "kubectl", "delete", "namespace", namespace, "--wait=false") })
+}
+
 // applyHealthyCluster applies the ReplicaSet db of the end-to-end tests and
 // waits until it is Healthy.
 func applyHealthyCluster(t testing.TB, namespace, replication string) {

@@ -31,6 +31,7 @@ const apiServerOutage = 25 * time.Second
 func TestWritesGoOnWhileTheAPIServerIsStopped(t *testing.T) {
 	const fns = "e2e-failsafe"
 	createHealthyCluster(t, fns, "mode: Async")
+	dropWhenDone(t, fns)
 	w := startWriter(t, fns)
 	for _, mode := range []string{"Async", "Sync"} {
 		if mode == "Sync" {
@@ -92,6 +93,7 @@ func TestWritesGoOnWhileTheAPIServerIsStopped(t *testing.T) {
 func TestALeaderCutOffFromTheAPIServerIsReplaced(t *testing.T) {
 	const cns = "e2e-cutoff"
 	createHealthyCluster(t, cns, "mode: Async")
+	dropWhenDone(t, cns)
 	w := startWriter(t, cns)
 	for _, alsoFollowers := range []bool{false, true} {
 		if alsoFollowers {

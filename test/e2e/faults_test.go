@@ -98,6 +98,7 @@ func newFaultRun(t *testing.T, namespace, mode string, seed int64) *faultRun {
 		replication = "mode: Sync\n    syncReplicas: 1"
 	}
 	createHealthyCluster(t, namespace, replication)
+	dropWhenDone(t, namespace)
 	super, err := cs.CoreV1().Secrets(namespace).Get(t.Context(), "db-superuser", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -191,6 +191,7 @@ func TestSyncFrozenLeadersRejoinEveryTime(t *testing.T) {
 	runs := countFromEnv(t, "REGENT_FREEZES", 10)
 	const sns = "e2e-syncfreeze"
 	createHealthyCluster(t, sns, "mode: Sync\n    syncReplicas: 1")
+	dropWhenDone(t, sns)
 	w := startWriter(t, sns)
 	var rejoined []time.Duration
 	failed := 0

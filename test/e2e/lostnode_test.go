@@ -27,6 +27,7 @@ func TestALeaderOnANodeThatStopsReportingIsMoved(t *testing.T) {
 	const lns = "e2e-lostnode"
 	const lease = 6 * time.Second
 	createHealthyCluster(t, lns, "mode: Async")
+	dropWhenDone(t, lns)
 	w := startWriter(t, lns)
 	w.waitWriting(t)
 	old, epoch := fieldIn(t, lns, ".status.leader"), fieldIn(t, lns, ".status.epoch")

@@ -25,6 +25,7 @@ func TestTheLeaderAndTheActiveOperatorLostTogether(t *testing.T) {
 	const tns = "e2e-together"
 	const lease, handOver = 6 * time.Second, 4 * time.Second
 	createHealthyCluster(t, tns, "mode: Async")
+	dropWhenDone(t, tns)
 	const ons = "regent-system"
 	kubectl(t, "-n", ons, "rollout", "status", "deployment/regent-regent", "--timeout=2m")
 	var operator string
