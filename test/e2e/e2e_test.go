@@ -777,7 +777,7 @@ func podGroupIn(t testing.TB, namespace, name string) group {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return group(cgroup.For(cfg.NetNS, pod.Spec.NodeName, string(pod.UID)))
+	return podGroupFor(pod)
 }
 
 func (g group) sub(container string) group { return group(filepath.Join(string(g), container)) }
