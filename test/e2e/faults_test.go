@@ -205,6 +205,17 @@ func (s *faultRun) watchHistory(ctx context.Context, t *testing.T, wg *sync.Wait
 		t.Fatal(err)
 	}
 	sealed := leadership.Of(lease).SealedEpoch
+	epoch := int64(0)
+	term := func(l *coordinationv1.Lease) {
+		if l.Spec.LeaseTransitions == nil || int64(*l.Spec.LeaseTransitions) <= epoch || l.Spec.HolderIdentity == nil || l.Spec.AcquireTime == nil {
+			return
+		}
+		epoch = int64(*l.Spec.LeaseTransitions)
+		s.mu.Lock()
+		s.h.Terms = append(s.h.Terms, history.Term{Epoch: epoch, Holder: *l.Spec.HolderIdentity, At: l.Spec.AcquireTime.Time})
+		s.mu.Unlock()
+	}
+	term(lease)
 	wg.Go(func() {
 		defer pw.Stop()
 		defer lw.Stop()
@@ -237,6 +248,7 @@ func (s *faultRun) watchHistory(ctx context.Context, t *testing.T, wg *sync.Wait
 				if !isLease {
 					continue
 				}
+				term(l)
 				st := leadership.Of(l)
 				if st.SealedEpoch > sealed {
 					sealed = st.SealedEpoch

@@ -31,10 +31,22 @@ type Write struct {
 	Invoked time.Time `json:"invoked"`
 	Acked   time.Time `json:"acked,omitzero"`
 	// ExecAt is the server's clock_timestamp() at execution and Epoch the
-	// timeline it wrote on (the promotion at epoch e takes timeline e):
-	// known for acknowledged writes.
+	// timeline it wrote on (the promotion at epoch e takes timeline e; a
+	// leader elected again keeps its timeline, see Term): known for
+	// acknowledged writes.
 	ExecAt time.Time `json:"execAt,omitzero"`
 	Epoch  int64     `json:"epoch,omitempty"`
+}
+
+// Term is an epoch as the Lease named it: its holder, from its acquire
+// time. A pod that leads consecutive epochs (the operator elected the old
+// leader again, with its data) goes on writing on the timeline of the
+// first: its writes on that timeline after a later term's start belong to
+// that term.
+type Term struct {
+	Epoch  int64     `json:"epoch"`
+	Holder string    `json:"holder"`
+	At     time.Time `json:"at"`
 }
 
 // Seal is the operator's seal of an epoch, at the time it wrote on the
@@ -58,6 +70,7 @@ type History struct {
 	Sync   bool         `json:"sync"`
 	Writes []Write      `json:"writes"`
 	Seals  []Seal       `json:"seals"`
+	Terms  []Term       `json:"terms"`
 	Labels []LabelEvent `json:"labels"`
 	// Final are the row ids the converged cluster's leader holds.
 	Final []int64 `json:"final"`
@@ -130,6 +143,10 @@ func Check(h History, converge time.Duration) Verdict {
 			sealed[s.Epoch] = s.At
 		}
 	}
+	terms := map[int64]Term{}
+	for _, t := range h.Terms {
+		terms[t.Epoch] = t
+	}
 	for _, w := range h.Writes {
 		if w.Acked.IsZero() {
 			continue
@@ -145,9 +162,10 @@ func Check(h History, converge time.Duration) Verdict {
 		}
 		// Executed at or after its epoch's seal and still acknowledged:
 		// the acknowledgement came after the seal.
-		if at, ok := sealed[w.Epoch]; ok && !w.ExecAt.Before(at) {
+		epoch := servingEpoch(terms, w)
+		if at, ok := sealed[epoch]; ok && !w.ExecAt.Before(at) {
 			add("AcknowledgedAfterSeal", counts, fmt.Sprintf("row %d (%s via %s) executed at %s in epoch %d, sealed at %s, and was acknowledged",
-				w.ID, w.Client, w.Via, stamp(w.ExecAt), w.Epoch, stamp(at)))
+				w.ID, w.Client, w.Via, stamp(w.ExecAt), epoch, stamp(at)))
 		}
 	}
 	leaders := map[string]bool{}
@@ -182,6 +200,24 @@ func Check(h History, converge time.Duration) Verdict {
 		}
 	}
 	return v
+}
+
+// servingEpoch is the epoch whose leader acknowledged w: the timeline's
+// own epoch, or a later one its holder led next without a break (elected
+// again, it kept its timeline) that had begun when w executed.
+func servingEpoch(terms map[int64]Term, w Write) int64 {
+	first, ok := terms[w.Epoch]
+	if !ok {
+		return w.Epoch
+	}
+	epoch := w.Epoch
+	for e := w.Epoch + 1; ; e++ {
+		t, ok := terms[e]
+		if !ok || t.Holder != first.Holder || t.At.After(w.ExecAt) {
+			return epoch
+		}
+		epoch = e
+	}
 }
 
 func stamp(t time.Time) string { return t.UTC().Format("15:04:05.000") }

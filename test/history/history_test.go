@@ -39,6 +39,20 @@ func TestCheck(t *testing.T) {
 		{"an unacknowledged row missing is no loss", func(h *History) { h.Writes = append(h.Writes, Write{ID: 9, Invoked: at(8000)}) }, ""},
 		{"a row executed after its epoch's seal acknowledged", func(h *History) { h.Writes = append(h.Writes, acked(4, 1, 5000)) }, "AcknowledgedAfterSeal"},
 		{"the same moment in a later epoch is fine", func(h *History) { h.Writes, h.Final = append(h.Writes, acked(4, 2, 5000)), append(h.Final, 4) }, ""},
+		// db-0 leads epoch 1, is sealed at 5 s and elected again at 6 s as
+		// epoch 2's leader: it keeps timeline 1.
+		{"a leader elected again writes on its timeline in its new term", func(h *History) {
+			h.Terms = []Term{{Epoch: 1, Holder: "db-0", At: at(0)}, {Epoch: 2, Holder: "db-0", At: at(6000)}}
+			h.Writes, h.Final = append(h.Writes, acked(4, 1, 6500)), append(h.Final, 4)
+		}, ""},
+		{"a leader elected again acknowledged between its seal and its new term", func(h *History) {
+			h.Terms = []Term{{Epoch: 1, Holder: "db-0", At: at(0)}, {Epoch: 2, Holder: "db-0", At: at(6000)}}
+			h.Writes, h.Final = append(h.Writes, acked(4, 1, 5500)), append(h.Final, 4)
+		}, "AcknowledgedAfterSeal"},
+		{"another pod's term does not cover the old timeline", func(h *History) {
+			h.Terms = []Term{{Epoch: 1, Holder: "db-0", At: at(0)}, {Epoch: 2, Holder: "db-1", At: at(6000)}}
+			h.Writes, h.Final = append(h.Writes, acked(4, 1, 6500)), append(h.Final, 4)
+		}, "AcknowledgedAfterSeal"},
 		{"two pods labelled leader at once", func(h *History) {
 			h.Labels = []LabelEvent{{Pod: "db-0", Leader: true}, {Pod: "db-1", Leader: true}, {Pod: "db-0"}}
 		}, "TwoLeaders"},
