@@ -58,7 +58,7 @@ build: ## Build the regent binary into bin/.
 
 ##@ Local cluster (Kubernetes made of local processes; no Docker)
 
-LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm versitygw
 
 .PHONY: demo
 demo: build tools-local ## The README's main command: local cluster, operator (Helm), a ready 3-pod cluster.

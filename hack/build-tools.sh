@@ -6,7 +6,7 @@
 #   hack/build-tools.sh [tool ...]     (default: the tools envtest needs)
 #
 # Tools: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
-#        controller-gen golangci-lint helm
+#        controller-gen golangci-lint helm versitygw
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -76,6 +76,7 @@ build() {
 	controller-gen) go_install controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen "$CONTROLLER_GEN_VERSION" ;;
 	golangci-lint) go_install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" ;;
 	helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+	versitygw) go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

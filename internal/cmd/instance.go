@@ -21,11 +21,14 @@ import (
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/instance"
+	"github.com/regent-dev/regent/replica/objectstore"
 	"github.com/regent-dev/regent/replica/walarchive"
 )
 
 type instanceOptions struct {
 	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs, storageSize string
+	objectStore, objectStoreSecrets, cluster                                             string
+	recoveryStore, recoveryStoreSecrets                                                  string
 }
 
 func envOr(name, def string) string {
@@ -62,6 +65,15 @@ func newInstanceCommand() *cobra.Command {
 		"the data volume's size, a quantity such as 10Gi ($"+names.EnvStorageSize+"): the WAL is sized from it; empty: PostgreSQL's defaults")
 	f.StringVar(&o.passwordFile, "superuser-password-file", names.SecretsMountPath+"/superuser-password", "the postgres role's password")
 	f.StringVar(&o.binDir, "pg-bindir", "", "directory of PostgreSQL's programs (default: where postgres is on PATH)")
+	f.StringVar(&o.objectStore, "object-store", os.Getenv(names.EnvObjectStore),
+		"the object store to ship WAL to, as JSON {endpoint, bucket, path, region} ($"+names.EnvObjectStore+"); empty: none")
+	f.StringVar(&o.objectStoreSecrets, "object-store-secrets", names.ObjectStoreSecretsPath,
+		"directory of the object store's "+names.ObjectStoreAccessKeyID+", "+names.ObjectStoreSecretKey+" and optional "+names.ObjectStoreCA)
+	f.StringVar(&o.recoveryStore, "recovery-store", os.Getenv(names.EnvRecoveryStore),
+		"the object store a new cluster is restored from, as JSON like --object-store ($"+names.EnvRecoveryStore+")")
+	f.StringVar(&o.recoveryStoreSecrets, "recovery-store-secrets", names.RecoveryStoreSecretsPath,
+		"directory of the recovery store's credentials, as --object-store-secrets")
+	f.StringVar(&o.cluster, "cluster", clusterFromEnv(), "<namespace>/<name> of the ReplicaSet, recorded in the object store")
 	f.StringVar(&o.runAs, "run-as-user", "", "run PostgreSQL as this user (for development as root; pods run as their own user)")
 	_ = f.MarkHidden("run-as-user")
 	return c
@@ -123,8 +135,20 @@ func (o *instanceOptions) config() (instance.Config, error) {
 			cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)} //nolint:gosec // G115: ids come from the passwd lookup above
 		}
 	}
+	store, err := openObjectStore(o.objectStore, o.objectStoreSecrets)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	source, err := openObjectStore(o.recoveryStore, o.recoveryStoreSecrets)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("recovery store: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return instance.Config{}, err
+	}
+	ship := ""
+	if store != nil {
+		ship = " --ship"
 	}
 	// PostgreSQL runs this same binary to archive and restore WAL.
 	self, err := os.Executable()
@@ -134,14 +158,59 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	archive := filepath.Join(filepath.Dir(filepath.Clean(o.pgdata)), names.WALArchiveDirName)
 	return instance.Config{
 		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile, Credential: cred,
-		ArchiveDir: archive,
+		ArchiveDir: archive, Store: store, Cluster: o.cluster, Source: source,
+		SourceRestoreCommand: fmt.Sprintf("%s wal-restore --object-store=%s --object-store-secrets=%s %%f %%p",
+			shellQuote(self), shellQuote(o.recoveryStore), shellQuote(o.recoveryStoreSecrets)),
 		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,
 			Budget: budget,
-			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s --keep=%d %%p", shellQuote(self), shellQuote(archive),
-				budget.ArchiveSegments(walarchive.DefaultKeep)),
+			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s --keep=%d%s %%p", shellQuote(self), shellQuote(archive),
+				budget.ArchiveSegments(walarchive.DefaultKeep), ship),
 			RestoreCommand: fmt.Sprintf("%s wal-fetch --run-dir=%s %%f %%p", shellQuote(self), shellQuote(o.runDir)),
 		},
 	}, nil
+}
+
+func clusterFromEnv() string {
+	if ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("REGENT_CLUSTER"); ns != "" && name != "" {
+		return ns + "/" + name
+	}
+	return ""
+}
+
+// openObjectStore reads the store's place (JSON) and its credentials'
+// files; an empty place means no store.
+func openObjectStore(place, secrets string) (*objectstore.Store, error) {
+	if place == "" {
+		return nil, nil
+	}
+	var cfg objectstore.Config
+	if err := json.Unmarshal([]byte(place), &cfg); err != nil {
+		return nil, fmt.Errorf("--object-store: %w", err)
+	}
+	read := func(name string, optional bool) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(secrets, name))
+		if optional && errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("object store credentials: %w", err)
+		}
+		return b, nil
+	}
+	id, err := read(names.ObjectStoreAccessKeyID, false)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := read(names.ObjectStoreSecretKey, false)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := read(names.ObjectStoreCA, true)
+	if err != nil {
+		return nil, err
+	}
+	cfg.AccessKeyID, cfg.SecretAccessKey, cfg.CA = strings.TrimSpace(string(id)), strings.TrimSpace(string(secret)), ca
+	return objectstore.Open(cfg)
 }
 
 // shellQuote quotes s for /bin/sh, which runs archive and restore commands.

@@ -37,6 +37,7 @@ func NewRoot() *cobra.Command {
 		newInstanceCommand(),
 		newWALPushCommand(),
 		newWALFetchCommand(),
+		newWALRestoreCommand(),
 		newInstallCommand(),
 		newVersionCommand(),
 	)

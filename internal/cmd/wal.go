@@ -13,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/objectstore"
 	"github.com/regent-dev/regent/replica/walarchive"
+	"github.com/regent-dev/regent/replica/walship"
 )
 
 // wal-push and wal-fetch are PostgreSQL's archive_command and
@@ -24,6 +26,7 @@ import (
 func newWALPushCommand() *cobra.Command {
 	var dir string
 	var keep int
+	var ship bool
 	c := &cobra.Command{
 		Use:   "wal-push PATH",
 		Short: "Archive a WAL file (PostgreSQL's archive_command)",
@@ -35,11 +38,12 @@ func newWALPushCommand() *cobra.Command {
 			if dir == "" {
 				return ExitError{Code: 2, Err: errors.New("--archive-dir is required")}
 			}
-			return walarchive.Archive{Dir: dir, Keep: keep}.Push(args[0], filepath.Base(args[0]))
+			return walarchive.Archive{Dir: dir, Keep: keep, Ship: ship}.Push(args[0], filepath.Base(args[0]))
 		},
 	}
 	c.Flags().StringVar(&dir, "archive-dir", "", "the WAL archive directory")
 	c.Flags().IntVar(&keep, "keep", walarchive.DefaultKeep, "segments to keep (16 MiB each)")
+	c.Flags().BoolVar(&ship, "ship", false, "an object store takes the archive: prune what it holds first")
 	return c
 }
 
@@ -90,5 +94,55 @@ func newWALFetchCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&runDir, "run-dir", envOr("REGENT_RUN_DIR", names.SocketDir), "directory of the agent's socket ($REGENT_RUN_DIR)")
+	return c
+}
+
+// restoreFatal makes wal-restore exit 126: PostgreSQL aborts a
+// recovery whose restore_command exits above 125, where any other failure
+// would read as the end of the WAL and promote too early.
+const restoreFatal = 126
+
+func newWALRestoreCommand() *cobra.Command {
+	var place, secrets string
+	c := &cobra.Command{
+		Use:   "wal-restore NAME PATH",
+		Short: "Restore a WAL file from the object store (restore_command of a restore)",
+		Long: "wal-restore reads the WAL file NAME (%f) from the object store a cluster is\n" +
+			"restored from, checks its SHA-256 and writes it to PATH (%p). It exits 1 when the\n" +
+			"store does not have it (the end of the WAL), and 126 when the store cannot be\n" +
+			"read or the file is corrupt, which makes PostgreSQL abort the recovery rather\n" +
+			"than end it early.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			name, dst := args[0], args[1]
+			if !walarchive.ValidName(name) {
+				return ExitError{Code: restoreFatal, Err: fmt.Errorf("%q is not a WAL file name", name)}
+			}
+			store, err := openObjectStore(place, secrets)
+			if err == nil && store == nil {
+				err = errors.New("--object-store is required")
+			}
+			if err != nil {
+				return ExitError{Code: restoreFatal, Err: fmt.Errorf("wal-restore: %w", err)}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			r, err := store.Get(ctx, walship.Key(name), "")
+			if errors.Is(err, objectstore.ErrNotFound) {
+				return errNotArchived
+			}
+			if err != nil {
+				return ExitError{Code: restoreFatal, Err: fmt.Errorf("wal-restore %s: %w", name, err)}
+			}
+			defer r.Close()
+			if err := walarchive.Restore(r, -1, dst); err != nil {
+				_ = os.Remove(dst)
+				return ExitError{Code: restoreFatal, Err: fmt.Errorf("wal-restore %s: %w", name, err)}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&place, "object-store", "", "the store, as JSON {endpoint, bucket, path, region}")
+	c.Flags().StringVar(&secrets, "object-store-secrets", names.RecoveryStoreSecretsPath, "directory of the store's credentials")
 	return c
 }

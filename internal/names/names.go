@@ -309,3 +309,22 @@ func Ordinal(cluster, pod string) (int, bool) {
 	i, err := strconv.Atoi(rest)
 	return i, err == nil
 }
+
+// EnvObjectStore carries spec.backup.objectStore's place (endpoint, bucket,
+// path, region; objectstore.Config as JSON) to instance; empty means no
+// store. Its credentials are files under ObjectStoreSecretsPath.
+const EnvObjectStore = "REGENT_OBJECT_STORE"
+
+// EnvRecoveryStore is EnvObjectStore's twin for the store a new cluster
+// is restored from (spec.bootstrap.recovery); its credentials are under
+// RecoveryStoreSecretsPath.
+const EnvRecoveryStore = "REGENT_RECOVERY_STORE"
+
+// Files of the object stores' credentials in the secrets volume.
+const (
+	RecoveryStoreSecretsPath = SecretsMountPath + "/recovery-store"
+	ObjectStoreSecretsPath   = SecretsMountPath + "/object-store"
+	ObjectStoreAccessKeyID = "access-key-id"
+	ObjectStoreSecretKey   = "secret-access-key" //nolint:gosec // G101: a file name, not a credential
+	ObjectStoreCA          = "ca.crt"
+)

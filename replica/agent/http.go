@@ -29,6 +29,7 @@ func (a *Agent) Status() api.Status {
 		DiskUsedBytes:           a.ls.pgStatus.DiskUsedBytes, DiskTotalBytes: a.ls.pgStatus.DiskTotalBytes,
 		StartFailure: a.ls.startFailure, Reclones: a.ls.reclones, LastReclone: a.ls.lastReclone,
 		SystemIdentifier: a.ls.pgStatus.SystemIdentifier,
+		WALShipping:      a.ls.pgStatus.WALShipping,
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)

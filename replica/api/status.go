@@ -89,4 +89,60 @@ type Status struct {
 	// leader cloned again, since its agent started; LastReclone says why.
 	Reclones    int64  `json:"reclones,omitempty"`
 	LastReclone string `json:"lastReclone,omitempty"`
+	// WALShipping is the upload of this pod's WAL archive to the object
+	// store; nil without one.
+	WALShipping *WALShipping `json:"walShipping,omitempty"`
+	// Backup is the last base backup this pod was asked for.
+	Backup *BackupProgress `json:"backup,omitempty"`
+}
+
+// BackupPhase is where a base backup stands.
+type BackupPhase string
+
+// The phases of a base backup.
+const (
+	BackupRunning   BackupPhase = "Running"
+	BackupCompleted BackupPhase = "Completed"
+	BackupFailed    BackupPhase = "Failed"
+)
+
+// BackupProgress is a base backup taken on this pod (docs/backup.md).
+type BackupProgress struct {
+	// ID names the backup in the object store (base/<id>/).
+	ID    string      `json:"id"`
+	Phase BackupPhase `json:"phase"`
+	// Bytes counts the data read from PostgreSQL so far.
+	Bytes int64 `json:"bytes"`
+	// StoredBytes is the compressed size in the store, once completed.
+	StoredBytes int64 `json:"storedBytes,omitempty"`
+	// Timeline, StartLSN and EndLSN are the WAL the backup spans, once
+	// completed: restored, it is consistent at EndLSN.
+	Timeline int64   `json:"timeline,omitempty"`
+	StartLSN lsn.LSN `json:"startLSN,omitempty"`
+	EndLSN   lsn.LSN `json:"endLSN,omitempty"`
+	// FromStandby says it was taken on a follower.
+	FromStandby bool       `json:"fromStandby,omitempty"`
+	StartedAt   time.Time  `json:"startedAt"`
+	EndedAt     *time.Time `json:"endedAt,omitempty"`
+	Error       string     `json:"error,omitempty"`
+}
+
+// WALShipping is what a pod's instance reports of shipping its WAL
+// archive to the object store (docs/backup.md).
+type WALShipping struct {
+	// Leading says this pod uploads; followers only learn what the store
+	// holds.
+	Leading bool `json:"leading"`
+	// LastShipped is the newest file this pod uploaded or found in the
+	// store, and when.
+	LastShipped   string     `json:"lastShipped,omitempty"`
+	LastShippedAt *time.Time `json:"lastShippedAt,omitempty"`
+	// Pending counts the archive's files the store does not hold yet;
+	// PendingBytes is their size.
+	Pending      int   `json:"pending"`
+	PendingBytes int64 `json:"pendingBytes"`
+	// Error is the last failure; FailingSince says since when uploads
+	// have failed without a success between.
+	Error        string     `json:"error,omitempty"`
+	FailingSince *time.Time `json:"failingSince,omitempty"`
 }

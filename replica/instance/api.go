@@ -130,6 +130,18 @@ func (in *Instance) Handler() http.Handler {
 			reply(w, nil, in.Configure(r.Context(), req.SynchronousStandbyNames))
 		}
 	})
+	mux.HandleFunc("POST /restore", func(w http.ResponseWriter, r *http.Request) {
+		var req RestoreRequest
+		if decode(w, r, &req) {
+			reply(w, nil, in.Restore(r.Context(), req))
+		}
+	})
+	mux.HandleFunc("POST /backup", func(w http.ResponseWriter, r *http.Request) {
+		var req BackupRequest
+		if decode(w, r, &req) {
+			reply(w, nil, in.StartBackup(req))
+		}
+	})
 	mux.HandleFunc("POST /tls", func(w http.ResponseWriter, r *http.Request) {
 		var req TLSRequest
 		if decode(w, r, &req) {
@@ -320,6 +332,18 @@ func (c *Client) Stop(ctx context.Context, mode StopMode) (lsn.LSN, error) {
 func (c *Client) Promote(ctx context.Context, deadline time.Time, epoch int64, synchronousStandbyNames string) error {
 	return c.call(ctx, http.MethodPost, "/promote", PromoteRequest{Deadline: deadline, Epoch: epoch,
 		SynchronousStandbyNames: synchronousStandbyNames}, nil)
+}
+
+// Restore builds the empty data directory from a backup in the source
+// store, recovered to the request's target.
+func (c *Client) Restore(ctx context.Context, req RestoreRequest) error {
+	return c.call(ctx, http.MethodPost, "/restore", req, nil)
+}
+
+// StartBackup starts a base backup into the object store; Status reports
+// its progress.
+func (c *Client) StartBackup(ctx context.Context, req BackupRequest) error {
+	return c.call(ctx, http.MethodPost, "/backup", req, nil)
 }
 
 // SetTLS installs the pod's key and certificate (and reloads PostgreSQL).

@@ -55,6 +55,33 @@ type Settings struct {
 	// ArchiveCommand and RestoreCommand ship WAL through the agents
 	// (`regent wal-push`, `regent wal-fetch`); empty leaves archiving off.
 	ArchiveCommand, RestoreCommand string
+	// Recovery, set only while a restore replays WAL from the object
+	// store, replaces the follower's settings with a targeted recovery
+	// that promotes at its end, reachable only on the local socket.
+	Recovery *Recovery
+}
+
+// Recovery is a point-in-time recovery's settings (docs/backup.md).
+type Recovery struct {
+	// RestoreCommand reads WAL from the source's object store
+	// (`regent wal-restore`).
+	RestoreCommand string
+	// Target is where to stop; the zero Target replays all the WAL.
+	Target Target
+	// Timeline is the source's newest timeline: the recovery follows the
+	// source's history to it (recovery_target_timeline), and the
+	// promotion at its end takes the next free one.
+	Timeline int64
+}
+
+// Target is a recovery target: at most one field is set.
+type Target struct {
+	// Time is a timestamp PostgreSQL reads (RFC 3339 works).
+	Time string `json:"time,omitempty"`
+	// LSN is a WAL position, X/Y.
+	LSN string `json:"lsn,omitempty"`
+	// Name is a restore point made with pg_create_restore_point().
+	Name string `json:"name,omitempty"`
 }
 
 // defaultParameters are Regent's defaults for settings a user may change.
@@ -143,6 +170,21 @@ func regentConf(s Settings) string {
 		set["primary_conninfo"] = s.PrimaryConninfo
 		set["primary_slot_name"] = s.PrimarySlotName
 	}
+	if r := s.Recovery; r != nil {
+		// Nobody but instance reaches a database being restored.
+		set["listen_addresses"] = ""
+		set["restore_command"] = r.RestoreCommand
+		set["recovery_target_timeline"] = strconv.FormatInt(r.Timeline, 10)
+		set["recovery_target_action"] = "promote"
+		switch {
+		case r.Target.Time != "":
+			set["recovery_target_time"] = r.Target.Time
+		case r.Target.LSN != "":
+			set["recovery_target_lsn"] = r.Target.LSN
+		case r.Target.Name != "":
+			set["recovery_target_name"] = r.Target.Name
+		}
+	}
 	var b strings.Builder
 	b.WriteString("# Owned by Regent, written by regent instance at every start: edits are lost.\n")
 	for _, k := range slices.Sorted(maps.Keys(set)) {
@@ -161,6 +203,13 @@ include 'regent.conf'
 // hbaConf allows replication only through the local socket (the agent's
 // relay, which checks the epoch and the peer's certificate) and password
 // (SCRAM) logins for remote clients only over TLS.
+// recoveryHBAConf lets only the postgres role in, on the local socket,
+// without a password: a restored database holds its source's passwords
+// until instance sets the new cluster's at the end of the recovery.
+const recoveryHBAConf = `# Written by regent instance for a restore: the socket only, the postgres role only.
+local     all          postgres                        trust
+`
+
 func hbaConf() string {
 	return `# Written by regent instance at every start.
 # TYPE    DATABASE     USER                 ADDRESS    METHOD

@@ -20,6 +20,10 @@ import (
 
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/objectstore"
+	"github.com/regent-dev/regent/replica/walarchive"
+	"github.com/regent-dev/regent/replica/walship"
 )
 
 // Config is what instance needs to know.
@@ -33,6 +37,16 @@ type Config struct {
 	// ArchiveDir is the pod's WAL archive, which Settings.ArchiveCommand
 	// fills; instance serves its files to the agent.
 	ArchiveDir string
+	// Store, when set, is the cluster's object store: while this pod
+	// leads, instance ships the archive there (docs/backup.md).
+	Store *objectstore.Store
+	// Cluster is <namespace>/<name>, recorded in the store.
+	Cluster string
+	// Source is the object store a new cluster is restored from
+	// (spec.bootstrap.recovery), and SourceRestoreCommand the
+	// restore_command that reads its WAL (`regent wal-restore`).
+	Source               *objectstore.Store
+	SourceRestoreCommand string
 	Settings
 	// SuperuserPasswordFile holds the postgres role's password: initdb
 	// sets it, and instance logs in with it for status.
@@ -70,6 +84,16 @@ type Instance struct {
 	// gen counts PostgreSQL's starts and exits; changed is closed at each.
 	gen     uint64
 	changed chan struct{}
+	// systemID is the data's system identifier, once read.
+	systemID string
+	// shipper uploads the archive while this pod leads; nil without a
+	// store.
+	shipper *walship.Shipper
+	// backup is the last base backup asked for.
+	backup *api.BackupProgress
+	// life ends when Run returns: background work (a backup) stops.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // notify tells WaitChange callers that PostgreSQL started or exited.
@@ -106,19 +130,57 @@ func New(cfg Config) *Instance {
 	if c == nil {
 		c = clock.RealClock{}
 	}
-	return &Instance{
+	in := &Instance{
 		cfg: cfg, clock: c, log: cfg.Log,
 		tools: &runner{binDir: cfg.BinDir, cred: cfg.Credential, log: cfg.Log, children: processChildren,
 			env: []string{"PGPASSFILE=/dev/null", "LC_ALL=C.UTF-8"}},
 		wake:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
 	}
+	in.life, in.endLife = context.WithCancel(context.Background())
+	if cfg.Store != nil {
+		in.shipper = &walship.Shipper{
+			Archive: walarchive.Archive{Dir: cfg.ArchiveDir, Ship: true},
+			Store:   cfg.Store, Cluster: cfg.Cluster, Log: cfg.Log.WithName("walship"),
+			Leads: func() bool {
+				in.mu.Lock()
+				defer in.mu.Unlock()
+				return in.role == RoleLeader && in.pg != nil
+			},
+			SystemIdentifier: in.systemIdentifier,
+		}
+	}
+	return in
+}
+
+// systemIdentifier is the data's database system identifier, read once
+// from pg_control.
+func (in *Instance) systemIdentifier(ctx context.Context) string {
+	in.mu.Lock()
+	id := in.systemID
+	in.mu.Unlock()
+	if id != "" {
+		return id
+	}
+	control, err := in.controlData(ctx)
+	if err != nil || control == nil {
+		return ""
+	}
+	id = control["Database system identifier"]
+	in.mu.Lock()
+	in.systemID = id
+	in.mu.Unlock()
+	return id
 }
 
 // Run serves the watchdog and reaps orphans until ctx ends, then stops
 // PostgreSQL (fast).
 func (in *Instance) Run(ctx context.Context) {
+	defer in.endLife()
 	reaperOnce.Do(func() { go reapOrphans(context.Background(), processChildren) })
+	if in.shipper != nil {
+		go in.shipper.Run(ctx)
+	}
 	in.watchdog(ctx)
 	_, _ = in.Stop(context.Background(), StopFast)
 }
@@ -840,6 +902,9 @@ func (in *Instance) writeConfig(s Settings) error {
 		"user.conf":       user,
 		"regent.conf":     regentConf(s),
 		"pg_hba.conf":     hbaConf(),
+	}
+	if s.Recovery != nil {
+		files["pg_hba.conf"] = recoveryHBAConf
 	}
 	for name, content := range files {
 		if err := in.writeFile(name, content); err != nil {

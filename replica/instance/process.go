@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -192,4 +193,39 @@ func reapOrphans(ctx context.Context, children *childSet) {
 		case <-t.C:
 		}
 	}
+}
+
+// stream starts a tool whose standard output the caller reads; wait
+// returns its exit (stderr inside the error), once stdout is drained.
+func (r *runner) stream(ctx context.Context, timeout time.Duration, env []string, tool string, args ...string) (io.Reader, func() error, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	cmd := r.command(ctx, tool, args...)
+	cmd.Env = append(cmd.Env, env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	r.log.Info("Running", "tool", tool, "args", redactAll(args))
+	if err := r.children.start(cmd); err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("%s: %w", tool, err)
+	}
+	wait := func() error {
+		defer cancel()
+		err := r.children.wait(cmd)
+		r.log.Info("Ran", "tool", tool, "duration", time.Since(start).Round(time.Millisecond).String(), "ok", err == nil,
+			"stderr", redact(lastLines(stderr.String(), 6)))
+		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("timed out after %s", timeout)
+			}
+			return fmt.Errorf("%s: %w: %s", tool, err, redact(strings.TrimSpace(stderr.String())))
+		}
+		return nil
+	}
+	return stdout, wait, nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/regent-dev/regent/internal/lsn"
+	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/walship"
 )
 
 // ClusterStateUnstartedBackup is the ClusterState of a base backup that
@@ -63,6 +65,11 @@ type Status struct {
 	// SystemIdentifier is the data's database system identifier
 	// (pg_control); empty without data.
 	SystemIdentifier string `json:"systemIdentifier,omitempty"`
+	// WALShipping is the upload of the archive to the object store; nil
+	// without one.
+	WALShipping *walship.Status `json:"walShipping,omitempty"`
+	// Backup is the last base backup asked for.
+	Backup *api.BackupProgress `json:"backup,omitempty"`
 }
 
 // Status reports PostgreSQL's state; queries that fail leave their fields
@@ -77,7 +84,16 @@ func (in *Instance) Status(ctx context.Context) Status {
 		d := in.deadline
 		st.Deadline = &d
 	}
+	if in.backup != nil {
+		b := *in.backup
+		st.Backup = &b
+	}
 	in.mu.Unlock()
+	if in.shipper != nil {
+		ship := in.shipper.Status()
+		st.WALShipping = &ship
+	}
+
 	st.DiskUsedBytes, st.DiskTotalBytes = diskUsage(filepath.Dir(filepath.Clean(in.cfg.PGData)))
 	if state, err := inspect(in.cfg.PGData, in.cfg.Major); err != nil {
 		st.Data = err.Error()

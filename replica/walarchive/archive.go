@@ -7,7 +7,10 @@
 //
 // The archive lives on the data volume, beside PGDATA, and is bounded: it
 // keeps the newest segments (Keep) and every history file (small, and
-// needed to follow any timeline switch).
+// needed to follow any timeline switch). With an object store (Ship), it
+// is also the queue of what the leader has yet to upload: shipped
+// segments go first, and only a store down for longer than Keep segments
+// of WAL makes it drop one that was never shipped (docs/backup.md).
 package walarchive
 
 import (
@@ -44,6 +47,73 @@ func ValidName(name string) bool { return fileName.MatchString(name) }
 type Archive struct {
 	Dir  string
 	Keep int
+	// Ship says an object store takes the archive's files: prune removes
+	// shipped segments before the others.
+	Ship bool
+}
+
+// shippedDir holds an empty file per shipped file (the uploader runs in
+// another process than wal-push, which prunes).
+const shippedDir = ".shipped"
+
+// Shipped reports whether name was recorded as held by the object store.
+func (a Archive) Shipped(name string) bool {
+	_, err := os.Stat(filepath.Join(a.Dir, shippedDir, name))
+	return err == nil
+}
+
+// MarkShipped records that the object store holds name.
+func (a Archive) MarkShipped(name string) error {
+	if !ValidName(name) {
+		return fmt.Errorf("%q is not a WAL file name", name)
+	}
+	dir := filepath.Join(a.Dir, shippedDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, name), nil, 0o600)
+}
+
+// File is one archived file.
+type File struct {
+	Name    string
+	Size    int64
+	Shipped bool
+}
+
+// Files lists the archive's files in the order they were written: by
+// position in the log, history files before the segments of their
+// timeline.
+func (a Archive) Files() ([]File, error) {
+	entries, err := os.ReadDir(a.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []File
+	for _, e := range entries {
+		if !ValidName(e.Name()) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // pruned meanwhile
+		}
+		out = append(out, File{Name: e.Name(), Size: info.Size(), Shipped: a.Shipped(e.Name())})
+	}
+	slices.SortFunc(out, func(x, y File) int { return strings.Compare(order(x.Name), order(y.Name)) })
+	return out, nil
+}
+
+// order sorts history files first (small, and needed to follow any
+// timeline switch), then segments by position and timeline.
+func order(name string) string {
+	if strings.HasSuffix(name, ".history") {
+		return "0" + name[:8]
+	}
+	return "1" + name[8:24] + name[:8] + name[24:]
 }
 
 // Push stores the file at src under name, durably: written to a temporary
@@ -94,8 +164,9 @@ func (a Archive) Push(src, name string) error {
 	return a.prune()
 }
 
-// prune removes the oldest segments beyond Keep. Segments sort by their
-// position in the log (the last 16 digits), then by timeline.
+// prune removes the oldest segments beyond Keep, shipped ones first when
+// an object store takes them. Segments sort by their position in the log
+// (the last 16 digits), then by timeline.
 func (a Archive) prune() error {
 	keep := a.Keep
 	if keep <= 0 {
@@ -117,10 +188,31 @@ func (a Archive) prune() error {
 	slices.SortFunc(segs, func(x, y string) int {
 		return strings.Compare(x[8:24]+x[:8], y[8:24]+y[:8])
 	})
-	for _, name := range segs[:len(segs)-keep] {
+	excess := len(segs) - keep
+	var drop []string
+	if a.Ship {
+		for _, name := range segs {
+			if len(drop) < excess && a.Shipped(name) {
+				drop = append(drop, name)
+			}
+		}
+	}
+	for _, name := range segs {
+		if len(drop) < excess && !slices.Contains(drop, name) {
+			if a.Ship {
+				// The store has been away for Keep segments of WAL:
+				// the volume's budget wins over the store's continuity,
+				// and the leader's window check reports the gap.
+				fmt.Fprintf(os.Stderr, "wal-push: removing %s, which the object store does not have yet: the archive is at its budget of %d segments\n", name, keep)
+			}
+			drop = append(drop, name)
+		}
+	}
+	for _, name := range drop {
 		if err := os.Remove(filepath.Join(a.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
+		_ = os.Remove(filepath.Join(a.Dir, shippedDir, name))
 	}
 	return nil
 }
@@ -145,8 +237,8 @@ func (a Archive) Open(name string) (io.ReadCloser, int64, error) {
 	return f, st.Size(), nil
 }
 
-// Restore writes data (size bytes) to dst the way restore_command must:
-// complete or not at all.
+// Restore writes data (size bytes, or whatever it holds for a negative
+// size) to dst the way restore_command must: complete or not at all.
 func Restore(data io.Reader, size int64, dst string) error {
 	tmp := dst + ".regent-partial"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -161,7 +253,7 @@ func Restore(data io.Reader, size int64, dst string) error {
 	if err != nil {
 		return err
 	}
-	if n != size {
+	if size >= 0 && n != size {
 		return fmt.Errorf("received %d of %d bytes", n, size)
 	}
 	return os.Rename(tmp, dst)

@@ -91,3 +91,56 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestWithAStorePruneDropsShippedSegmentsFirst(t *testing.T) {
+	dir := t.TempDir()
+	a := Archive{Dir: filepath.Join(dir, "archive"), Keep: 3, Ship: true}
+	src := filepath.Join(dir, "src")
+	push := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(src, []byte(name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Push(src, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() []string {
+		t.Helper()
+		files, err := a.Files()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, f := range files {
+			out = append(out, f.Name)
+		}
+		return out
+	}
+	push("000000010000000000000001")
+	push("000000010000000000000002")
+	push("00000002.history")
+	push("000000020000000000000003")
+	// The store has 2 and 3, not 1: pushing 4 drops 2, the oldest shipped.
+	for _, n := range []string{"000000010000000000000002", "000000020000000000000003"} {
+		if err := a.MarkShipped(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push("000000020000000000000004")
+	want := []string{"00000002.history", "000000010000000000000001", "000000020000000000000003", "000000020000000000000004"}
+	if got := names(); !slices.Equal(got, want) {
+		t.Fatalf("after the first prune: %v, want %v", got, want)
+	}
+	if a.Shipped("000000010000000000000002") {
+		t.Error("the shipped mark outlived its segment")
+	}
+	// 5 drops 3 (shipped); 6 then has only unshipped segments to drop: the
+	// oldest goes, the budget wins.
+	push("000000020000000000000005")
+	push("000000020000000000000006")
+	want = []string{"00000002.history", "000000020000000000000004", "000000020000000000000005", "000000020000000000000006"}
+	if got := names(); !slices.Equal(got, want) {
+		t.Fatalf("after the store fell behind: %v, want %v", got, want)
+	}
+}

@@ -36,8 +36,10 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/pki"
+	"github.com/regent-dev/regent/internal/s3server"
 	"github.com/regent-dev/regent/internal/testenv"
 	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/objectstore"
 
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -128,6 +130,8 @@ type cluster struct {
 	// is its certificate, or the operator's CA's).
 	ca    *pki.CA
 	caPEM []byte
+	// store is the object store the pods ship WAL to; nil for none.
+	store *objectstore.Config
 }
 
 // clusterOption changes how newCluster starts the pods.
@@ -140,6 +144,15 @@ func withVolume(pod string, size int64) clusterOption {
 			c.volumes = map[string]int64{}
 		}
 		c.volumes[pod] = size
+	}
+}
+
+// withStore gives the pods an object store (bucket "backups", path
+// "<namespace>/db") on the S3 server srv.
+func withStore(srv *s3server.Server) clusterOption {
+	return func(c *cluster) {
+		c.store = &objectstore.Config{Endpoint: srv.Endpoint, Bucket: "backups", Region: "us-east-1",
+			AccessKeyID: s3server.AccessKey, SecretAccessKey: s3server.SecretKey}
 	}
 }
 
@@ -170,6 +183,9 @@ func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *clus
 	c := &cluster{t: t, ns: ns.Name}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.store != nil {
+		c.store.Path = c.ns + "/db"
 	}
 	c.newCA(t)
 	lease := &coordinationv1.Lease{
@@ -248,12 +264,30 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	}
 	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
 		"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
+	if size := c.volumes[p.name]; size > 0 {
+		// As the operator tells a pod its claim's size.
+		envv = append(envv, names.EnvStorageSize+"="+strconv.FormatInt(size, 10))
+	}
 	bindir := c.pgBinDir
 	if bindir == "" {
 		bindir = pgBinDir(t)
 	}
-	p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+filepath.Join(secrets, "superuser-password"),
-		"--pg-bindir="+bindir)
+	instanceArgs := []string{"instance", "--run-as-user=postgres", "--superuser-password-file=" + filepath.Join(secrets, "superuser-password"),
+		"--pg-bindir=" + bindir}
+	if c.store != nil {
+		place, _ := json.Marshal(c.store)
+		dir := filepath.Join(secrets, "object-store")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for f, v := range map[string]string{names.ObjectStoreAccessKeyID: c.store.AccessKeyID, names.ObjectStoreSecretKey: c.store.SecretAccessKey} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		instanceArgs = append(instanceArgs, "--object-store="+string(place), "--object-store-secrets="+dir)
+	}
+	p.start(t, envv, instanceArgs...)
 	p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
 }
 
