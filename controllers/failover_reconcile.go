@@ -302,11 +302,14 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 	l.Spec.LeaseDurationSeconds = ptr.To(rs.LeaseDurationSeconds())
 	// The new epoch starts clean: no release, seal time, handover or
 	// previous standbys of the old one (the seal itself stays, below it).
+	// What belongs to the cluster stays: its database's identifier and
+	// its first epoch.
 	proto := obs.protocol()
 	switchover := proto.SwitchoverTo == d.Target
 	standbys, _ := syncStandbys(rs, obs, d.Target, now)
 	leadership.Encode(leadership.State{Holder: d.Target, Epoch: int64(next), SealedEpoch: proto.SealedEpoch,
-		RevokedEpoch: proto.RevokedEpoch, Failsafe: rs.FailsafeEnabled(), Standbys: standbys}, l)
+		RevokedEpoch: proto.RevokedEpoch, Failsafe: rs.FailsafeEnabled(), Standbys: standbys,
+		SystemIdentifier: proto.SystemIdentifier, FirstEpoch: proto.FirstEpoch}, l)
 	if err := r.Update(ctx, l); err != nil {
 		return fmt.Errorf("move the Lease to %s: %w", d.Target, err)
 	}

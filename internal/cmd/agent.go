@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,11 +17,12 @@ import (
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/agent"
+	"github.com/regent-dev/regent/replica/instance"
 )
 
 func newAgentCommand() *cobra.Command {
 	cfg := agent.Config{RelayPort: names.PortRelay, HTTPPort: names.PortAgentHTTP}
-	var kubeconfig string
+	var kubeconfig, recovery string
 	c := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the sidecar of a database pod: leadership, fencing, replication relay, status",
@@ -33,6 +35,12 @@ func newAgentCommand() *cobra.Command {
 			for flag, v := range map[string]string{"--pod-name": cfg.Pod, "--namespace": cfg.Namespace, "--cluster": cfg.Cluster} {
 				if v == "" {
 					errs = append(errs, fmt.Errorf("%s is empty", flag))
+				}
+			}
+			if recovery != "" {
+				cfg.Recovery = &instance.RestoreRequest{}
+				if err := json.Unmarshal([]byte(recovery), cfg.Recovery); err != nil {
+					errs = append(errs, fmt.Errorf("--recovery: %w", err))
 				}
 			}
 			if err := errors.Join(errs...); err != nil {
@@ -67,6 +75,8 @@ func newAgentCommand() *cobra.Command {
 	f.StringVar(&cfg.SecretsDir, "secrets-dir", names.SecretsMountPath, "directory of the passwords")
 	f.StringVar(&cfg.AppDatabase, "app-database", envOr(names.EnvAppDatabase, "app"), "application database ($"+names.EnvAppDatabase+")")
 	f.StringVar(&cfg.AppOwner, "app-owner", envOr(names.EnvAppOwner, "app"), "application role ($"+names.EnvAppOwner+")")
+	f.StringVar(&recovery, "recovery", os.Getenv(names.EnvRecovery),
+		"restore the first leader from a backup: JSON {backupID, target: {time|lsn|name}} ($"+names.EnvRecovery+"); empty: initdb")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the pod's service account)")
 	f.IntVar(&cfg.RelayPort, "relay-port", names.PortRelay, "replication relay port")
 	f.IntVar(&cfg.HTTPPort, "http-port", names.PortAgentHTTP, "HTTP API port")

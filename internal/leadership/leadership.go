@@ -65,6 +65,10 @@ type State struct {
 	// RevokedEpoch revokes every epoch up to it (0: none): followers stop
 	// confirming its failsafe and nobody renews it; a seal follows.
 	RevokedEpoch int64
+	// FirstEpoch is the cluster's first epoch, the only one whose leader
+	// may create the data (1 unless the Lease says otherwise; unreadable,
+	// 0: no epoch may).
+	FirstEpoch int64
 }
 
 // Position is a leader's WAL position as of a renewal in Epoch.
@@ -181,6 +185,15 @@ func Decode(l *coordinationv1.Lease) (State, error) {
 		return n
 	}
 	s.SealedEpoch, s.RevokedEpoch = upTo(names.AnnotationSealedEpoch), upTo(names.AnnotationRevokedEpoch)
+	s.FirstEpoch = 1
+	if v, ok := a[names.AnnotationFirstEpoch]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			unreadable(names.AnnotationFirstEpoch, fmt.Errorf("%q is not an epoch", v))
+			n = 0
+		}
+		s.FirstEpoch = n
+	}
 	if v, ok := a[names.AnnotationFailsafeReplicas]; ok {
 		// Unreadable: the leader may rely on any member, so the operator
 		// waits for a revocation report (its largest reading).
@@ -295,6 +308,10 @@ func Encode(s State, l *coordinationv1.Lease) {
 	set(names.AnnotationFailsafe, "")
 	if s.Failsafe {
 		set(names.AnnotationFailsafe, "true")
+	}
+	set(names.AnnotationFirstEpoch, "")
+	if s.FirstEpoch > 1 {
+		set(names.AnnotationFirstEpoch, strconv.FormatInt(s.FirstEpoch, 10))
 	}
 	set(names.AnnotationFailsafeReplicas, "")
 	if s.FailsafeReplicas > 0 {

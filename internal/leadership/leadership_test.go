@@ -60,7 +60,29 @@ func randomState(r *rand.Rand) State {
 	if r.IntN(2) == 0 {
 		s.RevokedEpoch = 1 + r.Int64N(1<<40)
 	}
+	s.FirstEpoch = 1
+	if r.IntN(2) == 0 {
+		s.FirstEpoch = 1 + r.Int64N(1<<20)
+	}
 	return s
+}
+
+// The first epoch is 1 unless the Lease names another; one that cannot be
+// read lets no epoch create data.
+func TestTheFirstEpochReadsSafely(t *testing.T) {
+	l := &coordinationv1.Lease{}
+	if got := Of(l).FirstEpoch; got != 1 {
+		t.Errorf("no annotation: first epoch %d, want 1", got)
+	}
+	Encode(State{Epoch: 5, FirstEpoch: 5}, l)
+	if got := Of(l).FirstEpoch; got != 5 {
+		t.Errorf("first epoch %d, want 5", got)
+	}
+	l.Annotations[names.AnnotationFirstEpoch] = "five"
+	s, err := Decode(l)
+	if err == nil || s.FirstEpoch != 0 {
+		t.Errorf("unreadable first epoch: %d, %v; want 0 and an error", s.FirstEpoch, err)
+	}
 }
 
 // The revocation reads alike on both sides, and what cannot be read is

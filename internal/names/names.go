@@ -85,7 +85,16 @@ const (
 	// followers confirm nothing more for it, nobody renews it; the seal
 	// follows once no failsafe of it can be left (written by the operator).
 	AnnotationRevokedEpoch = "regent.dev/revoked-epoch"
+	// AnnotationFirstEpoch on the Lease: the cluster's first epoch, the
+	// only one whose leader may create the data (initdb, or a restore);
+	// absent means 1. A restored cluster starts above its source's
+	// timelines, as its first timeline is its first epoch.
+	AnnotationFirstEpoch = "regent.dev/first-epoch"
 )
+
+// AnnotationBackup on a member's pod: the operator asks its agent for the
+// base backup of this ID (docs/backup.md).
+const AnnotationBackup = "regent.dev/backup"
 
 // AnnotationSwitchoverTo on the ReplicaSet: a person asks to hand
 // leadership to this pod (kubectl annotate dbrs/<rs> regent.dev/switchover-to=<pod>).
@@ -319,6 +328,11 @@ const EnvObjectStore = "REGENT_OBJECT_STORE"
 // is restored from (spec.bootstrap.recovery); its credentials are under
 // RecoveryStoreSecretsPath.
 const EnvRecoveryStore = "REGENT_RECOVERY_STORE"
+
+// EnvRecovery tells the agent that the cluster's first leader restores a
+// backup (spec.bootstrap.recovery: the backup ID and target, as JSON)
+// instead of running initdb.
+const EnvRecovery = "REGENT_RECOVERY"
 
 // Files of the object stores' credentials in the secrets volume.
 const (

@@ -31,6 +31,9 @@ type Config struct {
 	SecretsDir string
 	// AppDatabase and AppOwner are created with the first leader.
 	AppDatabase, AppOwner string
+	// Recovery, when set, makes the first leader restore a backup from
+	// the recovery store instead of running initdb.
+	Recovery *instance.RestoreRequest
 	// RelayPort is the leader side's TCP port (5433); HTTPPort the API's.
 	RelayPort, HTTPPort int
 	Client              kubernetes.Interface

@@ -27,12 +27,18 @@ type startBackoff struct {
 // start starts PostgreSQL, unless the last start failed too recently: then
 // it returns that failure again, with when the next attempt comes.
 func (a *Agent) start(ctx context.Context, opts instance.StartOptions) error {
+	return a.attempt(ctx, func() error { return a.instance.Start(ctx, opts) })
+}
+
+// attempt runs a start (or a restore, which ends in one) with the same
+// spacing after failures, reported as the start failure.
+func (a *Agent) attempt(ctx context.Context, f func() error) error {
 	b := &a.startBackoff
 	now := a.clock.Now()
 	if now.Before(b.notBefore) {
-		return fmt.Errorf("%w (starting again in %s)", b.last, b.notBefore.Sub(now).Round(time.Second))
+		return fmt.Errorf("%w (trying again in %s)", b.last, b.notBefore.Sub(now).Round(time.Second))
 	}
-	err := a.instance.Start(ctx, opts)
+	err := f()
 	switch {
 	case err == nil:
 		b.failures, b.notBefore = 0, time.Time{}

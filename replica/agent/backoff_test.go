@@ -53,11 +53,11 @@ func TestFailedStartsAreSpacedOut(t *testing.T) {
 	if got := a.Status().StartFailure; !strings.Contains(got, `"shared_buffers": "lots"`) {
 		t.Errorf("status reports the start failure as %q", got)
 	}
-	attempt(1, "starting again in 1s") // woken at once: no new start
+	attempt(1, "trying again in 1s") // woken at once: no new start
 	clock.Step(time.Second)
 	attempt(2, "lots")
 	clock.Step(time.Second)
-	attempt(2, "starting again in 1s")
+	attempt(2, "trying again in 1s")
 	clock.Step(time.Second)
 	attempt(3, "lots")
 	for range 10 { // the spacing grows to its cap
@@ -65,7 +65,7 @@ func TestFailedStartsAreSpacedOut(t *testing.T) {
 		attempt(starts.Load()+1, "lots")
 	}
 	clock.Step(maxStartBackoff - time.Second)
-	attempt(starts.Load(), "starting again in 1s")
+	attempt(starts.Load(), "trying again in 1s")
 
 	failing.Store(false)
 	clock.Step(time.Second)

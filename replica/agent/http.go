@@ -30,6 +30,7 @@ func (a *Agent) Status() api.Status {
 		StartFailure: a.ls.startFailure, Reclones: a.ls.reclones, LastReclone: a.ls.lastReclone,
 		SystemIdentifier: a.ls.pgStatus.SystemIdentifier,
 		WALShipping:      a.ls.pgStatus.WALShipping,
+		Backup:           a.backupStatus(),
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)

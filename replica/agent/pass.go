@@ -118,6 +118,7 @@ func (a *Agent) pass(ctx context.Context) {
 		a.ls.setReason(actErr.Error())
 		a.log.Info("Pass failed", "mode", a.ls.mode, "error", actErr.Error())
 	}
+	a.backupIfAsked(ctx, pod, st)
 	if refusal != "" {
 		// Reported in /status, which the operator's conditions quote.
 		a.ls.setReason(refusal)
@@ -213,6 +214,7 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	deadline, wasFenced, silentSince, instanceDown := a.ls.deadline, a.ls.fenced, a.ls.silentSince, a.ls.instanceDown
 	a.ls.mu.Unlock()
 	s := plan(observed{Lead: true, Self: a.cfg.Pod, Holder: a.cfg.Pod, Epoch: epoch, PG: st,
+		FirstEpoch: leadership.Of(lease).FirstEpoch, Restore: a.cfg.Recovery != nil,
 		DeadlinePassed: !a.clock.Now().Before(deadline), HandOverTo: handoverTo(lease, a.cfg.Pod),
 		WasFenced: wasFenced, LedThisEpoch: a.ls.ledEpochIs(epoch),
 		StartTimedOut: !silentSince.IsZero() && a.clock.Since(silentSince) > leaderStartTimeout && a.members.replicas.Load() > 1,
@@ -247,13 +249,25 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 	switch s {
 	case stepRefuseInitdb:
 		return errors.New("leader with an empty data directory past the first epoch: refusing to initdb over a cluster that has data elsewhere")
-	case stepInitdb:
-		a.log.Info("Bootstrapping the first leader: initdb")
-		ictx, cancel := a.longOperation(10 * time.Minute)
-		err := a.instance.Initdb(ictx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("initdb: %w", err)
+	case stepInitdb, stepRestore:
+		if s == stepRestore {
+			req := *a.cfg.Recovery
+			req.Epoch = epoch
+			a.log.Info("Bootstrapping the first leader: restoring a backup", "backup", req.BackupID, "target", req.Target)
+			ictx, cancel := a.longOperation(24 * time.Hour)
+			err := a.attempt(ictx, func() error { return a.instance.Restore(ictx, req) })
+			cancel()
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		} else {
+			a.log.Info("Bootstrapping the first leader: initdb")
+			ictx, cancel := a.longOperation(10 * time.Minute)
+			err := a.instance.Initdb(ictx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("initdb: %w", err)
+			}
 		}
 		// initdb takes seconds on a busy machine: start with the deadline
 		// of the renewals made meanwhile.

@@ -25,6 +25,9 @@ const (
 	stepRefuseInitdb step = "RefuseInitdb"
 	// stepInitdb: the first leader of a new cluster creates its data.
 	stepInitdb step = "Initdb"
+	// stepRestore: the first leader of a cluster bootstrapped from a
+	// backup restores it (docs/backup.md).
+	stepRestore step = "Restore"
 	// stepHandOver: the operator asked for a switchover: stop cleanly
 	// and release with the final position.
 	stepHandOver step = "HandOver"
@@ -76,6 +79,10 @@ type observed struct {
 	Lead         bool
 	Self, Holder string
 	Epoch        int64
+	// FirstEpoch is the cluster's first (the Lease's), the only one whose
+	// leader creates the data; Restore says it does so from a backup.
+	FirstEpoch int64
+	Restore    bool
 	// DeadlinePassed: no renewal moved the renew deadline past now.
 	DeadlinePassed bool
 	// HandOverTo is the switchover target the operator set ("" for none).
@@ -111,8 +118,10 @@ func planLeader(o observed) step {
 		return stepFence
 	case o.DeadlinePassed:
 		return stepAwaitRenewal
-	case pg.Data == string(instance.DataEmpty) && o.Epoch != 1:
+	case pg.Data == string(instance.DataEmpty) && o.Epoch != o.FirstEpoch:
 		return stepRefuseInitdb
+	case pg.Data == string(instance.DataEmpty) && o.Restore:
+		return stepRestore
 	case pg.Data == string(instance.DataEmpty):
 		return stepInitdb
 	case pg.Running && !pg.Accepting && o.StartTimedOut:

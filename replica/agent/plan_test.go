@@ -21,7 +21,7 @@ func TestPlan(t *testing.T) {
 	followerPG := instance.Status{Running: true, InRecovery: true, Data: ready}
 	stopped := instance.Status{Data: ready, ClusterState: "shut down in recovery"}
 	lead := func(pg instance.Status, f func(*observed)) observed {
-		o := observed{Lead: true, Self: "db-0", Holder: "db-0", Epoch: 3, PG: pg}
+		o := observed{Lead: true, Self: "db-0", Holder: "db-0", Epoch: 3, FirstEpoch: 1, PG: pg}
 		if f != nil {
 			f(&o)
 		}
@@ -49,6 +49,15 @@ func TestPlan(t *testing.T) {
 			lead(leaderPG, func(o *observed) { o.DeadlinePassed, o.HandOverTo = true, "db-1" }), stepFence},
 		{"the first leader of a new cluster runs initdb", lead(instance.Status{Data: empty}, func(o *observed) { o.Epoch = 1 }), stepInitdb},
 		{"an empty leader past the first epoch never runs initdb", lead(instance.Status{Data: empty}, nil), stepRefuseInitdb},
+		{"the first leader of a restored cluster restores, at the Lease's first epoch", lead(instance.Status{Data: empty}, func(o *observed) {
+			o.Epoch, o.FirstEpoch, o.Restore = 7, 7, true
+		}), stepRestore},
+		{"an empty leader of a restored cluster past its first epoch never restores", lead(instance.Status{Data: empty}, func(o *observed) {
+			o.Epoch, o.FirstEpoch, o.Restore = 8, 7, true
+		}), stepRefuseInitdb},
+		{"a first epoch that cannot be read creates no data", lead(instance.Status{Data: empty}, func(o *observed) {
+			o.Epoch, o.FirstEpoch = 1, 0
+		}), stepRefuseInitdb},
 		{"asked to hand over, a serving leader stops cleanly and releases",
 			lead(leaderPG, func(o *observed) { o.HandOverTo = "db-1" }), stepHandOver},
 		{"a handover to itself is no handover", lead(leaderPG, func(o *observed) { o.HandOverTo = "db-0" }), stepServe},

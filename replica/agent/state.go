@@ -35,6 +35,8 @@ type leadershipState struct {
 	// startFailure: why the last start of PostgreSQL failed ("" once one
 	// succeeds), for the operator's status and event.
 	startFailure string
+	// backupRefused is the last backup instance would not start.
+	backupRefused *api.BackupProgress
 	// reclones counts the times this agent cloned the leader again, and
 	// lastReclone says why it last did.
 	reclones    int64

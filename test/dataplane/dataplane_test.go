@@ -39,6 +39,7 @@ import (
 	"github.com/regent-dev/regent/internal/s3server"
 	"github.com/regent-dev/regent/internal/testenv"
 	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/instance"
 	"github.com/regent-dev/regent/replica/objectstore"
 
 	"github.com/regent-dev/regent/internal/waitfor"
@@ -132,6 +133,11 @@ type cluster struct {
 	caPEM []byte
 	// store is the object store the pods ship WAL to; nil for none.
 	store *objectstore.Config
+	// source and recovery make the first leader restore a backup from
+	// source (at epoch firstEpoch) instead of running initdb.
+	source     *objectstore.Config
+	recovery   *instance.RestoreRequest
+	firstEpoch int
 }
 
 // clusterOption changes how newCluster starts the pods.
@@ -154,6 +160,13 @@ func withStore(srv *s3server.Server) clusterOption {
 		c.store = &objectstore.Config{Endpoint: srv.Endpoint, Bucket: "backups", Region: "us-east-1",
 			AccessKeyID: s3server.AccessKey, SecretAccessKey: s3server.SecretKey}
 	}
+}
+
+// withRecovery bootstraps the cluster from a backup in source, as the
+// operator does: the Lease starts at firstEpoch (above the source's
+// timelines) and says so, and the agents restore rather than initdb.
+func withRecovery(source objectstore.Config, req instance.RestoreRequest, firstEpoch int) clusterOption {
+	return func(c *cluster) { c.source, c.recovery, c.firstEpoch = &source, &req, firstEpoch }
 }
 
 // withPGBinDir runs the PostgreSQL tools from dir.
@@ -188,11 +201,13 @@ func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *clus
 		c.store.Path = c.ns + "/db"
 	}
 	c.newCA(t)
+	first := max(c.firstEpoch, 1)
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: names.Lease("db"), Labels: names.Labels("db")},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-0"), LeaseTransitions: ptr.To[int32](1),
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("db-0"), LeaseTransitions: ptr.To(int32(first)),
 			LeaseDurationSeconds: ptr.To[int32](6)},
 	}
+	leadership.Encode(leadership.State{Holder: "db-0", Epoch: int64(first), FirstEpoch: int64(first)}, lease)
 	if _, err := cs.CoordinationV1().Leases(c.ns).Create(t.Context(), lease, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +215,7 @@ func newCluster(t testing.TB, n int, ipBase string, opts ...clusterOption) *clus
 		p := &pod{name: names.Pod("db", i), ip: fmt.Sprintf("%s.%d", ipBase, i+1)}
 		labels := names.Labels("db")
 		if i == 0 {
-			labels[names.LabelRole], labels[names.LabelEpoch] = names.RoleLeader, "1"
+			labels[names.LabelRole], labels[names.LabelEpoch] = names.RoleLeader, strconv.Itoa(first)
 		}
 		obj := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: p.name, Labels: labels},
@@ -274,21 +289,36 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 	}
 	instanceArgs := []string{"instance", "--run-as-user=postgres", "--superuser-password-file=" + filepath.Join(secrets, "superuser-password"),
 		"--pg-bindir=" + bindir}
-	if c.store != nil {
-		place, _ := json.Marshal(c.store)
-		dir := filepath.Join(secrets, "object-store")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+	// An object store's credentials, as the operator projects them.
+	storeSecrets := func(s *objectstore.Config, name string) (string, string) {
+		place, _ := json.Marshal(s)
+		dir := filepath.Join(secrets, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for f, v := range map[string]string{names.ObjectStoreAccessKeyID: c.store.AccessKeyID, names.ObjectStoreSecretKey: c.store.SecretAccessKey} {
+		_ = os.Chown(dir, uid, gid)
+		for f, v := range map[string]string{names.ObjectStoreAccessKeyID: s.AccessKeyID, names.ObjectStoreSecretKey: s.SecretAccessKey} {
+			// restore_command reads them as PostgreSQL's user.
 			if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			_ = os.Chown(filepath.Join(dir, f), uid, gid)
 		}
-		instanceArgs = append(instanceArgs, "--object-store="+string(place), "--object-store-secrets="+dir)
+		return string(place), dir
+	}
+	if c.store != nil {
+		place, dir := storeSecrets(c.store, "object-store")
+		instanceArgs = append(instanceArgs, "--object-store="+place, "--object-store-secrets="+dir)
+	}
+	agentArgs := []string{"agent", "--kubeconfig=" + kubeconfig, "--secrets-dir=" + secrets}
+	if c.source != nil {
+		place, dir := storeSecrets(c.source, "recovery-store")
+		instanceArgs = append(instanceArgs, "--recovery-store="+place, "--recovery-store-secrets="+dir)
+		req, _ := json.Marshal(c.recovery)
+		agentArgs = append(agentArgs, "--recovery="+string(req))
 	}
 	p.start(t, envv, instanceArgs...)
-	p.start(t, envv, "agent", "--kubeconfig="+kubeconfig, "--secrets-dir="+secrets)
+	p.start(t, envv, agentArgs...)
 }
 
 // pgBinDir is where the host's PostgreSQL tools are.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/s3server"
@@ -299,18 +299,25 @@ func segmentsIn(t *testing.T, dir string) int {
 	return n
 }
 
-// backupOn takes a base backup on p through its instance, as the agent
-// does when asked, and waits for its outcome.
-func backupOn(t *testing.T, p *pod, id string) api.BackupProgress {
+// backupOn asks p's agent for a base backup, as the operator does (the
+// pod's regent.dev/backup annotation), and waits for its outcome in the
+// agent's status.
+func (c *cluster) backupOn(t *testing.T, p *pod, id string) api.BackupProgress {
 	t.Helper()
-	client := instance.NewClient(p.runDir)
-	conninfo := fmt.Sprintf("host=%s port=5432 user=%s password=%s", p.runDir, names.ReplicationUser, replPW)
-	if err := client.StartBackup(t.Context(), instance.BackupRequest{ID: id, Conninfo: conninfo}); err != nil {
+	pod, err := cs.CoreV1().Pods(c.ns).Get(t.Context(), p.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[names.AnnotationBackup] = id
+	if _, err := cs.CoreV1().Pods(c.ns).Update(t.Context(), pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var done api.BackupProgress
 	waitfor.Condition(t, 2*time.Minute, "backup "+id+" done", func() error {
-		st, err := client.Status(t.Context())
+		st, err := p.status()
 		switch {
 		case err != nil:
 			return err
@@ -328,61 +335,11 @@ func backupOn(t *testing.T, p *pod, id string) api.BackupProgress {
 	return done
 }
 
-// restorePod starts a lone instance whose data is to be restored from
-// the cluster's store (no agent: the test drives it as the agent would).
-func (c *cluster) restorePod(t *testing.T, ip string) (*pod, *instance.Client) {
-	t.Helper()
-	uid, gid := postgresUser(t)
-	base, err := os.MkdirTemp("", "regent-pod-restored-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(base) })
-	_ = os.Chmod(base, 0o755)
-	p := &pod{name: "restored-0", ip: ip, runDir: filepath.Join(base, "run"), logDir: base}
-	secrets := filepath.Join(base, "secrets")
-	for _, d := range []string{p.runDir, secrets, filepath.Join(base, "data")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		_ = os.Chown(d, uid, gid)
-	}
-	pwFile := filepath.Join(secrets, "superuser-password")
-	if err := os.WriteFile(pwFile, []byte("restored-pw"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_ = os.Chown(pwFile, uid, gid)
-	src := filepath.Join(secrets, "recovery-store")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for f, v := range map[string]string{names.ObjectStoreAccessKeyID: c.store.AccessKeyID, names.ObjectStoreSecretKey: c.store.SecretAccessKey} {
-		// PostgreSQL's restore_command reads them as the postgres user.
-		if err := os.WriteFile(filepath.Join(src, f), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_ = os.Chown(filepath.Join(src, f), uid, gid)
-	}
-	_ = os.Chown(src, uid, gid)
-	place, _ := json.Marshal(c.store)
-	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
-		"REGENT_CLUSTER=restored", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
-	p.start(t, envv, "instance", "--run-as-user=postgres", "--superuser-password-file="+pwFile, "--pg-bindir="+pgBinDir(t),
-		"--recovery-store="+string(place), "--recovery-store-secrets="+src)
-	t.Cleanup(p.kill)
-	client := instance.NewClient(p.runDir)
-	waitfor.Condition(t, 30*time.Second, "the restore pod's instance answers", func() error {
-		_, err := client.Status(t.Context())
-		return err
-	})
-	return p, client
-}
-
 // A backup taken on a follower, then WAL from the store, restore a new
-// database to a point in time: every row written before it is there,
-// none written after; the restored leader starts on the epoch's timeline
-// with the new cluster's password.
-func TestABackupAndTheWALRestoreToAPointInTime(t *testing.T) {
+// cluster to a point in time: every row written before it is there, none
+// written after; its first leader writes on its first epoch's timeline
+// with the new cluster's passwords, and its follower clones from it.
+func TestABackupAndTheWALRestoreANewClusterToAPointInTime(t *testing.T) {
 	srv := startStore(t)
 	c := newCluster(t, 2, "127.0.65", withStore(srv))
 	for _, p := range c.pods {
@@ -404,13 +361,12 @@ func TestABackupAndTheWALRestoreToAPointInTime(t *testing.T) {
 		return err
 	})
 	start := time.Now()
-	b := backupOn(t, follower, "20261129T100000Z")
+	b := c.backupOn(t, follower, "20261129T100000Z")
 	t.Logf("backup on the follower: %d bytes, %d stored, %s → %s, in %v", b.Bytes, b.StoredBytes, b.StartLSN, b.EndLSN,
 		time.Since(start).Round(time.Millisecond))
 	if !b.FromStandby {
 		t.Error("the backup does not say it came from a standby")
 	}
-	// The backup is listed, with a manifest.
 	store := c.openStore(t)
 	all, err := backup.List(ctx, store)
 	if err != nil || len(all) != 1 || all[0].EndLSN != b.EndLSN {
@@ -432,35 +388,35 @@ func TestABackupAndTheWALRestoreToAPointInTime(t *testing.T) {
 	}
 	inStore(t, store, 30*time.Second, switchWAL(t, leader, "after-switch"))
 
-	restored, client := c.restorePod(t, "127.0.65.9")
+	// The new cluster starts at epoch 2, above the source's timeline 1.
 	start = time.Now()
-	err = client.Restore(ctx, instance.RestoreRequest{Target: instance.Target{Time: target.Format(time.RFC3339Nano)}, Epoch: 2})
-	if err != nil {
-		t.Fatal(err)
+	r := newCluster(t, 2, "127.0.66", withRecovery(*c.store,
+		instance.RestoreRequest{Target: instance.Target{Time: target.Format(time.RFC3339Nano)}}, 2))
+	for _, p := range r.pods {
+		waitfor.Condition(t, 3*time.Minute, p.name+" ready", p.ready)
 	}
-	t.Logf("restored to %s in %v", target.Format(time.RFC3339Nano), time.Since(start).Round(time.Millisecond))
-	if err := client.Start(ctx, instance.StartOptions{Role: instance.RoleLeader, Deadline: time.Now().Add(time.Hour), Epoch: 2}); err != nil {
-		t.Fatal(err)
+	t.Logf("a new cluster restored to %s and ready in %v", target.Format(time.RFC3339Nano), time.Since(start).Round(time.Millisecond))
+	for _, p := range r.pods {
+		conn, err := p.conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inBackup, before, after, tli int
+		err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE v = 'in-backup'), count(*) FILTER (WHERE v LIKE 'before-%'),
+			count(*) FILTER (WHERE v LIKE 'after-%' OR v = 'after-switch'), (SELECT timeline_id FROM pg_control_checkpoint()) FROM t`).
+			Scan(&inBackup, &before, &after, &tli)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inBackup != 1000 || before != 20 || after != 0 {
+			t.Fatalf("%s: restored rows: %d in the backup, %d before the target, %d after; want 1000, 20, 0", p.name, inBackup, before, after)
+		}
+		if tli != 2 {
+			t.Errorf("%s: timeline %d, want the first epoch's, 2", p.name, tli)
+		}
 	}
-	// On its socket (no TLS key was given to this lone instance).
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=postgres password=restored-pw dbname=app", restored.runDir))
-	if err != nil {
-		t.Fatalf("the restored database does not take the new cluster's password: %v", err)
-	}
-	defer conn.Close(ctx)
-	var inBackup, before, after, tli int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE v = 'in-backup'), count(*) FILTER (WHERE v LIKE 'before-%'),
-		count(*) FILTER (WHERE v LIKE 'after-%' OR v = 'after-switch'),
-		('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int FROM t`).Scan(&inBackup, &before, &after, &tli); err != nil {
-		t.Fatal(err)
-	}
-	if inBackup != 1000 || before != 20 || after != 0 {
-		t.Fatalf("restored rows: %d in the backup, %d before the target, %d after; want 1000, 20, 0", inBackup, before, after)
-	}
-	if tli != 2 {
-		t.Errorf("the restored leader writes on timeline %d, want the epoch's, 2", tli)
-	}
-	if _, err := conn.Exec(ctx, "INSERT INTO t (v) VALUES ('restored')"); err != nil {
+	if err := exec1(ctx, r.pods[0], "INSERT INTO t (v) VALUES ('restored')"); err != nil {
 		t.Fatalf("the restored leader takes no write: %v", err)
 	}
 }
