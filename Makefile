@@ -27,6 +27,7 @@ manifests: tools-codegen ## Generate the CRD and RBAC manifests from the Go mark
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@# The Helm chart carries the same CRD and operator rules.
 	cp config/crd/bases/regent.dev_replicasets.yaml charts/regent/files/crd.yaml
+	cp config/crd/bases/regent.dev_backups.yaml charts/regent/files/crd-backups.yaml
 	cp config/rbac/role.yaml charts/regent/files/manager-role.yaml
 	cp config/policy/agent-lease-rights.yaml charts/regent/files/agent-lease-rights.yaml
 

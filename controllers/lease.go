@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,11 +17,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/instance"
 )
 
 // reconcileLease returns the cluster's leadership Lease, creating it for a
-// new cluster: held by <rs>-0 at epoch 1, never renewed yet. The Lease is
+// new cluster: held by <rs>-0 at its first epoch, never renewed yet. The Lease is
 // created, never applied: after creation only the holder's agent renews it
 // and only the failover logic moves it, each with optimistic concurrency
 // (docs/protocol.md). With pvcRetentionPolicy Retain it outlives the
@@ -42,7 +45,11 @@ func (r *ReplicaSetReconciler) reconcileLease(ctx context.Context, rs *regentv1.
 		return nil, err
 	}
 
-	lease = newLease(rs, metav1.NewMicroTime(r.now()))
+	first, err := r.firstEpoch(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	lease = newLease(rs, metav1.NewMicroTime(r.now()), first)
 	if !keptWithTheData(rs) {
 		if err := controllerutil.SetControllerReference(rs, lease, r.Scheme()); err != nil {
 			return nil, err
@@ -52,10 +59,33 @@ func (r *ReplicaSetReconciler) reconcileLease(ctx context.Context, rs *regentv1.
 	if err := r.Create(ctx, lease); err != nil {
 		return nil, err
 	}
-	ctrl.LoggerFrom(ctx).Info("Created the leader Lease", "lease", key.Name, "holder", *lease.Spec.HolderIdentity, "epoch", 1)
+	ctrl.LoggerFrom(ctx).Info("Created the leader Lease", "lease", key.Name, "holder", *lease.Spec.HolderIdentity, "epoch", first)
 	r.Recorder.Eventf(rs, lease, corev1.EventTypeNormal, regentv1.EventLeaseCreated, "CreateLease",
-		"Created Lease %s: %s leads epoch 1", key.Name, *lease.Spec.HolderIdentity)
+		"Created Lease %s: %s leads epoch %d", key.Name, *lease.Spec.HolderIdentity, first)
 	return lease, nil
+}
+
+// firstEpoch is a new cluster's first epoch: 1, or for a cluster restored
+// from a backup one above its source's newest timeline (the promotion
+// that ends the recovery takes the first epoch as its timeline, and
+// timeline IDs never repeat). It also checks, before any pod exists, that
+// the source can be read and holds a backup for the target.
+func (r *ReplicaSetReconciler) firstEpoch(ctx context.Context, rs *regentv1.ReplicaSet) (int64, error) {
+	rec := rs.Spec.Bootstrap.Recovery
+	if rec == nil {
+		return 1, nil
+	}
+	src, err := r.openStore(ctx, rs.Namespace, &rec.ObjectStore, storePath(&rec.ObjectStore, rs))
+	if err != nil {
+		return 0, fmt.Errorf("spec.bootstrap.recovery.objectStore: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, newest, err := instance.PlanRestore(ctx, src, recoveryRequest(rec))
+	if err != nil {
+		return 0, fmt.Errorf("spec.bootstrap.recovery: %w", err)
+	}
+	return newest + 1, nil
 }
 
 // ownLease checks that an existing Lease is this cluster's and sets its
@@ -96,8 +126,8 @@ func (r *ReplicaSetReconciler) ownLease(ctx context.Context, rs *regentv1.Replic
 
 // newLease is the Lease of a new cluster. renewTime stays empty until the
 // first leader's agent renews it: the Lease was never live.
-func newLease(rs *regentv1.ReplicaSet, now metav1.MicroTime) *coordinationv1.Lease {
-	return &coordinationv1.Lease{
+func newLease(rs *regentv1.ReplicaSet, now metav1.MicroTime, first int64) *coordinationv1.Lease {
+	l := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      names.Lease(rs.Name),
 			Namespace: rs.Namespace,
@@ -109,8 +139,12 @@ func newLease(rs *regentv1.ReplicaSet, now metav1.MicroTime) *coordinationv1.Lea
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(names.Pod(rs.Name, 0)),
 			LeaseDurationSeconds: ptr.To(rs.LeaseDurationSeconds()),
-			LeaseTransitions:     ptr.To[int32](1),
+			LeaseTransitions:     ptr.To(int32(first)), //nolint:gosec // G115: an epoch above a store's newest timeline
 			AcquireTime:          &now,
 		},
 	}
+	s := leadership.Of(l)
+	s.FirstEpoch = first
+	leadership.Encode(s, l)
+	return l
 }

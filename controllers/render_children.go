@@ -43,7 +43,7 @@ func labelSelector(labels map[string]string) *metav1ac.LabelSelectorApplyConfigu
 // the claim template: a StatefulSet's claim templates cannot change, so once
 // it exists the caller passes the size it was created with, and grows the
 // claims themselves.
-func renderStatefulSet(rs *regentv1.ReplicaSet, images Images, claimSize resource.Quantity) *appsv1ac.StatefulSetApplyConfiguration {
+func renderStatefulSet(rs *regentv1.ReplicaSet, images Images, claimSize resource.Quantity, stores storeMounts) *appsv1ac.StatefulSetApplyConfiguration {
 	cluster := rs.Name
 	claim := corev1ac.PersistentVolumeClaimSpec().
 		WithAccessModes(corev1.ReadWriteOnce).
@@ -74,7 +74,7 @@ func renderStatefulSet(rs *regentv1.ReplicaSet, images Images, claimSize resourc
 				// Scaling down keeps the claims: scaling up again finds
 				// its data and needs no new base backup.
 				WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
-			WithTemplate(renderPodTemplate(rs, images)).
+			WithTemplate(renderPodTemplate(rs, images, stores)).
 			WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(names.VolumeData, "").
 				WithLabels(names.Labels(cluster)).
 				WithSpec(claim)))

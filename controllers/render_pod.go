@@ -36,7 +36,7 @@ func (im Images) postgresImage(rs *regentv1.ReplicaSet) string {
 // container copying the regent binary into the shared run directory, the
 // postgres container running `regent instance` as PID 1, and the agent
 // sidecar, which alone holds Kubernetes credentials.
-func renderPodTemplate(rs *regentv1.ReplicaSet, images Images) *corev1ac.PodTemplateSpecApplyConfiguration {
+func renderPodTemplate(rs *regentv1.ReplicaSet, images Images, stores storeMounts) *corev1ac.PodTemplateSpecApplyConfiguration {
 	cluster := rs.Name
 	spec := corev1ac.PodSpec().
 		WithServiceAccountName(names.Agent(cluster)).
@@ -55,8 +55,8 @@ func renderPodTemplate(rs *regentv1.ReplicaSet, images Images) *corev1ac.PodTemp
 			WithFSGroupChangePolicy(corev1.FSGroupChangeOnRootMismatch).
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithInitContainers(renderBootstrapContainer(images)).
-		WithContainers(renderPostgresContainer(rs, images), renderAgentContainer(rs, images)).
-		WithVolumes(renderVolumes(cluster)...)
+		WithContainers(renderPostgresContainer(rs, images, stores), renderAgentContainer(rs, images, stores)).
+		WithVolumes(renderVolumes(cluster, stores)...)
 
 	if rs.Spec.Affinity != nil {
 		spec.WithAffinity(affinityApplyConfiguration(rs.Spec.Affinity))
@@ -118,7 +118,7 @@ func renderBootstrapContainer(images Images) *corev1ac.ContainerApplyConfigurati
 	return c
 }
 
-func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.ContainerApplyConfiguration {
+func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images, stores storeMounts) *corev1ac.ContainerApplyConfiguration {
 	params := rs.Spec.Postgres.Parameters
 	if params == nil {
 		params = map[string]string{}
@@ -133,6 +133,7 @@ func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.C
 		WithEnv(podEnv(rs.Name)...).
 		WithEnv(corev1ac.EnvVar().WithName(names.EnvPGParameters).WithValue(string(paramsJSON))).
 		WithEnv(corev1ac.EnvVar().WithName(names.EnvStorageSize).WithValue(storageSize(rs))).
+		WithEnv(stores.env()...).
 		WithPorts(corev1ac.ContainerPort().WithName(names.PortNamePostgres).
 			WithContainerPort(names.PortPostgres).WithProtocol(corev1.ProtocolTCP)).
 		WithVolumeMounts(
@@ -151,7 +152,7 @@ func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.C
 	return c
 }
 
-func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.ContainerApplyConfiguration {
+func renderAgentContainer(rs *regentv1.ReplicaSet, images Images, stores storeMounts) *corev1ac.ContainerApplyConfiguration {
 	httpProbe := func(path string) *corev1ac.ProbeApplyConfiguration {
 		// The agent serves over TLS only; the kubelet does not check
 		// its certificate, the operator does.
@@ -167,6 +168,7 @@ func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.Cont
 			corev1ac.EnvVar().WithName(names.EnvAppDatabase).WithValue(rs.AppDatabase()),
 			corev1ac.EnvVar().WithName(names.EnvAppOwner).WithValue(rs.AppOwner()),
 		).
+		WithEnv(stores.agentEnv(rs)...).
 		WithPorts(
 			corev1ac.ContainerPort().WithName(names.PortNameRelay).
 				WithContainerPort(names.PortRelay).WithProtocol(corev1.ProtocolTCP),
@@ -200,7 +202,7 @@ func renderAgentContainer(rs *regentv1.ReplicaSet, images Images) *corev1ac.Cont
 	return c
 }
 
-func renderVolumes(cluster string) []*corev1ac.VolumeApplyConfiguration {
+func renderVolumes(cluster string, stores storeMounts) []*corev1ac.VolumeApplyConfiguration {
 	secretPassword := func(secret, path string) *corev1ac.VolumeProjectionApplyConfiguration {
 		return corev1ac.VolumeProjection().WithSecret(corev1ac.SecretProjection().
 			WithName(secret).
@@ -215,7 +217,8 @@ func renderVolumes(cluster string) []*corev1ac.VolumeApplyConfiguration {
 				secretPassword(names.SuperuserSecret(cluster), "superuser-password"),
 				secretPassword(names.ReplicationSecret(cluster), "replication-password"),
 				secretPassword(names.AppSecret(cluster), "app-password"),
-			)),
+			).
+			WithSources(stores.projections()...)),
 		// What automountServiceAccountToken would mount, for the agent only.
 		corev1ac.Volume().WithName(names.VolumeSAToken).WithProjected(corev1ac.ProjectedVolumeSource().
 			WithDefaultMode(0o440).

@@ -19,7 +19,7 @@ import (
 // the API server would store it.
 func renderedPod(t *testing.T, rs *regentv1.ReplicaSet, images Images) corev1.PodTemplateSpec {
 	t.Helper()
-	b, err := json.Marshal(renderPodTemplate(rs, images))
+	b, err := json.Marshal(renderPodTemplate(rs, images, storeMounts{}))
 	if err != nil {
 		t.Fatal(err)
 	}

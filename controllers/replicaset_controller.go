@@ -166,6 +166,10 @@ type observation struct {
 	certificates *certificates
 	// requeueAfter is when to look again at the latest (0: on events).
 	requeueAfter time.Duration
+	// storeInvalid says why spec.backup.objectStore cannot be used.
+	storeInvalid string
+	// backups are the cluster's Backups.
+	backups []*regentv1.Backup
 }
 
 // requeue asks for another pass after d at the latest.
@@ -274,7 +278,8 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	case !apierrors.IsNotFound(err):
 		return "read the StatefulSet", err
 	}
-	if err := apply("apply StatefulSet", renderStatefulSet(rs, r.Images, claimSize),
+	stores := r.reconcileStoreMounts(ctx, rs, obs)
+	if err := apply("apply StatefulSet", renderStatefulSet(rs, r.Images, claimSize, stores),
 		&appsv1.StatefulSet{}, names.StatefulSet(rs.Name)); err != nil {
 		return "apply the StatefulSet", err
 	}
@@ -294,6 +299,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	}
 	if err := r.reconcileRollout(ctx, rs, obs); err != nil {
 		return "roll out the pod template", err
+	}
+	if err := r.reconcileBackups(ctx, rs, obs, stores); err != nil {
+		return "take a backup", err
 	}
 	return "", nil
 }
@@ -399,6 +407,7 @@ func (r *ReplicaSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// data (keptWithTheData): map them to their cluster by label.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject)).
+		Watches(&regentv1.Backup{}, handler.EnqueueRequestsFromMapFunc(clusterOfBackup)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(clusterOfObject),
 			builder.WithPredicates(predicate.Funcs{UpdateFunc: r.leaseChangeNeedsAPass})).
 		Complete(r)

@@ -61,6 +61,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
 	st.Phase = phase(f)
+	r.archiveStatus(rs, obs)
 	recordMetrics(rs, obs)
 	r.warnDiskFilling(rs, f.filling)
 	r.warnStartFailures(rs, obs)

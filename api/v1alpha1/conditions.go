@@ -14,6 +14,9 @@ const (
 	ConditionDegraded = "Degraded"
 	// ConditionFailingOver is True while the operator moves leadership.
 	ConditionFailingOver = "FailingOver"
+	// ConditionArchiving is True while the leader ships its WAL to the
+	// object store (spec.backup.objectStore); absent without one.
+	ConditionArchiving = "Archiving"
 )
 
 // Condition reasons. They are UpperCamelCase constants so that alerts and
@@ -56,6 +59,19 @@ const (
 	// Service, the StatefulSet…) exists under its name and belongs to
 	// someone else; the operator does not take it over.
 	ReasonNameTaken = "NameTaken"
+
+	// ReasonArchiving (Archiving=True): the leader's WAL reaches the store.
+	ReasonArchiving = "Archiving"
+	// ReasonObjectStoreInvalid (Archiving=False): the store's Secret or
+	// settings cannot be used; the pods run without archiving until they
+	// are fixed.
+	ReasonObjectStoreInvalid = "ObjectStoreInvalid"
+	// ReasonArchivingFailing (Archiving=False): the leader's uploads fail;
+	// its archive keeps the WAL, within the volume's budget.
+	ReasonArchivingFailing = "ArchivingFailing"
+	// ReasonArchivingUnknown (Archiving=Unknown): the leader's agent did
+	// not report.
+	ReasonArchivingUnknown = "ArchivingUnknown"
 
 	// ReasonIdle (FailingOver=False): no leadership change is in progress.
 	ReasonIdle = "Idle"
@@ -129,6 +145,19 @@ const (
 	// EventSyncQuorumRestored: commits wait for syncReplicas followers
 	// again.
 	EventSyncQuorumRestored = "SyncQuorumRestored"
+	// EventObjectStoreInvalid: spec.backup.objectStore or
+	// spec.bootstrap.recovery cannot be used (a Warning): a Secret or a
+	// key is missing, or the store refused.
+	EventObjectStoreInvalid = "ObjectStoreInvalid"
+	// EventArchivingFailing: the leader's WAL uploads fail (a Warning);
+	// EventArchivingResumed: they succeed again.
+	EventArchivingFailing = "ArchivingFailing"
+	EventArchivingResumed = "ArchivingResumed"
+	// EventBackupStarted, EventBackupCompleted and EventBackupFailed (a
+	// Warning) follow a Backup, on it and on its ReplicaSet.
+	EventBackupStarted   = "BackupStarted"
+	EventBackupCompleted = "BackupCompleted"
+	EventBackupFailed    = "BackupFailed"
 )
 
 // DiskFillingPercent is how full a member's data volume may be before the

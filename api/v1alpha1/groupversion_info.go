@@ -1,5 +1,6 @@
 // Package v1alpha1 contains the regent.dev/v1alpha1 API: the ReplicaSet, a
-// leader-follower database cluster managed by the Regent operator.
+// leader-follower database cluster managed by the Regent operator, and the
+// Backup, one base backup of it.
 //
 // +kubebuilder:object:generate=true
 // +groupName=regent.dev
@@ -25,7 +26,7 @@ var (
 )
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(GroupVersion, &ReplicaSet{}, &ReplicaSetList{})
+	scheme.AddKnownTypes(GroupVersion, &ReplicaSet{}, &ReplicaSetList{}, &Backup{}, &BackupList{})
 	metav1.AddToGroupVersion(scheme, GroupVersion)
 	return nil
 }

@@ -76,6 +76,11 @@ type ReplicaSetSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	TLS TLSSpec `json:"tls,omitempty"`
+
+	// backup ships the WAL and base backups to object storage, for
+	// point-in-time recovery (docs/backup.md).
+	// +optional
+	Backup BackupConfiguration `json:"backup,omitempty"`
 }
 
 // NetworkPolicySpec says who may reach the cluster's PostgreSQL port. The
@@ -322,6 +327,11 @@ type BootstrapSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('pg_') && !(self in ['postgres', 'regent_replication'])",message="bootstrap.owner cannot be a reserved role (pg_*, postgres, regent_replication)"
 	// +optional
 	Owner string `json:"owner,omitempty"`
+
+	// recovery builds the first member from a backup in object storage,
+	// recovered to a target, instead of an empty database.
+	// +optional
+	Recovery *RecoverySpec `json:"recovery,omitempty"`
 }
 
 // PodDisruptionBudgetSpec configures the cluster's PodDisruptionBudget.
@@ -547,6 +557,11 @@ type ReplicaSetStatus struct {
 	// certificates says when the cluster's certificates expire.
 	// +optional
 	Certificates *CertificatesStatus `json:"certificates,omitempty"`
+
+	// archive is the WAL archiving and the base backups in the object
+	// store, when spec.backup.objectStore is set.
+	// +optional
+	Archive *ArchiveStatus `json:"archive,omitempty"`
 }
 
 // CertificatesStatus says when the cluster's certificates expire.

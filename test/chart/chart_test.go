@@ -89,27 +89,30 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 	}
 }
 
-func TestCRDIsTheGeneratedOneAndKept(t *testing.T) {
+func TestCRDsAreTheGeneratedOnesAndKept(t *testing.T) {
 	objs := render(t)
-	if len(objs["CustomResourceDefinition"]) != 1 {
-		t.Fatalf("%d CRDs rendered", len(objs["CustomResourceDefinition"]))
+	files := []string{"regent.dev_replicasets.yaml", "regent.dev_backups.yaml"}
+	if len(objs["CustomResourceDefinition"]) != len(files) {
+		t.Fatalf("%d CRDs rendered, want %d", len(objs["CustomResourceDefinition"]), len(files))
 	}
-	var got, want apiextensionsv1.CustomResourceDefinition
-	if err := yaml.UnmarshalStrict(objs["CustomResourceDefinition"][0], &got); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(root(), "config", "crd", "bases", "regent.dev_replicasets.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.UnmarshalStrict(b, &want); err != nil {
-		t.Fatal(err)
-	}
-	if got.Annotations["helm.sh/resource-policy"] != "keep" {
-		t.Error("the CRD is not kept on helm uninstall: deleting it would delete every cluster")
-	}
-	if !equality.Semantic.DeepEqual(got.Spec, want.Spec) {
-		t.Error("the chart's CRD differs from config/crd/bases: run make manifests")
+	for i, f := range files {
+		var got, want apiextensionsv1.CustomResourceDefinition
+		if err := yaml.UnmarshalStrict(objs["CustomResourceDefinition"][i], &got); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(root(), "config", "crd", "bases", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.UnmarshalStrict(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got.Annotations["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("%s is not kept on helm uninstall: deleting it would delete every object of its kind", want.Name)
+		}
+		if !equality.Semantic.DeepEqual(got.Spec, want.Spec) {
+			t.Errorf("the chart's %s differs from config/crd/bases: run make manifests", want.Name)
+		}
 	}
 	if n := len(render(t, "crds.install=false")["CustomResourceDefinition"]); n != 0 {
 		t.Errorf("crds.install=false still renders %d CRDs", n)
