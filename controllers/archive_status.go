@@ -57,17 +57,29 @@ func (r *ReplicaSetReconciler) archiveStatus(rs *regentv1.ReplicaSet, obs *obser
 			cond.Message = fmt.Sprintf("%s ships its WAL; %d files waiting", obs.holder(), ship.Pending)
 		}
 	}
-	for _, b := range obs.backups {
-		if b.Status.Phase != regentv1.BackupCompleted || b.Status.CompletedAt == nil {
-			continue
+	// The store's backups are the truth; before the first read of it,
+	// the completed Backups stand in.
+	if ms := obs.storeManifests; ms != nil {
+		a.Backups = int32(len(ms)) //nolint:gosec // G115: a count of backups
+		last := ms[len(ms)-1]
+		a.LastBackup, a.LastBackupTime = last.ID, &metav1.Time{Time: last.EndTime}
+		a.FirstRecoverabilityPoint = firstRecoverable(ms)
+	} else {
+		for _, b := range obs.backups {
+			if b.Status.Phase != regentv1.BackupCompleted || b.Status.CompletedAt == nil {
+				continue
+			}
+			a.Backups++
+			if a.LastBackupTime == nil || b.Status.CompletedAt.After(a.LastBackupTime.Time) {
+				a.LastBackup, a.LastBackupTime = b.Status.ID, b.Status.CompletedAt
+			}
+			if a.FirstRecoverabilityPoint == nil || b.Status.CompletedAt.Before(a.FirstRecoverabilityPoint) {
+				a.FirstRecoverabilityPoint = b.Status.CompletedAt
+			}
 		}
-		a.Backups++
-		if a.LastBackupTime == nil || b.Status.CompletedAt.After(a.LastBackupTime.Time) {
-			a.LastBackup, a.LastBackupTime = b.Status.ID, b.Status.CompletedAt
-		}
-		if a.FirstRecoverabilityPoint == nil || b.Status.CompletedAt.Before(a.FirstRecoverabilityPoint) {
-			a.FirstRecoverabilityPoint = b.Status.CompletedAt
-		}
+	}
+	if obs.nextBackup != nil {
+		a.NextScheduledBackup = &metav1.Time{Time: *obs.nextBackup}
 	}
 	st.Archive = a
 	r.warnArchiving(rs, cond)

@@ -47,6 +47,13 @@ func (r *ReplicaSetReconciler) reconcileBackups(ctx context.Context, rs *regentv
 		}
 	}
 	obs.backups = mine
+	next, err := r.reconcileSchedule(ctx, rs, obs, stores)
+	if err != nil {
+		return err
+	}
+	if !next.IsZero() {
+		obs.nextBackup = &next
+	}
 	slices.SortFunc(mine, func(a, b *regentv1.Backup) int {
 		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/regent-dev/regent/controllers/failover"
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/replica/backup"
 )
 
 // memory is what the operator remembers between passes, by its own clock.
@@ -25,6 +26,12 @@ type memory struct {
 }
 
 type clusterMemory struct {
+	// storeRead is when the operator last read the cluster's object
+	// store, storeBackups how many Backups the cluster had then, and
+	// storeManifests the backups it held (retention.go).
+	storeRead      time.Time
+	storeBackups   int
+	storeManifests []backup.Manifest
 	// renewKey identifies the Lease renewal last seen, renewSeen when.
 	renewKey  string
 	renewSeen time.Time

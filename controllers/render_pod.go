@@ -134,6 +134,7 @@ func renderPostgresContainer(rs *regentv1.ReplicaSet, images Images, stores stor
 		WithEnv(corev1ac.EnvVar().WithName(names.EnvPGParameters).WithValue(string(paramsJSON))).
 		WithEnv(corev1ac.EnvVar().WithName(names.EnvStorageSize).WithValue(storageSize(rs))).
 		WithEnv(stores.env()...).
+		WithEnv(corev1ac.EnvVar().WithName(names.EnvClusterUID).WithValue(string(rs.UID))).
 		WithPorts(corev1ac.ContainerPort().WithName(names.PortNamePostgres).
 			WithContainerPort(names.PortPostgres).WithProtocol(corev1.ProtocolTCP)).
 		WithVolumeMounts(

@@ -38,6 +38,7 @@ import (
 	"github.com/regent-dev/regent/internal/lsn"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/replica/api"
+	"github.com/regent-dev/regent/replica/backup"
 )
 
 // FieldOwner is the server-side apply field manager of everything the
@@ -168,8 +169,12 @@ type observation struct {
 	requeueAfter time.Duration
 	// storeInvalid says why spec.backup.objectStore cannot be used.
 	storeInvalid string
-	// backups are the cluster's Backups.
-	backups []*regentv1.Backup
+	// backups are the cluster's Backups; nextBackup is when the schedule
+	// takes the next.
+	backups    []*regentv1.Backup
+	nextBackup *time.Time
+	// storeManifests are the backups the store holds, as last read.
+	storeManifests []backup.Manifest
 }
 
 // requeue asks for another pass after d at the latest.
@@ -303,6 +308,7 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	if err := r.reconcileBackups(ctx, rs, obs, stores); err != nil {
 		return "take a backup", err
 	}
+	r.reconcileStore(ctx, rs, obs, stores)
 	return "", nil
 }
 

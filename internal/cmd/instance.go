@@ -28,7 +28,7 @@ import (
 type instanceOptions struct {
 	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs, storageSize string
 	objectStore, objectStoreSecrets, cluster                                             string
-	recoveryStore, recoveryStoreSecrets                                                  string
+	recoveryStore, recoveryStoreSecrets, clusterUID                                      string
 }
 
 func envOr(name, def string) string {
@@ -74,6 +74,7 @@ func newInstanceCommand() *cobra.Command {
 	f.StringVar(&o.recoveryStoreSecrets, "recovery-store-secrets", names.RecoveryStoreSecretsPath,
 		"directory of the recovery store's credentials, as --object-store-secrets")
 	f.StringVar(&o.cluster, "cluster", clusterFromEnv(), "<namespace>/<name> of the ReplicaSet, recorded in the object store")
+	f.StringVar(&o.clusterUID, "cluster-uid", os.Getenv(names.EnvClusterUID), "the ReplicaSet's UID, recorded in the object store ($"+names.EnvClusterUID+")")
 	f.StringVar(&o.runAs, "run-as-user", "", "run PostgreSQL as this user (for development as root; pods run as their own user)")
 	_ = f.MarkHidden("run-as-user")
 	return c
@@ -149,6 +150,12 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	ship := ""
 	if store != nil {
 		ship = " --ship"
+		if _, set := params["archive_timeout"]; !set {
+			// A quiet leader's last writes reach the store within a
+			// minute (the RPO of an idle cluster); spec.postgres.parameters
+			// may say otherwise.
+			params["archive_timeout"] = "60s"
+		}
 	}
 	// PostgreSQL runs this same binary to archive and restore WAL.
 	self, err := os.Executable()
@@ -158,7 +165,7 @@ func (o *instanceOptions) config() (instance.Config, error) {
 	archive := filepath.Join(filepath.Dir(filepath.Clean(o.pgdata)), names.WALArchiveDirName)
 	return instance.Config{
 		PGData: o.pgdata, BinDir: bin, Major: major, SuperuserPasswordFile: o.passwordFile, Credential: cred,
-		ArchiveDir: archive, Store: store, Cluster: o.cluster, Source: source,
+		ArchiveDir: archive, Store: store, Cluster: o.cluster, ClusterUID: o.clusterUID, Source: source,
 		SourceRestoreCommand: fmt.Sprintf("%s wal-restore --object-store=%s --object-store-secrets=%s %%f %%p",
 			shellQuote(self), shellQuote(o.recoveryStore), shellQuote(o.recoveryStoreSecrets)),
 		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,

@@ -329,6 +329,10 @@ const EnvObjectStore = "REGENT_OBJECT_STORE"
 // RecoveryStoreSecretsPath.
 const EnvRecoveryStore = "REGENT_RECOVERY_STORE"
 
+// EnvClusterUID carries the ReplicaSet's UID to instance, which binds
+// the object store's path to it.
+const EnvClusterUID = "REGENT_CLUSTER_UID"
+
 // EnvRecovery tells the agent that the cluster's first leader restores a
 // backup (spec.bootstrap.recovery: the backup ID and target, as JSON)
 // instead of running initdb.

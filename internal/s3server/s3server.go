@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/regent-dev/regent/internal/localcluster/netns"
 )
 
 // Default credentials of a test server.
@@ -38,7 +41,7 @@ type Server struct {
 	// Log is the server's output.
 	Log string
 
-	// NetNS, when set, is a network namespace path the server runs in.
+	// netns, when set, is the network namespace the server runs in.
 	netns string
 	cmd   *exec.Cmd
 	done  chan struct{}
@@ -63,7 +66,8 @@ func Binary() (string, error) {
 type Options struct {
 	// Addr to listen on; empty picks a free port on 127.0.0.1.
 	Addr string
-	// NetNS is a network namespace (a /run/netns path) to run in.
+	// NetNS is a network namespace (its name, /run/netns/<name>) to run
+	// in; Addr must then be one of its addresses.
 	NetNS string
 }
 
@@ -106,7 +110,7 @@ func (s *Server) start() error {
 		"posix", "--sidecar", filepath.Join(s.Dir, "meta"), s.dataDir()}
 	name := bin
 	if s.netns != "" {
-		args = append([]string{"--net=" + s.netns, bin}, args...)
+		args = append([]string{"--net=" + netns.Path(s.netns), bin}, args...)
 		name = "nsenter"
 	}
 	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
@@ -116,7 +120,10 @@ func (s *Server) start() error {
 	defer logf.Close()
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the thread that forked the server ends,
+	// and netns.Dial ends the threads it entered a namespace on, which
+	// may be that one. Stop kills the process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("versitygw: %w", err)
 	}
@@ -144,9 +151,17 @@ func (s *Server) start() error {
 	}
 }
 
-// Client returns a minio client with the server's credentials.
+// Client returns a minio client with the server's credentials (dialing
+// into its network namespace).
 func (s *Server) Client() (*minio.Client, error) {
-	return minio.New(s.Addr, &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if s.netns != "" {
+		transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netns.Dial(ctx, s.netns, network, addr)
+		}
+	}
+	return minio.New(s.Addr, &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""),
+		BucketLookup: minio.BucketLookupPath, Transport: transport})
 }
 
 // MakeBucket creates a bucket.

@@ -40,8 +40,9 @@ type Config struct {
 	// Store, when set, is the cluster's object store: while this pod
 	// leads, instance ships the archive there (docs/backup.md).
 	Store *objectstore.Store
-	// Cluster is <namespace>/<name>, recorded in the store.
-	Cluster string
+	// Cluster is <namespace>/<name> and ClusterUID the ReplicaSet's UID,
+	// recorded in the store.
+	Cluster, ClusterUID string
 	// Source is the object store a new cluster is restored from
 	// (spec.bootstrap.recovery), and SourceRestoreCommand the
 	// restore_command that reads its WAL (`regent wal-restore`).
@@ -141,7 +142,7 @@ func New(cfg Config) *Instance {
 	if cfg.Store != nil {
 		in.shipper = &walship.Shipper{
 			Archive: walarchive.Archive{Dir: cfg.ArchiveDir, Ship: true},
-			Store:   cfg.Store, Cluster: cfg.Cluster, Log: cfg.Log.WithName("walship"),
+			Store:   cfg.Store, Cluster: cfg.Cluster, ClusterUID: cfg.ClusterUID, Log: cfg.Log.WithName("walship"),
 			Leads: func() bool {
 				in.mu.Lock()
 				defer in.mu.Unlock()

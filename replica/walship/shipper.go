@@ -41,9 +41,13 @@ type Identity struct {
 	// SystemIdentifier is the database's (pg_control): WAL of two
 	// databases in one path would make both unrecoverable.
 	SystemIdentifier string `json:"systemIdentifier"`
-	// Cluster is <namespace>/<name> of the ReplicaSet that made it.
-	Cluster string    `json:"cluster,omitempty"`
-	Created time.Time `json:"created"`
+	// Cluster is <namespace>/<name> of the ReplicaSet that made it, and
+	// ClusterUID its UID: a cluster restored from this path, or recreated
+	// under the same name, has the same system identifier, and its
+	// timelines would collide with this one's.
+	Cluster    string    `json:"cluster,omitempty"`
+	ClusterUID string    `json:"clusterUID,omitempty"`
+	Created    time.Time `json:"created"`
 }
 
 // Status is what the shipper reports (instance's /status, the agent's
@@ -58,8 +62,9 @@ type Shipper struct {
 	Leads func() bool
 	// SystemIdentifier returns the database's, "" while unknown.
 	SystemIdentifier func(context.Context) string
-	// Cluster is <namespace>/<name>, for the identity file.
-	Cluster string
+	// Cluster is <namespace>/<name> and ClusterUID the ReplicaSet's UID,
+	// for the identity file.
+	Cluster, ClusterUID string
 	// Workers upload in parallel; zero is 4.
 	Workers int
 	// Every is how often the archive is looked at; zero is 500 ms.
@@ -253,7 +258,7 @@ func (s *Shipper) checkIdentity(ctx context.Context) error {
 	data, err := s.Store.GetPlain(ctx, IdentityKey)
 	switch {
 	case errors.Is(err, objectstore.ErrNotFound):
-		data, _ = json.Marshal(Identity{SystemIdentifier: id, Cluster: s.Cluster, Created: time.Now().UTC()})
+		data, _ = json.Marshal(Identity{SystemIdentifier: id, Cluster: s.Cluster, ClusterUID: s.ClusterUID, Created: time.Now().UTC()})
 		if _, err := s.Store.PutPlain(ctx, IdentityKey, data, "application/json"); err != nil {
 			return err
 		}
@@ -267,6 +272,10 @@ func (s *Shipper) checkIdentity(ctx context.Context) error {
 		if have.SystemIdentifier != id {
 			return fmt.Errorf("%s holds the WAL of another database (system identifier %s, cluster %s), not this one's (%s): give this cluster a path of its own",
 				s.Store.Where(), have.SystemIdentifier, have.Cluster, id)
+		}
+		if have.ClusterUID != "" && s.ClusterUID != "" && have.ClusterUID != s.ClusterUID {
+			return fmt.Errorf("%s holds the WAL of cluster %s (UID %s), not this one (UID %s): a restored or recreated cluster writes to a path of its own (spec.backup.objectStore.path)",
+				s.Store.Where(), have.Cluster, have.ClusterUID, s.ClusterUID)
 		}
 	}
 	s.mu.Lock()
