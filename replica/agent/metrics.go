@@ -61,5 +61,26 @@ func (a *Agent) metricsHandler() http.Handler {
 	gauge("replayed_lsn_bytes", "The last WAL position a follower replayed, in bytes.", func(s api.Status) float64 {
 		return float64(s.ReplayedLSN)
 	})
+	// WAL archiving to the object store (docs/backup.md); 0 without one.
+	ship := func(s api.Status) api.WALShipping {
+		if s.WALShipping == nil {
+			return api.WALShipping{}
+		}
+		return *s.WALShipping
+	}
+	gauge("wal_archive_pending_files", "WAL files of this pod's archive that the object store does not hold yet.", func(s api.Status) float64 {
+		return float64(ship(s).Pending)
+	})
+	gauge("wal_archive_pending_bytes", "Their size in bytes.", func(s api.Status) float64 { return float64(ship(s).PendingBytes) })
+	gauge("wal_archive_failing", "1 while this pod's uploads to the object store fail.", func(s api.Status) float64 {
+		return boolean(ship(s).Error != "")
+	})
+	gauge("wal_archive_last_shipped_timestamp_seconds", "When this pod last shipped a WAL file (or found it shipped), in seconds since the epoch.",
+		func(s api.Status) float64 {
+			if t := ship(s).LastShippedAt; t != nil {
+				return float64(t.Unix())
+			}
+			return 0
+		})
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

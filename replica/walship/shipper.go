@@ -185,7 +185,7 @@ func (s *Shipper) pass(ctx context.Context) {
 	}
 	_ = g.Wait()
 	if len(errs) > 0 {
-		s.fail(errors.Join(errs[0], fmt.Errorf("%d of %d files not shipped", len(errs), len(todo))))
+		s.fail(fmt.Errorf("%d of %d files not shipped: %w", len(errs), len(todo), errs[0]))
 	}
 }
 

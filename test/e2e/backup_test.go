@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/localcluster/netns"
+	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/s3server"
 	"github.com/regent-dev/regent/internal/waitfor"
 )
@@ -235,4 +237,221 @@ spec:
 	if _, err := os.Stat(srv.ObjectPath("backups", bns+"/restored/regent.json")); err != nil {
 		t.Errorf("the restored cluster does not archive to its own path: %v", err)
 	}
+}
+
+// applyArchivingCluster applies a 3-pod ReplicaSet db archiving to the
+// test store, with the given replication settings, and waits until it is
+// Healthy and archiving.
+func applyArchivingCluster(t *testing.T, namespace, replication string) {
+	t.Helper()
+	installOperator(t)
+	kubectl(t, "create", "namespace", namespace)
+	dropWhenDone(t, namespace)
+	s3Secret(t, namespace)
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: ReplicaSet
+metadata:
+  name: db
+spec:
+  replicas: 3
+  storage:
+    size: 1Gi
+  replication:
+    `+replication+`
+  failover:
+    leaseDurationSeconds: 6
+  backup:
+    objectStore:
+      endpoint: http://`+s3Addr+`
+      bucket: backups
+      credentials:
+        secretName: s3
+`, "kubectl", "-n", namespace, "apply", "-f", "-")
+	kubectl(t, "-n", namespace, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	kubectl(t, "-n", namespace, "wait", "dbrs/db", "--for=condition=Archiving", "--timeout=2m")
+}
+
+// takeBackup creates Backup name of db and waits until it completes.
+func takeBackup(t *testing.T, namespace, name string) {
+	t.Helper()
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: Backup
+metadata:
+  name: `+name+`
+spec:
+  cluster: db
+`, "kubectl", "-n", namespace, "apply", "-f", "-")
+	kubectl(t, "-n", namespace, "wait", "dbbackup/"+name, "--for=jsonpath={.status.phase}=Completed", "--timeout=3m")
+}
+
+// archivedUpTo switches db's leader to a new WAL segment and waits until
+// the store holds it and everything before.
+func archivedUpTo(t *testing.T, namespace string) {
+	t.Helper()
+	leader := fieldIn(t, namespace, ".status.leader")
+	conn, err := connectMember(t.Context(), namespace, "db", leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seg string
+	err = conn.QueryRow(t.Context(), "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg)
+	conn.Close(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, 2*time.Minute, "segment "+seg+" archived", func() error {
+		last := fieldIn(t, namespace, ".status.archive.lastArchivedWAL")
+		if n := fieldIn(t, namespace, ".status.archive.pendingWAL"); n != "" && n != "0" {
+			return fmt.Errorf("%s WAL files waiting (last %s)", n, last)
+		}
+		if len(last) < 24 || last[8:24] < seg[8:24] {
+			return fmt.Errorf("last archived %q", last)
+		}
+		return nil
+	})
+}
+
+// restoreLatest applies ReplicaSet restored, recovered from db's store to
+// the end of its WAL, and returns the ids of table t on its leader.
+func restoreLatest(t *testing.T, namespace string) map[int]bool {
+	t.Helper()
+	start := time.Now()
+	tool(t, `apiVersion: regent.dev/v1alpha1
+kind: ReplicaSet
+metadata:
+  name: restored
+spec:
+  replicas: 1
+  storage:
+    size: 1Gi
+  bootstrap:
+    recovery:
+      objectStore:
+        endpoint: http://`+s3Addr+`
+        bucket: backups
+        path: `+namespace+`/db
+        credentials:
+          secretName: s3
+`, "kubectl", "-n", namespace, "apply", "-f", "-")
+	kubectl(t, "-n", namespace, "wait", "dbrs/restored", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	t.Logf("restored to the end of the store's WAL, Healthy in %v", time.Since(start).Round(time.Millisecond))
+	conn, err := connectMember(t.Context(), namespace, "restored", "restored-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	rows, err := conn.Query(t.Context(), "SELECT id FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]bool{}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+// Sync mode, WAL archived while the leader's PostgreSQL is killed and a
+// switchover moves it: the store's WAL holds every acknowledged row, and
+// a restore to its end has them all.
+func TestSyncArchivingThroughFailoversLosesNoAcknowledgedRow(t *testing.T) {
+	const bns = "e2e-backup-sync"
+	startS3(t)
+	applyArchivingCluster(t, bns, "mode: Sync\n    syncReplicas: 1")
+	takeBackup(t, bns, "before-faults")
+	w := startWriter(t, bns)
+	w.waitWriting(t)
+
+	old, epoch := fieldIn(t, bns, ".status.leader"), fieldIn(t, bns, ".status.epoch")
+	podGroupIn(t, bns, old).sub("postgres").kill(t)
+	killed, _ := awaitNewLeader(t, bns, old, epoch, time.Minute)
+	t.Logf("PostgreSQL of %s killed: %s leads", old, killed)
+	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=3m")
+	w.waitWroteAfter(t, time.Now())
+
+	var target string
+	for _, m := range []string{"db-0", "db-1", "db-2"} {
+		if m != killed {
+			target = m
+			break
+		}
+	}
+	epoch = fieldIn(t, bns, ".status.epoch")
+	kubectl(t, "-n", bns, "annotate", "dbrs/db", names.AnnotationSwitchoverTo+"="+target)
+	switched, _ := awaitNewLeader(t, bns, killed, epoch, time.Minute)
+	t.Logf("switched over to %s", switched)
+	w.waitWroteAfter(t, time.Now())
+
+	w.mu.Lock()
+	acked := slices.Clone(w.ids)
+	w.mu.Unlock()
+	archivedUpTo(t, bns)
+	t.Logf("archive: %s", kubectl(t, "-n", bns, "get", "dbrs", "db", "-o", "jsonpath={.status.archive}"))
+	have := restoreLatest(t, bns)
+	missing := 0
+	for _, id := range acked {
+		if !have[id] {
+			missing++
+		}
+	}
+	t.Logf("%d rows acknowledged before the last archived segment, %d restored", len(acked), len(have))
+	if missing > 0 {
+		t.Fatalf("%d of %d acknowledged rows are not in the cluster restored from the store", missing, len(acked))
+	}
+}
+
+// The store stopped for a while: archiving says so (condition, event),
+// the leader's volume stays within its budget, and everything is shipped
+// once the store is back.
+func TestArchivingWaitsOutAStoreThatIsDown(t *testing.T) {
+	const bns = "e2e-backup-down"
+	srv := startS3(t)
+	applyArchivingCluster(t, bns, "mode: Async")
+	w := startWriter(t, bns)
+	w.waitWriting(t)
+
+	srv.Stop()
+	stopped := time.Now()
+	for range 3 {
+		archiveSwitch(t, bns)
+	}
+	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=condition=Archiving=false", "--timeout=2m")
+	t.Logf("Archiving=False %v after the store stopped: %s", time.Since(stopped).Round(time.Millisecond),
+		kubectl(t, "-n", bns, "get", "dbrs", "db", "-o", `jsonpath={.status.conditions[?(@.type=="Archiving")].message}`))
+	events := kubectl(t, "-n", bns, "get", "events", "--field-selector", "reason=ArchivingFailing", "-o", "name")
+	if strings.TrimSpace(events) == "" {
+		t.Error("no ArchivingFailing event")
+	}
+	if used, capacity := fieldIn(t, bns, ".status.members[0].diskUsedBytes"), fieldIn(t, bns, ".status.members[0].diskCapacityBytes"); used != "" && capacity != "" {
+		t.Logf("db-0's volume while the store is down: %s of %s bytes", used, capacity)
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=condition=Archiving", "--timeout=2m")
+	archivedUpTo(t, bns)
+	t.Logf("archiving caught up %v after the store came back", time.Since(restarted).Round(time.Millisecond))
+	if resumed := kubectl(t, "-n", bns, "get", "events", "--field-selector", "reason=ArchivingResumed", "-o", "name"); strings.TrimSpace(resumed) == "" {
+		t.Error("no ArchivingResumed event")
+	}
+}
+
+// archiveSwitch makes db's leader complete a WAL segment.
+func archiveSwitch(t *testing.T, namespace string) {
+	t.Helper()
+	conn, err := connectMember(t.Context(), namespace, "db", fieldIn(t, namespace, ".status.leader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
 }
