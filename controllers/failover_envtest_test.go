@@ -28,7 +28,12 @@ import (
 // epoch 1 and has renewed its Lease.
 func liveCluster(t *testing.T, mutate func(*regentv1.ReplicaSet), lsns ...uint64) (string, []*hollowAgent) {
 	t.Helper()
-	ns := newNamespace(t)
+	return liveClusterIn(t, newNamespace(t), mutate, lsns...)
+}
+
+// liveClusterIn is liveCluster in namespace ns, made beforehand.
+func liveClusterIn(t *testing.T, ns string, mutate func(*regentv1.ReplicaSet), lsns ...uint64) (string, []*hollowAgent) {
+	t.Helper()
 	rs := createReplicaSet(t, newReplicaSet(ns, "db", func(rs *regentv1.ReplicaSet) {
 		rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](3)
 		if mutate != nil {
@@ -48,7 +53,7 @@ func liveCluster(t *testing.T, mutate func(*regentv1.ReplicaSet), lsns ...uint64
 		lease := get(t, g, ns, "db-leader", &coordinationv1.Lease{})
 		g.Expect(lease.Spec.RenewTime).NotTo(BeNil(), "db-0 has not renewed yet")
 		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
-		g.Expect(got.Status.Phase).To(Equal(regentv1.PhaseHealthy))
+		g.Expect(got.Status.Phase).To(Equal(regentv1.PhaseHealthy), "%+v", got.Status.Conditions)
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	return ns, agents
 }

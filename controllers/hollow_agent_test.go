@@ -63,6 +63,10 @@ type hollowAgent struct {
 	reason string
 	// diskUsed and diskTotal are the data volume's, in bytes.
 	diskUsed, diskTotal int64
+	// backupFails makes the backups the operator asks for fail; backup
+	// is the last one asked for.
+	backupFails string
+	backup      *api.BackupProgress
 }
 
 // startHollowAgent runs an agent for pod until the test ends.
@@ -171,7 +175,18 @@ func (a *hollowAgent) pass(ctx context.Context) {
 			st.Sealed, st.SealedLSN = true, at
 		}
 	}
+	// A backup the operator asked for on this pod completes (or fails)
+	// on the next pass, as a real agent's would after a while.
 	a.mu.Lock()
+	if id := pod.Annotations[names.AnnotationBackup]; id != "" && (a.backup == nil || a.backup.ID != id) {
+		ended := now.UTC()
+		a.backup = &api.BackupProgress{ID: id, Phase: api.BackupCompleted, Bytes: 1 << 20, StoredBytes: 1 << 18, Timeline: 1,
+			StartLSN: 0x2000028, EndLSN: at, FromStandby: st.Mode == api.ModeFollower, StartedAt: ended, EndedAt: &ended}
+		if a.backupFails != "" {
+			a.backup.Phase, a.backup.Error = api.BackupFailed, a.backupFails
+		}
+	}
+	st.Backup = a.backup
 	a.st = st
 	a.mu.Unlock()
 }

@@ -68,6 +68,26 @@ func TestInvalidSpecsAreRefusedOnCreate(t *testing.T) {
 		{"certificates of ten years", "", func(rs *regentv1.ReplicaSet) {
 			rs.Spec.TLS.CertificateLifetime = &metav1.Duration{Duration: 87600 * time.Hour}
 		}, "tls.certificateLifetime must be between 1m and 8760h"},
+		{"an object store endpoint with a path", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Backup.ObjectStore = &regentv1.ObjectStoreSpec{Endpoint: "https://s3.example.com/bucket", Bucket: "backups",
+				Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
+		}, "objectStore.endpoint must be http(s)://host[:port], without a path"},
+		{"an object store endpoint without a scheme", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Backup.ObjectStore = &regentv1.ObjectStoreSpec{Endpoint: "s3.example.com", Bucket: "backups",
+				Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
+		}, "objectStore.endpoint must be http(s)://host[:port], without a path"},
+		{"retention by window and count", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Backup.Retention = &regentv1.RetentionSpec{RecoveryWindow: "7d", Backups: ptr.To[int32](3)}
+		}, "retention takes recoveryWindow or backups, not both"},
+		{"a recovery window in minutes", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Backup.Retention = &regentv1.RetentionSpec{RecoveryWindow: "90m"}
+		}, "spec.backup.retention.recoveryWindow"},
+		{"two recovery targets", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Bootstrap.Recovery = &regentv1.RecoverySpec{
+				ObjectStore: regentv1.ObjectStoreSpec{Endpoint: "https://s3.example.com", Bucket: "backups",
+					Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}},
+				TargetLSN: "0/3000000", TargetName: "before-migration"}
+		}, "recovery takes at most one of targetTime, targetLSN and targetName"},
 		{"name that cannot name a Service", "db.main", nil,
 			"metadata.name must be at most 50 lower-case letters"},
 		{"name too long for its Services", "a23456789012345678901234567890123456789012345678901", nil,

@@ -27,7 +27,7 @@ import (
 )
 
 // startStore runs a real S3 server (versitygw) with the bucket "backups".
-func startStore(t *testing.T) *s3server.Server {
+func startStore(t testing.TB) *s3server.Server {
 	t.Helper()
 	srv, err := s3server.Start(t.TempDir(), s3server.Options{})
 	if err != nil {
@@ -302,7 +302,7 @@ func segmentsIn(t *testing.T, dir string) int {
 // backupOn asks p's agent for a base backup, as the operator does (the
 // pod's regent.dev/backup annotation), and waits for its outcome in the
 // agent's status.
-func (c *cluster) backupOn(t *testing.T, p *pod, id string) api.BackupProgress {
+func (c *cluster) backupOn(t testing.TB, p *pod, id string) api.BackupProgress {
 	t.Helper()
 	pod, err := cs.CoreV1().Pods(c.ns).Get(t.Context(), p.name, metav1.GetOptions{})
 	if err != nil {

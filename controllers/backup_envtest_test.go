@@ -1,0 +1,114 @@
+package controllers
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
+)
+
+func withStore(rs *regentv1.ReplicaSet) {
+	rs.Spec.Backup.ObjectStore = &regentv1.ObjectStoreSpec{Endpoint: "http://127.0.0.1:1", Bucket: "backups",
+		Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
+}
+
+// postgresEnv is the postgres container's environment in the StatefulSet.
+func postgresEnv(t *testing.T, g Gomega, ns string) map[string]string {
+	sts := get(t, g, ns, "db", &appsv1.StatefulSet{})
+	env := map[string]string{}
+	for _, c := range sts.Spec.Template.Spec.Containers {
+		if c.Name == names.ContainerPostgres {
+			for _, e := range c.Env {
+				env[e.Name] = e.Value
+			}
+		}
+	}
+	return env
+}
+
+// A store whose Secret does not exist: the cluster runs without archiving
+// and says why; once the Secret exists, the pods get the store.
+func TestAnObjectStoreWithoutItsSecretRunsWithoutArchiving(t *testing.T) {
+	ns, _ := liveCluster(t, withStore, 0x3000000, 0x3000000, 0x3000000)
+	NewWithT(t).Eventually(func(g Gomega) {
+		rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		c := meta.FindStatusCondition(rs.Status.Conditions, regentv1.ConditionArchiving)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(regentv1.ReasonObjectStoreInvalid))
+		g.Expect(c.Message).To(ContainSubstring("Secret " + ns + "/s3, named by credentials.secretName, does not exist"))
+		hasEvent(t, g, ns, regentv1.EventObjectStoreInvalid, "does not exist")
+		g.Expect(postgresEnv(t, g, ns)).NotTo(HaveKey(names.EnvObjectStore))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	// A Backup meanwhile fails at once, saying why.
+	b := &regentv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nowhere"}, Spec: regentv1.BackupSpec{Cluster: "db"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), b)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "nowhere", &regentv1.Backup{})
+		g.Expect(got.Status.Phase).To(Equal(regentv1.BackupFailed))
+		g.Expect(got.Status.Error).To(ContainSubstring("spec.backup.objectStore cannot be used: Secret " + ns + "/s3"))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},
+		StringData: map[string]string{"accessKeyId": "id"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), secret)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(meta.FindStatusCondition(rs.Status.Conditions, regentv1.ConditionArchiving).Message).
+			To(ContainSubstring(`has no key "secretAccessKey"`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	secret.StringData = map[string]string{"accessKeyId": "id", "secretAccessKey": "secret"}
+	NewWithT(t).Expect(k8s.Update(t.Context(), secret)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		env := postgresEnv(t, g, ns)
+		g.Expect(env).To(HaveKeyWithValue(names.EnvObjectStore,
+			`{"endpoint":"http://127.0.0.1:1","bucket":"backups","path":"`+ns+`/db","region":"us-east-1"}`))
+		rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(meta.FindStatusCondition(rs.Status.Conditions, regentv1.ConditionArchiving).Reason).
+			NotTo(Equal(regentv1.ReasonObjectStoreInvalid))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// A Backup runs on the most advanced ready follower, is recorded when its
+// agent reports the end, and the member's annotation goes; a failed one
+// says why.
+func TestABackupRunsOnAFollowerAndIsRecorded(t *testing.T) {
+	// The Secret first: one made later changes the pod template, and the
+	// rollout that follows would take the backup's member away.
+	ns := newNamespace(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},
+		StringData: map[string]string{"accessKeyId": "id", "secretAccessKey": "secret"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), secret)).To(Succeed())
+	ns, agents := liveClusterIn(t, ns, withStore, 0x3000000, 0x3000000, 0x3000100)
+	b := &regentv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "now"}, Spec: regentv1.BackupSpec{Cluster: "db"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), b)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "now", &regentv1.Backup{})
+		g.Expect(got.Status.Phase).To(Equal(regentv1.BackupCompleted))
+		g.Expect(got.Status.Member).To(Equal("db-2"), "the follower that replayed the most")
+		g.Expect(got.Status.FromStandby).To(BeTrue())
+		g.Expect(got.Status.ID).To(MatchRegexp(`^[0-9]{8}T[0-9]{6}Z$`))
+		g.Expect(got.Status.StoredBytes).To(BeEquivalentTo(1 << 18))
+		g.Expect(get(t, g, ns, "db-2", &corev1.Pod{}).Annotations).NotTo(HaveKey(names.AnnotationBackup))
+		hasEvent(t, g, ns, regentv1.EventBackupCompleted, got.Status.ID)
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+	agents[2].set(func(a *hollowAgent) { a.backupFails = "pg_basebackup: could not connect" })
+	b2 := &regentv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "again"}, Spec: regentv1.BackupSpec{Cluster: "db"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), b2)).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := get(t, g, ns, "again", &regentv1.Backup{})
+		g.Expect(got.Status.Phase).To(Equal(regentv1.BackupFailed))
+		g.Expect(got.Status.Error).To(ContainSubstring("could not connect"))
+		hasEvent(t, g, ns, regentv1.EventBackupFailed, "could not connect")
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+
+}
