@@ -20,6 +20,7 @@ func withStore(rs *regentv1.ReplicaSet) {
 
 // postgresEnv is the postgres container's environment in the StatefulSet.
 func postgresEnv(t *testing.T, g Gomega, ns string) map[string]string {
+	t.Helper()
 	sts := get(t, g, ns, "db", &appsv1.StatefulSet{})
 	env := map[string]string{}
 	for _, c := range sts.Spec.Template.Spec.Containers {
@@ -42,7 +43,7 @@ func TestAnObjectStoreWithoutItsSecretRunsWithoutArchiving(t *testing.T) {
 		g.Expect(c).NotTo(BeNil())
 		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(c.Reason).To(Equal(regentv1.ReasonObjectStoreInvalid))
-		g.Expect(c.Message).To(ContainSubstring("Secret " + ns + "/s3, named by credentials.secretName, does not exist"))
+		g.Expect(c.Message).To(ContainSubstring("the Secret " + ns + "/s3, named by credentials.secretName, does not exist"))
 		hasEvent(t, g, ns, regentv1.EventObjectStoreInvalid, "does not exist")
 		g.Expect(postgresEnv(t, g, ns)).NotTo(HaveKey(names.EnvObjectStore))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
@@ -53,7 +54,7 @@ func TestAnObjectStoreWithoutItsSecretRunsWithoutArchiving(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		got := get(t, g, ns, "nowhere", &regentv1.Backup{})
 		g.Expect(got.Status.Phase).To(Equal(regentv1.BackupFailed))
-		g.Expect(got.Status.Error).To(ContainSubstring("spec.backup.objectStore cannot be used: Secret " + ns + "/s3"))
+		g.Expect(got.Status.Error).To(ContainSubstring("spec.backup.objectStore cannot be used: the Secret " + ns + "/s3"))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},

@@ -82,9 +82,8 @@ func (r *ReplicaSetReconciler) reconcileBackups(ctx context.Context, rs *regentv
 func (r *ReplicaSetReconciler) startBackup(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation, b *regentv1.Backup, all []*regentv1.Backup) error {
 	member := backupMember(obs)
 	if member == nil {
-		r.setBackupPhase(ctx, b, func(s *regentv1.BackupObjectStatus) { s.Phase = regentv1.BackupPending })
 		obs.requeue(5 * time.Second)
-		return nil
+		return r.setBackupPhase(ctx, b, func(s *regentv1.BackupObjectStatus) { s.Phase = regentv1.BackupPending })
 	}
 	now := r.now()
 	id := backup.NewID(now)

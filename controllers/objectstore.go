@@ -57,12 +57,12 @@ func (r *ReplicaSetReconciler) checkStoreSecrets(ctx context.Context, ns string,
 		return cfg, err
 	}
 	if secret.Name == "" {
-		return cfg, fmt.Errorf("Secret %s/%s, named by credentials.secretName, does not exist", ns, spec.Credentials.SecretName)
+		return cfg, fmt.Errorf("the Secret %s/%s, named by credentials.secretName, does not exist", ns, spec.Credentials.SecretName)
 	}
 	for key, dst := range map[string]*string{accessKeyIDKey(spec): &cfg.AccessKeyID, secretAccessKeyKey(spec): &cfg.SecretAccessKey} {
 		v := strings.TrimSpace(string(secret.Data[key]))
 		if v == "" {
-			return cfg, fmt.Errorf("Secret %s/%s has no key %q (or it is empty)", ns, spec.Credentials.SecretName, key)
+			return cfg, fmt.Errorf("the Secret %s/%s has no key %q (or it is empty)", ns, spec.Credentials.SecretName, key)
 		}
 		*dst = v
 	}
@@ -72,7 +72,7 @@ func (r *ReplicaSetReconciler) checkStoreSecrets(ctx context.Context, ns string,
 			return cfg, err
 		}
 		if len(s.Data[ca.Key]) == 0 {
-			return cfg, fmt.Errorf("Secret %s/%s, named by ca, has no key %q", ns, ca.Name, ca.Key)
+			return cfg, fmt.Errorf("the Secret %s/%s, named by ca, has no key %q", ns, ca.Name, ca.Key)
 		}
 		cfg.CA = s.Data[ca.Key]
 	}

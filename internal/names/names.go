@@ -342,7 +342,7 @@ const EnvRecovery = "REGENT_RECOVERY"
 const (
 	RecoveryStoreSecretsPath = SecretsMountPath + "/recovery-store"
 	ObjectStoreSecretsPath   = SecretsMountPath + "/object-store"
-	ObjectStoreAccessKeyID = "access-key-id"
-	ObjectStoreSecretKey   = "secret-access-key" //nolint:gosec // G101: a file name, not a credential
-	ObjectStoreCA          = "ca.crt"
+	ObjectStoreAccessKeyID   = "access-key-id"
+	ObjectStoreSecretKey     = "secret-access-key"
+	ObjectStoreCA            = "ca.crt"
 )

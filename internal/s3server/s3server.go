@@ -27,7 +27,7 @@ import (
 // Default credentials of a test server.
 const (
 	AccessKey = "regent-test"
-	SecretKey = "regent-test-secret"
+	SecretKey = "regent-test-secret" //nolint:gosec // G101: a throwaway test server's key
 )
 
 // Server is one running versitygw.
@@ -56,7 +56,7 @@ func Binary() (string, error) {
 		dir = filepath.Join(filepath.Dir(file), "..", "..", "bin")
 	}
 	p := filepath.Join(dir, "versitygw")
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(p); err != nil { //nolint:gosec // G703: the test binaries' own directory
 		return "", fmt.Errorf("versitygw not found in %s: run the tests with `make test`, or build it with hack/build-tools.sh versitygw", dir)
 	}
 	return p, nil
@@ -145,7 +145,7 @@ func (s *Server) start() error {
 			return fmt.Errorf("versitygw exited: %s", tail(out))
 		case <-ctx.Done():
 			s.Stop()
-			return fmt.Errorf("versitygw did not answer at %s within 30 s: %v", s.Addr, err)
+			return fmt.Errorf("versitygw did not answer at %s within 30 s: %w", s.Addr, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

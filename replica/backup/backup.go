@@ -32,8 +32,10 @@ import (
 // Prefix is where base backups live in the store.
 const Prefix = "base/"
 
-// DataKey and ManifestKey are a backup's objects.
-func DataKey(id string) string     { return Prefix + id + "/data.tar.zst" }
+// DataKey is a backup's tar.
+func DataKey(id string) string { return Prefix + id + "/data.tar.zst" }
+
+// ManifestKey is a backup's manifest, written last.
 func ManifestKey(id string) string { return Prefix + id + "/backup.json" }
 
 // NewID names a backup by its start time, so that names sort by age.

@@ -296,7 +296,7 @@ func (in *Instance) recover(ctx context.Context) error {
 		select {
 		case err := <-exited:
 			why := lastFatal(tail.lines())
-			return fmt.Errorf("restore: PostgreSQL stopped during the recovery (%v): %s", err, why)
+			return fmt.Errorf("restore: PostgreSQL stopped during the recovery (%w): %s", err, why)
 		case <-ctx.Done():
 			_ = stop()
 			return fmt.Errorf("restore: the recovery did not end within %s", restoreTimeout)

@@ -146,11 +146,9 @@ func (s *Store) key(k string) string {
 func (s *Store) Check(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for info := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: s.key(""), MaxKeys: 1}) {
-		if info.Err != nil {
-			return s.explain(info.Err, "check")
-		}
-		break
+	info, ok := <-s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: s.key(""), MaxKeys: 1})
+	if ok && info.Err != nil {
+		return s.explain(info.Err, "check")
 	}
 	return nil
 }
@@ -358,7 +356,7 @@ func (s *Store) explain(err error, op string) error {
 	var netErr net.Error
 	var urlErr *url.Error
 	if errors.As(err, &netErr) || errors.As(err, &urlErr) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%s in %s: %w: %v", op, where, ErrUnreachable, err)
+		return fmt.Errorf("%s in %s: %w: %w", op, where, ErrUnreachable, err)
 	}
 	if resp.StatusCode == http.StatusNotFound && resp.Code == "" {
 		// A HEAD has no body, so no code: 404 is a missing key.
@@ -403,7 +401,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 			return n, fmt.Errorf("%s in %s: %w: SHA-256 %s, recorded %s", v.key, v.store.Where(), ErrCorrupt, got, v.want)
 		}
 	case err != nil && !isTransport(err):
-		return n, fmt.Errorf("%s in %s: %w: %v", v.key, v.store.Where(), ErrCorrupt, err)
+		return n, fmt.Errorf("%s in %s: %w: %w", v.key, v.store.Where(), ErrCorrupt, err)
 	case err != nil:
 		return n, v.store.explain(err, "get "+v.key)
 	}

@@ -84,7 +84,7 @@ func connectMember(ctx context.Context, namespace, cluster, pod string) (*pgx.Co
 }
 
 // onLeader runs sql on the leader of cluster.
-func onLeader(t *testing.T, namespace, cluster, sql string, args ...any) {
+func onLeader(t *testing.T, namespace, cluster, sql string, args ...any) { //nolint:unparam // any namespace; one test uses it so far
 	t.Helper()
 	leader := strings.TrimSpace(kubectl(t, "-n", namespace, "get", "dbrs", cluster, "-o", "jsonpath={.status.leader}"))
 	conn, err := connectMember(t.Context(), namespace, cluster, leader)
