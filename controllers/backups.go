@@ -31,8 +31,12 @@ import (
 // +kubebuilder:rbac:groups=regent.dev,resources=backups,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=regent.dev,resources=backups/status,verbs=get;update;patch
 
-// backupPoll is how often a running backup is looked at.
-const backupPoll = 2 * time.Second
+// backupPoll is how often a running backup is looked at; backupUnseen
+// how long its member's agent may go without reporting it at all.
+const (
+	backupPoll   = 2 * time.Second
+	backupUnseen = 10 * time.Minute
+)
 
 // reconcileBackups drives the cluster's Backups one step.
 func (r *ReplicaSetReconciler) reconcileBackups(ctx context.Context, rs *regentv1.ReplicaSet, obs *observation, stores storeMounts) error {
@@ -156,6 +160,9 @@ func (r *ReplicaSetReconciler) followBackup(ctx context.Context, rs *regentv1.Re
 	obs.requeue(backupPoll)
 	st := obs.agents[pod.Name]
 	if st == nil || st.Backup == nil || st.Backup.ID != b.Status.ID {
+		if b.Status.StartedAt != nil && r.now().Sub(b.Status.StartedAt.Time) > backupUnseen {
+			return r.endBackup(ctx, rs, b, nil, fmt.Sprintf("the agent of %s has not reported it in %s", pod.Name, backupUnseen))
+		}
 		return nil
 	}
 	progress := st.Backup

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -73,6 +74,10 @@ func (r *ReplicaSetReconciler) checkStoreSecrets(ctx context.Context, ns string,
 		}
 		if len(s.Data[ca.Key]) == 0 {
 			return cfg, fmt.Errorf("the Secret %s/%s, named by ca, has no key %q", ns, ca.Name, ca.Key)
+		}
+		// A CA that instance could not read would stop it at every start.
+		if !x509.NewCertPool().AppendCertsFromPEM(s.Data[ca.Key]) {
+			return cfg, fmt.Errorf("the Secret %s/%s, named by ca, holds no PEM certificate under %q", ns, ca.Name, ca.Key)
 		}
 		cfg.CA = s.Data[ca.Key]
 	}
