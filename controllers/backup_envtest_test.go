@@ -1,16 +1,26 @@
 package controllers
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/s3server"
+	"github.com/regent-dev/regent/replica/backup"
+	"github.com/regent-dev/regent/replica/objectstore"
+	"github.com/regent-dev/regent/replica/walship"
 )
 
 func withStore(rs *regentv1.ReplicaSet) {
@@ -112,4 +122,73 @@ func TestABackupRunsOnAFollowerAndIsRecorded(t *testing.T) {
 		hasEvent(t, g, ns, regentv1.EventBackupFailed, "could not connect")
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 
+}
+
+// A restored cluster is checked against its source before any pod exists:
+// a source without a usable backup, or a target before its first, makes
+// the ReplicaSet Degraded with the reason and creates nothing; a good one
+// starts the Lease above the source's newest timeline.
+func TestARecoveryIsCheckedAgainstItsSourceFirst(t *testing.T) {
+	srv, err := s3server.Start(t.TempDir(), s3server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	NewWithT(t).Expect(srv.MakeBucket("backups")).To(Succeed())
+	ns := newNamespace(t)
+	NewWithT(t).Expect(k8s.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},
+		StringData: map[string]string{"accessKeyId": s3server.AccessKey, "secretAccessKey": s3server.SecretKey}})).To(Succeed())
+	source := regentv1.ObjectStoreSpec{Endpoint: srv.Endpoint, Bucket: "backups", Path: "old/db",
+		Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
+	restore := func(name string, target time.Time) {
+		rs := newReplicaSet(ns, name, func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Bootstrap.Recovery = &regentv1.RecoverySpec{ObjectStore: source, TargetTime: &metav1.Time{Time: target}}
+		})
+		NewWithT(t).Expect(k8s.Create(t.Context(), rs)).To(Succeed())
+	}
+	degraded := func(name, message string) {
+		t.Helper()
+		NewWithT(t).Eventually(func(g Gomega) {
+			rs := get(t, g, ns, name, &regentv1.ReplicaSet{})
+			c := meta.FindStatusCondition(rs.Status.Conditions, regentv1.ConditionDegraded)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(regentv1.ReasonReconcileFailed))
+			g.Expect(c.Message).To(ContainSubstring(message))
+			var lease coordinationv1.Lease
+			g.Expect(apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: names.Lease(name)}, &lease))).To(BeTrue())
+		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	}
+
+	restore("empty", time.Now())
+	degraded("empty", "holds no backup")
+
+	// A backup that ended an hour ago, on timeline 2; timeline 3 exists.
+	store, err := objectstore.Open(objectstore.Config{Endpoint: srv.Endpoint, Bucket: "backups", Path: "old/db",
+		AccessKeyID: s3server.AccessKey, SecretAccessKey: s3server.SecretKey})
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	ended := time.Now().Add(-time.Hour).UTC()
+	m, _ := json.Marshal(backup.Manifest{ID: backup.NewID(ended), Timeline: 2, EndTime: ended})
+	_, err = store.PutPlain(t.Context(), backup.ManifestKey(backup.NewID(ended)), m, "application/json")
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	_, err = store.PutSmall(t.Context(), walship.Key("00000003.history"), []byte("2\t0/5000000\tno recovery target specified\n"))
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+
+	restore("too-early", ended.Add(-time.Hour))
+	degraded("too-early", "is before the end of the first backup")
+
+	restore("good", time.Now())
+	NewWithT(t).Eventually(func(g Gomega) {
+		lease := get(t, g, ns, names.Lease("good"), &coordinationv1.Lease{})
+		g.Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(4), "one above the source's newest timeline, 3")
+		g.Expect(lease.Annotations).To(HaveKeyWithValue(names.AnnotationFirstEpoch, "4"))
+		env := map[string]string{}
+		sts := get(t, g, ns, "good", &appsv1.StatefulSet{})
+		for _, c := range sts.Spec.Template.Spec.Containers {
+			for _, e := range c.Env {
+				env[c.Name+"/"+e.Name] = e.Value
+			}
+		}
+		g.Expect(env).To(HaveKey(names.ContainerPostgres + "/" + names.EnvRecoveryStore))
+		g.Expect(env[names.ContainerAgent+"/"+names.EnvRecovery]).To(ContainSubstring(`"time":"`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }

@@ -77,16 +77,23 @@ func (r *ReplicaSetReconciler) firstEpoch(ctx context.Context, rs *regentv1.Repl
 	}
 	src, err := r.openStore(ctx, rs.Namespace, &rec.ObjectStore, storePath(&rec.ObjectStore, rs))
 	if err != nil {
-		return 0, fmt.Errorf("spec.bootstrap.recovery.objectStore: %w", err)
+		return 0, &SpecError{fmt.Errorf("spec.bootstrap.recovery.objectStore: %w", err)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, newest, err := instance.PlanRestore(ctx, src, recoveryRequest(rec))
 	if err != nil {
-		return 0, fmt.Errorf("spec.bootstrap.recovery: %w", err)
+		return 0, &SpecError{fmt.Errorf("spec.bootstrap.recovery: %w", err)}
 	}
 	return newest + 1, nil
 }
+
+// SpecError is a reconcile error the spec causes and only a person can
+// fix: the Degraded condition quotes it.
+type SpecError struct{ Err error }
+
+func (e *SpecError) Error() string { return e.Err.Error() }
+func (e *SpecError) Unwrap() error { return e.Err }
 
 // ownLease checks that an existing Lease is this cluster's and sets its
 // owner reference as the retention policy wants: none when it is kept with

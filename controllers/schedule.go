@@ -49,8 +49,8 @@ func (r *ReplicaSetReconciler) reconcileSchedule(ctx context.Context, rs *regent
 		}
 	}
 	now := r.now()
-	next := sched.Next(last.UTC())
-	if now.Before(next) {
+	due, next := dueBackup(sched, last, now)
+	if !due {
 		obs.requeue(next.Sub(now))
 		return next, nil
 	}
@@ -65,7 +65,17 @@ func (r *ReplicaSetReconciler) reconcileSchedule(ctx context.Context, rs *regent
 		return time.Time{}, fmt.Errorf("create the scheduled Backup %s: %w", name, err)
 	}
 	r.Recorder.Eventf(rs, b, corev1.EventTypeNormal, regentv1.EventBackupStarted, "Schedule", "Scheduled Backup %s created (%s)", name, spec)
-	next = sched.Next(now.UTC())
 	obs.requeue(next.Sub(now))
 	return next, nil
+}
+
+// dueBackup says whether a scheduled backup is due at now, the last one
+// made at last (or the cluster created then), and when the next one is:
+// slots missed while the operator was away make one backup, not many.
+func dueBackup(sched cron.Schedule, last, now time.Time) (bool, time.Time) {
+	next := sched.Next(last.UTC())
+	if now.Before(next) {
+		return false, next
+	}
+	return true, sched.Next(now.UTC())
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -181,6 +182,10 @@ func degradedCondition(f statusFacts) metav1.Condition {
 		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonFailoverBlocked, d.Reason)
 	case f.foreign != nil:
 		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonNameTaken, f.foreign.Error())
+	case errors.As(f.reconcileErr, new(*SpecError)):
+		// The spec asks for what cannot be done: say what, here.
+		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
+			fmt.Sprintf("could not %s: %v", f.failedStep, f.reconcileErr))
 	case f.reconcileErr != nil:
 		return condition(regentv1.ConditionDegraded, true, regentv1.ReasonReconcileFailed,
 			fmt.Sprintf("could not %s; the ReconcileFailed events and the operator's log say why", f.failedStep))
