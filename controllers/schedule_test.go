@@ -11,7 +11,9 @@ func TestScheduledBackupsAreDueOncePerSlotAndOnceAfterAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	day := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
-	at := func(d, h, m int) time.Time { return day.AddDate(0, 0, d).Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute) }
+	at := func(d, h, m int) time.Time {
+		return day.AddDate(0, 0, d).Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)
+	}
 	for _, tc := range []struct {
 		name      string
 		last, now time.Time
