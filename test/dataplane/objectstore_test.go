@@ -336,9 +336,10 @@ func (c *cluster) backupOn(t testing.TB, p *pod, id string) api.BackupProgress {
 }
 
 // A backup taken on a follower, then WAL from the store, restore a new
-// cluster to a point in time: every row written before it is there, none
-// written after; its first leader writes on its first epoch's timeline
-// with the new cluster's passwords, and its follower clones from it.
+// cluster to a point in time, a named restore point or a WAL position
+// (the same point): every row written before it is there, none written
+// after; its first leader writes on its first epoch's timeline with the
+// new cluster's passwords, and its follower clones from it.
 func TestABackupAndTheWALRestoreANewClusterToAPointInTime(t *testing.T) {
 	srv := startStore(t)
 	c := newCluster(t, 2, "127.0.65", withStore(srv))
@@ -380,6 +381,18 @@ func TestABackupAndTheWALRestoreANewClusterToAPointInTime(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	target := time.Now().UTC()
+	// The same point as a named restore point and as a WAL position.
+	var mark string
+	func() {
+		conn, err := leader.conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if err := conn.QueryRow(ctx, "SELECT pg_create_restore_point('before-after')::text").Scan(&mark); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	time.Sleep(100 * time.Millisecond)
 	for i := range 20 {
 		if err := exec1(ctx, leader, fmt.Sprintf("INSERT INTO t (v) VALUES ('after-%d')", i)); err != nil {
@@ -388,35 +401,41 @@ func TestABackupAndTheWALRestoreANewClusterToAPointInTime(t *testing.T) {
 	}
 	inStore(t, store, 30*time.Second, switchWAL(t, leader, "after-switch"))
 
-	// The new cluster starts at epoch 2, above the source's timeline 1.
-	start = time.Now()
-	r := newCluster(t, 2, "127.0.66", withRecovery(*c.store,
-		instance.RestoreRequest{Target: instance.Target{Time: target.Format(time.RFC3339Nano)}}, 2))
-	for _, p := range r.pods {
-		waitfor.Condition(t, 3*time.Minute, p.name+" ready", p.ready)
-	}
-	t.Logf("a new cluster restored to %s and ready in %v", target.Format(time.RFC3339Nano), time.Since(start).Round(time.Millisecond))
-	for _, p := range r.pods {
-		conn, err := p.conn(ctx)
-		if err != nil {
-			t.Fatal(err)
+	// New clusters start at epoch 2, above the source's timeline 1.
+	for i, target := range []instance.Target{{Time: target.Format(time.RFC3339Nano)}, {Name: "before-after"}, {LSN: mark}} {
+		start = time.Now()
+		r := newCluster(t, 2, fmt.Sprintf("127.0.%d", 66+10*i), withRecovery(*c.store, instance.RestoreRequest{Target: target}, 2))
+		for _, p := range r.pods {
+			waitfor.Condition(t, 3*time.Minute, p.name+" ready", p.ready)
 		}
-		var inBackup, before, after, tli int
-		err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE v = 'in-backup'), count(*) FILTER (WHERE v LIKE 'before-%'),
-			count(*) FILTER (WHERE v LIKE 'after-%' OR v = 'after-switch'), (SELECT timeline_id FROM pg_control_checkpoint()) FROM t`).
-			Scan(&inBackup, &before, &after, &tli)
-		conn.Close(ctx)
-		if err != nil {
-			t.Fatal(err)
+		t.Logf("a new cluster restored to %+v and ready in %v", target, time.Since(start).Round(time.Millisecond))
+		for _, p := range r.pods {
+			conn, err := p.conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inBackup, before, after, tli int
+			err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE v = 'in-backup'), count(*) FILTER (WHERE v LIKE 'before-%'),
+				count(*) FILTER (WHERE v LIKE 'after-%' OR v = 'after-switch'), (SELECT timeline_id FROM pg_control_checkpoint()) FROM t`).
+				Scan(&inBackup, &before, &after, &tli)
+			conn.Close(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inBackup != 1000 || before != 20 || after != 0 {
+				t.Fatalf("%s restored to %+v: %d rows in the backup, %d before the target, %d after; want 1000, 20, 0", p.name, target, inBackup, before, after)
+			}
+			if tli != 2 {
+				t.Errorf("%s: timeline %d, want the first epoch's, 2", p.name, tli)
+			}
 		}
-		if inBackup != 1000 || before != 20 || after != 0 {
-			t.Fatalf("%s: restored rows: %d in the backup, %d before the target, %d after; want 1000, 20, 0", p.name, inBackup, before, after)
+		if i > 0 {
+			r.stop()
+			continue
 		}
-		if tli != 2 {
-			t.Errorf("%s: timeline %d, want the first epoch's, 2", p.name, tli)
+		if err := exec1(ctx, r.pods[0], "INSERT INTO t (v) VALUES ('restored')"); err != nil {
+			t.Fatalf("the restored leader takes no write: %v", err)
 		}
-	}
-	if err := exec1(ctx, r.pods[0], "INSERT INTO t (v) VALUES ('restored')"); err != nil {
-		t.Fatalf("the restored leader takes no write: %v", err)
+		r.stop()
 	}
 }
