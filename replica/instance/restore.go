@@ -295,7 +295,7 @@ func (in *Instance) recover(ctx context.Context) error {
 		}
 		select {
 		case err := <-exited:
-			why := lastFatal(tail.lines())
+			why := restoreFailure(tail.lines())
 			return fmt.Errorf("restore: PostgreSQL stopped during the recovery (%w): %s", err, why)
 		case <-ctx.Done():
 			_ = stop()
@@ -318,6 +318,24 @@ func (in *Instance) setSuperuserPassword(ctx context.Context, conn *pgx.Conn) er
 	}
 	_, err = conn.Exec(ctx, stmt)
 	return err
+}
+
+// restoreFailure says why a recovery stopped, from PostgreSQL's output:
+// what wal-restore said of the file it could not restore, else the first
+// FATAL (the ones after it are the shutdown that followed: the archiver's
+// command killed, say).
+func restoreFailure(lines []string) string {
+	for _, line := range lines {
+		if i := strings.Index(line, "wal-restore "); i >= 0 && !strings.Contains(line, "restore_command") {
+			return strings.TrimSpace(line[i:])
+		}
+	}
+	for i, line := range lines {
+		if strings.Contains(line, "FATAL:") || strings.Contains(line, "PANIC:") {
+			return lastFatal(lines[i : i+1])
+		}
+	}
+	return lastFatal(lines)
 }
 
 // reserveTimelinesBelow writes placeholder history files for the

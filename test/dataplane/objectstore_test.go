@@ -439,3 +439,82 @@ func TestABackupAndTheWALRestoreANewClusterToAPointInTime(t *testing.T) {
 		r.stop()
 	}
 }
+
+// A store that refuses the credentials, or has no such bucket: the
+// leader's status says so, in the store's words, and nothing is lost
+// (the archive keeps the WAL).
+func TestWALShippingNamesWrongCredentialsAndBuckets(t *testing.T) {
+	srv := startStore(t)
+	c := newCluster(t, 1, "127.0.96", withStore(srv), func(c *cluster) { c.store.SecretAccessKey = "not-the-secret" })
+	leader := c.pods[0]
+	waitfor.Condition(t, 90*time.Second, "db-0 ready", leader.ready)
+	if err := exec1(t.Context(), leader, "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	switchWAL(t, leader, "one")
+	waitfor.Condition(t, 30*time.Second, "the leader reports the refusal", func() error {
+		st, err := leader.status()
+		switch {
+		case err != nil:
+			return err
+		case st.WALShipping == nil || !strings.Contains(st.WALShipping.Error, "the object store refused the credentials"):
+			return fmt.Errorf("walShipping %+v", st.WALShipping)
+		}
+		t.Logf("wrong secret: %s", st.WALShipping.Error)
+		return nil
+	})
+}
+
+// A corrupt WAL file in the store stops a restore instead of ending it
+// early: the recovery aborts (wal-restore exits 126), the agent reports
+// why and tries again, and once the file is whole again the cluster is
+// restored to the end of the WAL with every row.
+func TestACorruptWALFileStopsARestoreUntilItIsWhole(t *testing.T) {
+	srv := startStore(t)
+	c := newCluster(t, 1, "127.0.97", withStore(srv))
+	leader := c.pods[0]
+	waitfor.Condition(t, 90*time.Second, "db-0 ready", leader.ready)
+	ctx := t.Context()
+	if err := exec1(ctx, leader, "CREATE TABLE t (id serial PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	c.backupOn(t, leader, "20261129T110000Z")
+	middle := switchWAL(t, leader, "after-the-backup")
+	last := switchWAL(t, leader, "last")
+	store := c.openStore(t)
+	inStore(t, store, 30*time.Second, middle, last)
+
+	path := srv.ObjectPath("backups", c.store.Path+"/"+walship.Key(middle))
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(whole)
+	bad[len(bad)/2] ^= 0xff
+	if err := os.WriteFile(path, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newCluster(t, 1, "127.0.98", withRecovery(*c.store, instance.RestoreRequest{}, 2))
+	waitfor.Condition(t, 2*time.Minute, "the restore reports the corrupt file", func() error {
+		st, err := r.pods[0].status()
+		switch {
+		case err != nil:
+			return err
+		case !strings.Contains(st.StartFailure, "corrupt") && !strings.Contains(st.StartFailure, "126"):
+			return fmt.Errorf("startFailure %q", st.StartFailure)
+		}
+		t.Logf("while corrupt: %s", st.StartFailure)
+		return nil
+	})
+	if err := r.pods[0].ready(); err == nil {
+		t.Fatal("the cluster is ready with a corrupt WAL file in its source")
+	}
+	if err := os.WriteFile(path, whole, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, 2*time.Minute, "restored once the file is whole", r.pods[0].ready)
+	ok, err := hasRow(t, r.pods[0], "last")
+	if err != nil || !ok {
+		t.Fatalf("the row of the last archived segment is not restored (%v)", err)
+	}
+}
