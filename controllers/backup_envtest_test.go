@@ -23,6 +23,22 @@ import (
 	"github.com/regent-dev/regent/replica/walship"
 )
 
+// storeAndSecret runs a real S3 server with the bucket "backups" and
+// makes a namespace with its access key in Secret s3.
+func storeAndSecret(t *testing.T) (*s3server.Server, string) {
+	t.Helper()
+	srv, err := s3server.Start(t.TempDir(), s3server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	NewWithT(t).Expect(srv.MakeBucket("backups")).To(Succeed())
+	ns := newNamespace(t)
+	NewWithT(t).Expect(k8s.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},
+		StringData: map[string]string{"accessKeyId": s3server.AccessKey, "secretAccessKey": s3server.SecretKey}})).To(Succeed())
+	return srv, ns
+}
+
 func withStore(rs *regentv1.ReplicaSet) {
 	rs.Spec.Backup.ObjectStore = &regentv1.ObjectStoreSpec{Endpoint: "http://127.0.0.1:1", Bucket: "backups",
 		Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
@@ -129,15 +145,7 @@ func TestABackupRunsOnAFollowerAndIsRecorded(t *testing.T) {
 // the ReplicaSet Degraded with the reason and creates nothing; a good one
 // starts the Lease above the source's newest timeline.
 func TestARecoveryIsCheckedAgainstItsSourceFirst(t *testing.T) {
-	srv, err := s3server.Start(t.TempDir(), s3server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	NewWithT(t).Expect(srv.MakeBucket("backups")).To(Succeed())
-	ns := newNamespace(t)
-	NewWithT(t).Expect(k8s.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3"},
-		StringData: map[string]string{"accessKeyId": s3server.AccessKey, "secretAccessKey": s3server.SecretKey}})).To(Succeed())
+	srv, ns := storeAndSecret(t)
 	source := regentv1.ObjectStoreSpec{Endpoint: srv.Endpoint, Bucket: "backups", Path: "old/db",
 		Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
 	restore := func(name string, target time.Time) {
@@ -190,5 +198,60 @@ func TestARecoveryIsCheckedAgainstItsSourceFirst(t *testing.T) {
 		}
 		g.Expect(env).To(HaveKey(names.ContainerPostgres + "/" + names.EnvRecoveryStore))
 		g.Expect(env[names.ContainerAgent+"/"+names.EnvRecovery]).To(ContainSubstring(`"time":"`))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+}
+
+// Retention, against a real store: with backups: 1, the older backup goes
+// with the WAL before the newer one's start (history files stay), and its
+// Backup object; the status counts what the store holds.
+func TestRetentionRemovesOldBackupsAndTheirWALFromTheStore(t *testing.T) {
+	srv, ns := storeAndSecret(t)
+	store, err := objectstore.Open(objectstore.Config{Endpoint: srv.Endpoint, Bucket: "backups", Path: ns + "/db",
+		AccessKeyID: s3server.AccessKey, SecretAccessKey: s3server.SecretKey})
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	put := func(m backup.Manifest) {
+		b, _ := json.Marshal(m)
+		_, err := store.PutPlain(t.Context(), backup.ManifestKey(m.ID), b, "application/json")
+		NewWithT(t).Expect(err).NotTo(HaveOccurred())
+		_, err = store.PutSmall(t.Context(), backup.DataKey(m.ID), []byte("tar"))
+		NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	}
+	old, newer := time.Now().Add(-48*time.Hour).UTC(), time.Now().Add(-time.Hour).UTC()
+	put(backup.Manifest{ID: backup.NewID(old), Timeline: 1, StartLSN: 0x2000028, EndLSN: 0x2000100, EndTime: old})
+	put(backup.Manifest{ID: backup.NewID(newer), Timeline: 2, StartLSN: 0x5000028, EndLSN: 0x5000100, EndTime: newer})
+	wal := []string{"00000002.history", "000000010000000000000002", "000000010000000000000004", "000000020000000000000005", "000000020000000000000006"}
+	for _, name := range wal {
+		_, err := store.PutSmall(t.Context(), walship.Key(name), []byte(name))
+		NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	}
+	// The older backup's object, as the operator would have recorded it.
+	b := &regentv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "old"}, Spec: regentv1.BackupSpec{Cluster: "db"}}
+	NewWithT(t).Expect(k8s.Create(t.Context(), b)).To(Succeed())
+	b.Status = regentv1.BackupObjectStatus{Phase: regentv1.BackupCompleted, ID: backup.NewID(old), CompletedAt: &metav1.Time{Time: old}}
+	NewWithT(t).Expect(k8s.Status().Update(t.Context(), b)).To(Succeed())
+
+	liveClusterIn(t, ns, func(rs *regentv1.ReplicaSet) {
+		rs.Spec.Backup.ObjectStore = &regentv1.ObjectStoreSpec{Endpoint: srv.Endpoint, Bucket: "backups",
+			Credentials: regentv1.ObjectStoreCredentials{SecretName: "s3"}}
+		rs.Spec.Backup.Retention = &regentv1.RetentionSpec{Backups: ptr.To[int32](1)}
+	}, 0x6000000, 0x6000000, 0x6000000)
+	NewWithT(t).Eventually(func(g Gomega) {
+		objs, err := store.List(t.Context(), "")
+		g.Expect(err).NotTo(HaveOccurred())
+		var keys []string
+		for _, o := range objs {
+			keys = append(keys, o.Key)
+		}
+		g.Expect(keys).To(ConsistOf(
+			backup.ManifestKey(backup.NewID(newer)), backup.DataKey(backup.NewID(newer)),
+			walship.Key("00000002.history"), walship.Key("000000020000000000000005"), walship.Key("000000020000000000000006")))
+		var gone regentv1.Backup
+		g.Expect(apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "old"}, &gone))).To(BeTrue())
+		rs := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(rs.Status.Archive).NotTo(BeNil())
+		g.Expect(rs.Status.Archive.Backups).To(BeEquivalentTo(1))
+		g.Expect(rs.Status.Archive.LastBackup).To(Equal(backup.NewID(newer)))
+		g.Expect(rs.Status.Archive.FirstRecoverabilityPoint.Time.Unix()).To(Equal(newer.Unix()))
+		hasEvent(t, g, ns, regentv1.EventBackupCompleted, "Retention removed backups "+backup.NewID(old))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }

@@ -221,7 +221,9 @@ func (s *Shipper) shipped(f walarchive.File) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.Name > s.status.LastShipped || s.status.LastShipped == "" {
+	// The newest segment (history files and backup labels sort apart).
+	if len(f.Name) == 24 && (s.status.LastShipped == "" || f.Name[8:] > s.status.LastShipped[8:] ||
+		f.Name[8:] == s.status.LastShipped[8:] && f.Name > s.status.LastShipped) {
 		s.status.LastShipped, s.status.LastShippedAt = f.Name, &now
 	}
 	s.status.Pending--

@@ -1,8 +1,6 @@
 package dataplane_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -96,25 +94,5 @@ func BenchmarkBackupAndRestore(b *testing.B) {
 
 // lastRestore is how long the last restore in instance's log took.
 func lastRestore(logPath string) (time.Duration, error) {
-	f, err := os.Open(logPath)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var took time.Duration
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line struct{ Msg, Duration string }
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg != "Recovered to the target and promoted" {
-			continue
-		}
-		if took, err = time.ParseDuration(line.Duration); err != nil {
-			return 0, err
-		}
-	}
-	if took == 0 {
-		return 0, fmt.Errorf("no restore in %s", logPath)
-	}
-	return took, sc.Err()
+	return lastLogged(logPath, func(msg, _ string) bool { return msg == "Recovered to the target and promoted" })
 }

@@ -66,6 +66,12 @@ func BenchmarkRelayStreaming(b *testing.B) {
 
 // lastBaseBackup is how long the last pg_basebackup in instance's log took.
 func lastBaseBackup(logPath string) (time.Duration, error) {
+	return lastLogged(logPath, func(msg, tool string) bool { return msg == "Ran" && tool == "pg_basebackup" })
+}
+
+// lastLogged is the duration of the last line of instance's log that
+// match picks (by its message and tool).
+func lastLogged(logPath string, match func(msg, tool string) bool) (time.Duration, error) {
 	f, err := os.Open(logPath)
 	if err != nil {
 		return 0, err
@@ -76,7 +82,7 @@ func lastBaseBackup(logPath string) (time.Duration, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var line struct{ Msg, Tool, Duration string }
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg != "Ran" || line.Tool != "pg_basebackup" {
+		if json.Unmarshal(sc.Bytes(), &line) != nil || !match(line.Msg, line.Tool) {
 			continue
 		}
 		if took, err = time.ParseDuration(line.Duration); err != nil {
@@ -84,7 +90,7 @@ func lastBaseBackup(logPath string) (time.Duration, error) {
 		}
 	}
 	if took == 0 {
-		return 0, fmt.Errorf("no pg_basebackup in %s", logPath)
+		return 0, fmt.Errorf("no such line in %s", logPath)
 	}
 	return took, sc.Err()
 }

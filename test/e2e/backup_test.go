@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func connectMember(ctx context.Context, namespace, cluster, pod string) (*pgx.Co
 }
 
 // onLeader runs sql on the leader of cluster.
-func onLeader(t *testing.T, namespace, cluster, sql string, args ...any) { //nolint:unparam // any namespace; one test uses it so far
+func onLeader(t *testing.T, namespace, cluster, sql string, args ...any) { //nolint:unparam // any namespace and cluster; one test uses it so far
 	t.Helper()
 	leader := strings.TrimSpace(kubectl(t, "-n", namespace, "get", "dbrs", cluster, "-o", "jsonpath={.status.leader}"))
 	conn, err := connectMember(t.Context(), namespace, cluster, leader)
@@ -104,29 +105,7 @@ func onLeader(t *testing.T, namespace, cluster, sql string, args ...any) { //nol
 func TestARestoredClusterHasEveryRowBeforeItsTargetAndNoneAfter(t *testing.T) {
 	const bns = "e2e-backup"
 	srv := startS3(t)
-	installOperator(t)
-	kubectl(t, "create", "namespace", bns)
-	dropWhenDone(t, bns)
-	s3Secret(t, bns)
-	tool(t, `apiVersion: regent.dev/v1alpha1
-kind: ReplicaSet
-metadata:
-  name: db
-spec:
-  replicas: 2
-  storage:
-    size: 1Gi
-  failover:
-    leaseDurationSeconds: 6
-  backup:
-    objectStore:
-      endpoint: http://`+s3Addr+`
-      bucket: backups
-      credentials:
-        secretName: s3
-`, "kubectl", "-n", bns, "apply", "-f", "-")
-	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
-	kubectl(t, "-n", bns, "wait", "dbrs/db", "--for=condition=Archiving", "--timeout=2m")
+	applyArchivingCluster(t, bns, 2, "mode: Async")
 
 	onLeader(t, bns, "db", "CREATE TABLE t (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
 	onLeader(t, bns, "db", "CREATE TABLE dropped (id int)")
@@ -146,29 +125,27 @@ spec:
 		t.Errorf("the backup ran on the leader %s, with a ready follower", member)
 	}
 
-	// Rows after the backup, one by one with their commit times; T falls
-	// between two of them.
-	for i := 501; i <= 600; i++ {
-		onLeader(t, bns, "db", "INSERT INTO t (id) VALUES ($1)", i)
+	// Rows after the backup, one transaction each with its commit time; T
+	// falls between two of them.
+	conn, err := connectMember(t.Context(), bns, "db", fieldIn(t, bns, ".status.leader"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := conn.Exec(t.Context(), "INSERT INTO t (id) VALUES ($1)", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(501, 600)
 	time.Sleep(200 * time.Millisecond)
 	target := time.Now().UTC()
 	time.Sleep(200 * time.Millisecond)
-	for i := 601; i <= 700; i++ {
-		onLeader(t, bns, "db", "INSERT INTO t (id) VALUES ($1)", i)
-	}
+	insert(601, 700)
+	conn.Close(t.Context())
 	onLeader(t, bns, "db", "DROP TABLE dropped")
-	onLeader(t, bns, "db", "SELECT pg_switch_wal()")
-	waitfor.Condition(t, 2*time.Minute, "the WAL after the drop archived", func() error {
-		if n := fieldIn(t, bns, ".status.archive.pendingWAL"); n != "" && n != "0" {
-			return fmt.Errorf("%s WAL files waiting", n)
-		}
-		last := fieldIn(t, bns, ".status.archive.lastArchivedWAL")
-		if last == "" {
-			return fmt.Errorf("nothing archived yet")
-		}
-		return nil
-	})
+	archivedUpTo(t, bns)
 	t.Logf("archive status: %s", kubectl(t, "-n", bns, "get", "dbrs", "db", "-o", "jsonpath={.status.archive}"))
 
 	// The cluster and its data go.
@@ -207,7 +184,7 @@ spec:
 	t.Logf("restored to %s and Healthy in %v", target.Format(time.RFC3339Nano), time.Since(start).Round(time.Millisecond))
 
 	leader := strings.TrimSpace(kubectl(t, "-n", bns, "get", "dbrs", "restored", "-o", "jsonpath={.status.leader}"))
-	conn, err := connectMember(t.Context(), bns, "restored", leader)
+	conn, err = connectMember(t.Context(), bns, "restored", leader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,10 +216,10 @@ spec:
 	}
 }
 
-// applyArchivingCluster applies a 3-pod ReplicaSet db archiving to the
-// test store, with the given replication settings, and waits until it is
-// Healthy and archiving.
-func applyArchivingCluster(t *testing.T, namespace, replication string) {
+// applyArchivingCluster applies a ReplicaSet db of replicas pods archiving
+// to the test store, with the given replication settings, in a new
+// namespace, and waits until it is Healthy and archiving.
+func applyArchivingCluster(t *testing.T, namespace string, replicas int, replication string) {
 	t.Helper()
 	installOperator(t)
 	kubectl(t, "create", "namespace", namespace)
@@ -253,7 +230,7 @@ kind: ReplicaSet
 metadata:
   name: db
 spec:
-  replicas: 3
+  replicas: `+strconv.Itoa(replicas)+`
   storage:
     size: 1Gi
   replication:
@@ -361,7 +338,7 @@ spec:
 func TestSyncArchivingThroughFailoversLosesNoAcknowledgedRow(t *testing.T) {
 	const bns = "e2e-backup-sync"
 	startS3(t)
-	applyArchivingCluster(t, bns, "mode: Sync\n    syncReplicas: 1")
+	applyArchivingCluster(t, bns, 3, "mode: Sync\n    syncReplicas: 1")
 	takeBackup(t, bns, "before-faults")
 	w := startWriter(t, bns)
 	w.waitWriting(t)
@@ -410,7 +387,7 @@ func TestSyncArchivingThroughFailoversLosesNoAcknowledgedRow(t *testing.T) {
 func TestArchivingWaitsOutAStoreThatIsDown(t *testing.T) {
 	const bns = "e2e-backup-down"
 	srv := startS3(t)
-	applyArchivingCluster(t, bns, "mode: Async")
+	applyArchivingCluster(t, bns, 3, "mode: Async")
 	w := startWriter(t, bns)
 	w.waitWriting(t)
 
