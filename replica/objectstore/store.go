@@ -153,9 +153,8 @@ func (s *Store) Check(ctx context.Context) error {
 	return nil
 }
 
-// PutSmall stores data, compressed, with its SHA-256 and size as metadata.
-// ifAbsent makes the write fail when the key exists (where the store
-// supports conditional writes; callers Stat first anyway).
+// PutSmall stores data, compressed, with its SHA-256 and size as metadata
+// (a WAL file: callers Stat first, so as not to upload one twice).
 func (s *Store) PutSmall(ctx context.Context, key string, data []byte) (Object, error) {
 	sum := sha256.Sum256(data)
 	packed := s.enc.EncodeAll(data, make([]byte, 0, len(data)/4))
