@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/periodic"
 	"github.com/regent-dev/regent/replica/api"
 	"github.com/regent-dev/regent/replica/instance"
 )
@@ -148,23 +149,7 @@ func everySecond(ctx context.Context, f func(context.Context)) { everySecondOr(c
 // everySecondOr runs f once a second, and at once whenever wake fires (a
 // nil wake never does), until ctx ends.
 func everySecondOr(ctx context.Context, wake <-chan struct{}, f func(context.Context)) {
-	every(ctx, time.Second, wake, f)
-}
-
-// every runs f every period, and at once whenever wake fires (a nil wake
-// never does), until ctx ends.
-func every(ctx context.Context, period time.Duration, wake <-chan struct{}, f func(context.Context)) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-wake:
-		}
-		f(ctx)
-	}
+	periodic.Run(ctx, time.Second, wake, f)
 }
 
 func ptrString(p *string) string {

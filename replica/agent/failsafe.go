@@ -25,6 +25,7 @@ import (
 
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/names"
+	"github.com/regent-dev/regent/internal/periodic"
 	"github.com/regent-dev/regent/replica/api"
 )
 
@@ -90,7 +91,9 @@ func (a *Agent) podIP(ctx context.Context, pod string) (string, error) {
 
 // keepFailsafe asks for the members' confirmations while the agent leads
 // without a recent renewal, and keeps their addresses fresh otherwise.
-func (a *Agent) keepFailsafe(ctx context.Context) { every(ctx, failsafePeriod, nil, a.failsafeRound) }
+func (a *Agent) keepFailsafe(ctx context.Context) {
+	periodic.Run(ctx, failsafePeriod, nil, a.failsafeRound)
+}
 
 // failsafePeers are the members whose confirmations this leader's failsafe
 // needs, or nil when it may not use one: the operator turned it on, the

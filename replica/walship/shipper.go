@@ -22,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/regent-dev/regent/internal/periodic"
 	"github.com/regent-dev/regent/replica/api"
 	"github.com/regent-dev/regent/replica/objectstore"
 	"github.com/regent-dev/regent/replica/walarchive"
@@ -114,17 +115,7 @@ func (s *Shipper) Run(ctx context.Context) {
 	if every <= 0 {
 		every = 500 * time.Millisecond
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-wake:
-		}
-		s.pass(ctx)
-	}
+	periodic.Run(ctx, every, wake, s.pass)
 }
 
 // pass ships (leader) or checks (follower) every file not yet recorded as

@@ -154,33 +154,7 @@ spec:
 	kubectl(t, "-n", bns, "delete", "pvc", "-l", "regent.dev/cluster=db", "--wait=true", "--timeout=2m")
 
 	start = time.Now()
-	tool(t, `apiVersion: regent.dev/v1alpha1
-kind: ReplicaSet
-metadata:
-  name: restored
-spec:
-  replicas: 2
-  storage:
-    size: 1Gi
-  failover:
-    leaseDurationSeconds: 6
-  bootstrap:
-    recovery:
-      objectStore:
-        endpoint: http://`+s3Addr+`
-        bucket: backups
-        path: `+bns+`/db
-        credentials:
-          secretName: s3
-      targetTime: `+target.Format(time.RFC3339Nano)+`
-  backup:
-    objectStore:
-      endpoint: http://`+s3Addr+`
-      bucket: backups
-      credentials:
-        secretName: s3
-`, "kubectl", "-n", bns, "apply", "-f", "-")
-	kubectl(t, "-n", bns, "wait", "dbrs/restored", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+	applyRestored(t, bns, 2, "\n      targetTime: "+target.Format(time.RFC3339Nano), true)
 	t.Logf("restored to %s and Healthy in %v", target.Format(time.RFC3339Nano), time.Since(start).Round(time.Millisecond))
 
 	leader := strings.TrimSpace(kubectl(t, "-n", bns, "get", "dbrs", "restored", "-o", "jsonpath={.status.leader}"))
@@ -288,19 +262,32 @@ func archivedUpTo(t *testing.T, namespace string) {
 	})
 }
 
-// restoreLatest applies ReplicaSet restored, recovered from db's store to
-// the end of its WAL, and returns the ids of table t on its leader.
-func restoreLatest(t *testing.T, namespace string) map[int]bool {
+// applyRestored applies ReplicaSet restored of replicas pods, recovered
+// from db's store in namespace with the recovery fields target (YAML, ""
+// for the end of the WAL), archiving to a store path of its own if
+// archive, and waits until it is Healthy.
+func applyRestored(t *testing.T, namespace string, replicas int, target string, archive bool) {
 	t.Helper()
-	start := time.Now()
+	backup := ""
+	if archive {
+		backup = `
+  backup:
+    objectStore:
+      endpoint: http://` + s3Addr + `
+      bucket: backups
+      credentials:
+        secretName: s3`
+	}
 	tool(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
 metadata:
   name: restored
 spec:
-  replicas: 1
+  replicas: `+strconv.Itoa(replicas)+`
   storage:
     size: 1Gi
+  failover:
+    leaseDurationSeconds: 6
   bootstrap:
     recovery:
       objectStore:
@@ -308,9 +295,17 @@ spec:
         bucket: backups
         path: `+namespace+`/db
         credentials:
-          secretName: s3
+          secretName: s3`+target+backup+`
 `, "kubectl", "-n", namespace, "apply", "-f", "-")
 	kubectl(t, "-n", namespace, "wait", "dbrs/restored", "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
+}
+
+// restoreLatest applies ReplicaSet restored, recovered from db's store to
+// the end of its WAL, and returns the ids of table t on its leader.
+func restoreLatest(t *testing.T, namespace string) map[int]bool {
+	t.Helper()
+	start := time.Now()
+	applyRestored(t, namespace, 1, "", false)
 	t.Logf("restored to the end of the store's WAL, Healthy in %v", time.Since(start).Round(time.Millisecond))
 	conn, err := connectMember(t.Context(), namespace, "restored", "restored-0")
 	if err != nil {
