@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -348,14 +349,18 @@ func (p *pod) start(t testing.TB, envv []string, args ...string) {
 }
 
 // kill stops the pod's processes and its PostgreSQL at once, as a node
-// losing power would.
+// losing power would. The agent goes first and every signal is sent
+// before any wait: an agent that outlived its instance by a moment would
+// see PostgreSQL gone and release the Lease, which a power loss does not.
 func (p *pod) kill() {
-	for _, cmd := range p.procs {
+	for _, cmd := range slices.Backward(p.procs) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
 	}
 	// PostgreSQL runs in its own process group, started by instance.
 	_ = exec.Command("pkill", "-KILL", "-f", "postgres -D "+filepath.Join(p.logDir, "data", "pgdata")).Run()
+	for _, cmd := range p.procs {
+		_ = cmd.Wait()
+	}
 }
 
 // restart starts the pod's processes again, as its containers restarting.

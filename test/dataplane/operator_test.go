@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,33 @@ import (
 	"github.com/regent-dev/regent/test/ledger"
 )
 
+var (
+	operatorLog     sync.Once
+	operatorLogFile switchedWriter
+)
+
+// switchedWriter writes to the current test's operator log, or nowhere
+// between tests.
+type switchedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchedWriter) set(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.w = w
+}
+
+func (s *switchedWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		return len(p), nil
+	}
+	return s.w.Write(p)
+}
+
 // startOperator runs the operator's reconciler, as `regent manager` does,
 // until the test ends. Agents are read over HTTP on the pods' addresses.
 func startOperator(t *testing.T) {
@@ -50,8 +78,14 @@ func startOperator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder }))
+	// controller-runtime takes only the first SetLogger of a process: each
+	// test points the one logger at its own file.
+	operatorLog.Do(func() {
+		ctrl.SetLogger(zap.New(zap.WriteTo(&operatorLogFile), func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder }))
+	})
+	operatorLogFile.set(logFile)
 	t.Cleanup(func() {
+		operatorLogFile.set(nil)
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			lines := strings.Split(string(b), "\n")
@@ -110,6 +144,9 @@ func operatedCluster(t *testing.T, ipBase string, mutate func(*regentv1.ReplicaS
 	if err := rtClient(t).Create(t.Context(), rs); err != nil {
 		t.Fatal(err)
 	}
+	// The next test's operator would otherwise reconcile this cluster,
+	// whose pods are gone, for the rest of the run.
+	t.Cleanup(func() { _ = rtClient(t).Delete(context.Background(), rs) })
 	passwords := map[string]string{}
 	waitfor.Condition(t, 30*time.Second, "the operator's Secrets", func() error {
 		for file, secret := range map[string]string{"superuser-password": "db-superuser",
