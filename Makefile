@@ -74,6 +74,15 @@ soak: build tools-local ## Random faults for 10 min per mode (Async, Sync), ever
 	REGENT_FAULT_SOAK=$${REGENT_FAULT_SOAK:-10m} KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 60m \
 		-run TestRandomFaults ./test/e2e
 
+# The real nodes' tools and images (docs/local-cluster.md, "Real nodes").
+NODE_TOOLS := kubelet kube-proxy coredns
+
+.PHONY: images
+images: ## Build the images of the real nodes here (regent from the Dockerfile, postgres:15, pause, CoreDNS) into bin/images/ (root).
+	hack/deps.sh nodes
+	hack/build-tools.sh $(NODE_TOOLS)
+	VERSION=$(VERSION) hack/images.sh
+
 .PHONY: local-up
 local-up: build tools-local ## Start the local cluster (3 nodes) and wait until it is ready.
 	$(BIN)/localcluster up

@@ -6,6 +6,7 @@
 #   hack/build-tools.sh [tool ...]     (default: the tools envtest needs)
 #
 # Tools: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+#        kubelet kube-proxy coredns (the real nodes of the local cluster)
 #        controller-gen golangci-lint helm versitygw
 set -euo pipefail
 
@@ -72,11 +73,13 @@ go_install() {
 build() {
 	case $1 in
 	etcd) build_etcd ;;
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_kubernetes "$1" ;;
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) build_kubernetes "$1" ;;
 	controller-gen) go_install controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen "$CONTROLLER_GEN_VERSION" ;;
 	golangci-lint) go_install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" ;;
 	helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
 	versitygw) go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION" ;;
+	# Static: it runs in an image with no C library.
+	coredns) CGO_ENABLED=0 go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
 	*) log "unknown tool $1"; exit 2 ;;
 	esac
 }

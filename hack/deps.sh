@@ -6,6 +6,12 @@
 # cluster's size-enforced volumes: mkfs.ext4, resize2fs), and spin with gcc (the protocol's model
 # check, hack/modelcheck.sh). Everything else is built from Go modules by
 # hack/build-tools.sh.
+#
+#   hack/deps.sh          the packages above
+#   hack/deps.sh nodes    also the local cluster's real nodes and their images
+#                         (docs/local-cluster.md): containerd, runc, the CNI
+#                         plugins, iptables and conntrack (kube-proxy),
+#                         buildah and mmdebstrap (hack/images.sh)
 set -euo pipefail
 
 missing=()
@@ -15,6 +21,15 @@ command -v nsenter >/dev/null && command -v losetup >/dev/null || missing+=(util
 command -v mkfs.ext4 >/dev/null && command -v resize2fs >/dev/null || missing+=(e2fsprogs)
 command -v spin >/dev/null || missing+=(spin)
 command -v gcc >/dev/null || missing+=(gcc)
+if [[ "${1:-}" == nodes ]]; then
+	command -v containerd >/dev/null || missing+=(containerd)
+	command -v runc >/dev/null || missing+=(runc)
+	[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+	command -v iptables >/dev/null || missing+=(iptables)
+	command -v conntrack >/dev/null || missing+=(conntrack)
+	command -v buildah >/dev/null || missing+=(buildah)
+	command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then
 	exit 0
 fi
