@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/provisioner"
 	"github.com/regent-dev/regent/internal/localcluster/proxy"
+	"github.com/regent-dev/regent/internal/localcluster/realnode"
 	lcruntime "github.com/regent-dev/regent/internal/localcluster/runtime"
 )
 
@@ -49,7 +51,12 @@ func main() {
 	pf.IntVar(&cfg.HostPort, "port", cfg.HostPort, "port of the API server on 127.0.0.1")
 	pf.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "number of nodes")
 	pf.StringVar(&cfg.ImageMap, "image-map", cfg.ImageMap, "image map file")
-	root.AddCommand(upCmd(&cfg), downCmd(&cfg), statusCmd(&cfg), kubeletCmd(), provisionerCmd(), forwardCmd(),
+	pf.BoolVar(&cfg.RealNodes, "real-nodes", false,
+		"up: run real kubelets over containerd, with kube-proxy and CoreDNS (images from make images); other commands find out themselves")
+	pf.StringVar(&cfg.ImagesDir, "images", cfg.ImagesDir, "directory of the real nodes' image archives (hack/images.sh)")
+	// A cluster started with real nodes says so in its state directory.
+	root.PersistentPreRun = func(*cobra.Command, []string) { cfg = cfg.Resolved() }
+	root.AddCommand(upCmd(&cfg), downCmd(&cfg), statusCmd(&cfg), kubeletCmd(), nodeCmd(), provisionerCmd(), forwardCmd(),
 		runContainerCmd(), proxyCmd(&cfg), faultCmd(&cfg))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
@@ -69,12 +76,13 @@ func repoRoot() string {
 func defaultConfig() cluster.Config {
 	root := repoRoot()
 	return cluster.Config{
-		StateDir: filepath.Join(root, ".state", "local"),
-		BinDir:   filepath.Join(root, "bin"),
-		NetNS:    "regent-local",
-		HostPort: 6443,
-		Nodes:    3,
-		ImageMap: filepath.Join(root, "hack", "local", "images.yaml"),
+		StateDir:  filepath.Join(root, ".state", "local"),
+		BinDir:    filepath.Join(root, "bin"),
+		NetNS:     "regent-local",
+		HostPort:  6443,
+		Nodes:     3,
+		ImageMap:  filepath.Join(root, "hack", "local", "images.yaml"),
+		ImagesDir: filepath.Join(root, "bin", "images"),
 	}
 }
 
@@ -124,6 +132,33 @@ func upCmd(cfg *cluster.Config) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// nodeCmd is a real node (realnode): started by up in the node's
+// namespaces, it runs containerd, the kubelet and kube-proxy.
+func nodeCmd() *cobra.Command {
+	var config string
+	c := &cobra.Command{
+		Use:    "node",
+		Short:  "Run a real node of the cluster (started by up --real-nodes)",
+		Args:   cobra.NoArgs,
+		Hidden: true,
+		RunE: func(c *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(config)
+			if err != nil {
+				return err
+			}
+			var n realnode.Node
+			if err := json.Unmarshal(b, &n); err != nil {
+				return fmt.Errorf("%s: %w", config, err)
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			return realnode.Run(ctx, n, func(f string, a ...any) { fmt.Fprintf(c.ErrOrStderr(), f+"\n", a...) })
+		},
+	}
+	c.Flags().StringVar(&config, "config", "", "the node's node.json, written by up")
+	return c
 }
 
 func downCmd(cfg *cluster.Config) *cobra.Command {

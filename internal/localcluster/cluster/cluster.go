@@ -30,6 +30,7 @@ import (
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/localcluster/pki"
+	"github.com/regent-dev/regent/internal/localcluster/realnode"
 )
 
 // Addresses inside the cluster's network namespace.
@@ -61,6 +62,23 @@ type Config struct {
 	Nodes int
 	// ImageMap is the file mapping image names to local files.
 	ImageMap string
+	// RealNodes runs the nodes as real kubelets over containerd, with
+	// kube-proxy and CoreDNS, instead of process kubelets (realnode).
+	RealNodes bool
+	// ImagesDir holds the real nodes' images (hack/images.sh).
+	ImagesDir string
+}
+
+// realNodesMarker, in the state directory, says the cluster runs real
+// nodes: down and status read it, and down removes it.
+const realNodesMarker = "real-nodes"
+
+// Resolved is the configuration with the running cluster's kind of nodes.
+func (c Config) Resolved() Config {
+	if _, err := os.Stat(filepath.Join(c.StateDir, realNodesMarker)); err == nil {
+		c.RealNodes = true
+	}
+	return c
 }
 
 // AdminKubeconfig is the kubeconfig for people and tests on the host.
@@ -79,11 +97,60 @@ func NodeName(i int) string { return fmt.Sprintf("local-%d", i) }
 // get .1, .2, …, and the node itself .254.
 func podIPPrefix(i int) string { return fmt.Sprintf("10.244.%d", i) }
 
-func nodeIP(i int) string { return podIPPrefix(i) + ".254" }
+func (c Config) nodeIP(i int) string {
+	if c.RealNodes {
+		return realnode.NodeIP(i)
+	}
+	return podIPPrefix(i) + ".254"
+}
 
-// kubeletServing is node's serving certificate, for the API server's calls.
-func kubeletServing(pkiDir, node string) pki.Paths {
-	return pki.PathsFor(pkiDir, "kubelet-"+node+"-serving")
+// clusterDNS is the kube-dns Service's address on real nodes.
+const clusterDNS = "10.96.0.10"
+
+// realNode is node i as a real node.
+func (c Config) realNode(i int) realnode.Node {
+	name := NodeName(i)
+	serving := c.kubeletServing(name)
+	n := realnode.Node{
+		Name: name, Zone: Zones[(i-1)%len(Zones)],
+		Dir: filepath.Join(c.StateDir, "nodes", name), BinDir: c.BinDir,
+		NetNS: c.NetNS + "-" + name, IP: c.nodeIP(i),
+		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: clusterDNS,
+		Kubeconfig: c.kubeconfig("kubelet-" + name), ProxyKubeconfig: c.kubeconfig("kube-proxy"),
+		CAFile: filepath.Join(c.pkiDir(), "ca.crt"), ServingCert: serving.Cert, ServingKey: serving.Key,
+		CgroupRoot: c.NetNS + "-" + name,
+	}
+	for _, img := range realImages {
+		n.Images = append(n.Images, filepath.Join(c.ImagesDir, img+".tar"))
+	}
+	n.PauseImage = imageName(c.ImagesDir, "pause")
+	return n
+}
+
+// realImages are the archives hack/images.sh writes, each imported into
+// every real node.
+var realImages = []string{"pause", "coredns", "postgres", "regent"}
+
+// imageName is the first name an image archive is known by ("" if it has
+// not been built).
+func imageName(dir, image string) string {
+	b, err := os.ReadFile(filepath.Join(dir, image+".tar.names"))
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
+// kubeletServing is node's serving certificate, for the API server's calls
+// (one per kind of node: their addresses differ).
+func (c Config) kubeletServing(node string) pki.Paths {
+	if c.RealNodes {
+		return pki.PathsFor(c.pkiDir(), "kubelet-"+node+"-real-serving")
+	}
+	return pki.PathsFor(c.pkiDir(), "kubelet-"+node+"-serving")
 }
 
 // Zones are given to nodes in turn, so that topology spread has something
@@ -95,6 +162,8 @@ type process struct {
 	name string
 	argv []string
 	inNS bool // run inside the network namespace
+	// node, for a real node: it runs in the node's namespaces.
+	node *realnode.Node
 }
 
 func (c Config) processes() []process {
@@ -152,7 +221,12 @@ func (c Config) processes() []process {
 			"--dir=" + c.volumeDir(),
 		}},
 	}
-	for i := 1; i <= c.Nodes; i++ {
+	for i := 1; i <= c.Nodes && c.RealNodes; i++ {
+		n := c.realNode(i)
+		procs = append(procs, process{name: "node-" + n.Name, node: &n,
+			argv: []string{bin("localcluster"), "node", "--config=" + filepath.Join(n.Dir, "node.json")}})
+	}
+	for i := 1; i <= c.Nodes && !c.RealNodes; i++ {
 		node := NodeName(i)
 		procs = append(procs, process{name: "kubelet-" + node, inNS: true, argv: []string{bin("localcluster"), "kubelet",
 			"--node=" + node, "--zone=" + Zones[(i-1)%len(Zones)],
@@ -163,7 +237,7 @@ func (c Config) processes() []process {
 			"--pod-ip-prefix=" + podIPPrefix(i),
 			"--apiserver=" + net.JoinHostPort(APIServerIP, strconv.Itoa(apiServerPort)),
 			"--port=" + strconv.Itoa(KubeletPort),
-			"--tls-cert-file=" + kubeletServing(p, node).Cert, "--tls-private-key-file=" + kubeletServing(p, node).Key,
+			"--tls-cert-file=" + c.kubeletServing(node).Cert, "--tls-private-key-file=" + c.kubeletServing(node).Key,
 			"--client-ca-file=" + filepath.Join(p, "ca.crt"),
 		}})
 	}
@@ -182,7 +256,11 @@ func Up(ctx context.Context, c Config, logf func(string, ...any)) error {
 	if err := c.writePKI(); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	if err := netns.Ensure(c.NetNS); err != nil {
+	if c.RealNodes {
+		if err := c.prepareRealNodes(); err != nil {
+			return err
+		}
+	} else if err := netns.Ensure(c.NetNS); err != nil {
 		return err
 	}
 	// Before any pod: connections are marked with their pod when opened.
@@ -205,7 +283,13 @@ func Up(ctx context.Context, c Config, logf func(string, ...any)) error {
 			}
 		}
 	}
-	return c.waitNodes(ctx, logf)
+	if err := c.waitNodes(ctx, logf); err != nil {
+		return err
+	}
+	if c.RealNodes {
+		return c.deployDNS(ctx, logf)
+	}
+	return nil
 }
 
 // start runs p detached: its own session, output to its log file, its pid
@@ -217,7 +301,9 @@ func (c Config) start(p process) error {
 	}
 	defer log.Close()
 	var cmd *exec.Cmd
-	if p.inNS {
+	if p.node != nil {
+		cmd = realnode.Command(*p.node, p.argv...)
+	} else if p.inNS {
 		cmd = netns.Command(c.NetNS, p.argv...)
 	} else {
 		cmd = exec.Command(p.argv[0], p.argv[1:]...)
@@ -316,7 +402,13 @@ func Down(c Config, logf func(string, ...any)) error {
 	if err := cgroup.For(c.NetNS).Remove(10 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
+	for i := 1; i <= c.Nodes && c.RealNodes; i++ {
+		realnode.Disconnect(c.NetNS, c.realNode(i))
+	}
 	if err := netns.Delete(c.NetNS); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.Remove(filepath.Join(c.StateDir, realNodesMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	// The volumes' images stay; the provisioner mounts them again at up.
@@ -395,9 +487,9 @@ func (c Config) writePKI() error {
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		node := NodeName(i)
-		if err := ca.Issue(kubeletServing(c.pkiDir(), node), pki.Request{
+		if err := ca.Issue(c.kubeletServing(node), pki.Request{
 			CommonName: "system:node:" + node, Organization: []string{"system:nodes"}, Server: true,
-			DNSNames: []string{node}, IPs: []net.IP{net.ParseIP(nodeIP(i))},
+			DNSNames: []string{node}, IPs: []net.IP{net.ParseIP(c.nodeIP(i))},
 		}); err != nil {
 			return err
 		}
@@ -419,6 +511,9 @@ func (c Config) writePKI() error {
 		{"provisioner", "regent-local-provisioner", []string{"system:masters"}, inside, c.kubeconfig("provisioner")},
 		// In-namespace admin, for tests and tools that run inside.
 		{"admin-inside", "regent-local-admin", []string{"system:masters"}, inside, c.kubeconfig("admin-inside")},
+		// The real nodes' kube-proxy: the user the system:node-proxier
+		// role is bound to.
+		{"kube-proxy", "system:kube-proxy", nil, inside, c.kubeconfig("kube-proxy")},
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		node := NodeName(i)

@@ -39,7 +39,16 @@ func Exists(name string) bool {
 
 // Ensure creates the namespace, brings its loopback up and routes PodCIDR
 // to it. It is harmless on an existing namespace.
-func Ensure(name string) error {
+func Ensure(name string) error { return EnsureLocal(name, PodCIDR) }
+
+// ControlPlaneCIDR is the part of PodCIDR that stays local when real nodes
+// route their pods' ranges (10.244.<n>.0/24) to themselves: the API server
+// and the cluster's other services outside pods.
+const ControlPlaneCIDR = "10.244.0.0/24"
+
+// EnsureLocal creates the namespace, brings its loopback up and routes
+// local to it. It is harmless on an existing namespace.
+func EnsureLocal(name, local string) error {
 	if !Exists(name) {
 		if err := ip("netns", "add", name); err != nil {
 			return err
@@ -48,7 +57,7 @@ func Ensure(name string) error {
 	if err := ip("-n", name, "link", "set", "lo", "up"); err != nil {
 		return err
 	}
-	err := ip("-n", name, "route", "add", "local", PodCIDR, "dev", "lo", "table", "local")
+	err := ip("-n", name, "route", "add", "local", local, "dev", "lo", "table", "local")
 	if err != nil && !strings.Contains(err.Error(), "File exists") {
 		return err
 	}
