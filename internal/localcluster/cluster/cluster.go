@@ -415,6 +415,9 @@ func Down(c Config, logf func(string, ...any)) error {
 	if err := loopvol.UnmountAll(c.volumeDir()); err != nil {
 		errs = append(errs, err)
 	}
+	if c.RealNodes {
+		unshareMounts(c.volumeDir())
+	}
 	return errors.Join(errs...)
 }
 

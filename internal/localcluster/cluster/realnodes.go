@@ -13,6 +13,7 @@ import (
 	"text/template"
 	"time"
 
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/regent-dev/regent/internal/localcluster/netns"
@@ -33,6 +34,9 @@ func (c Config) prepareRealNodes() error {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(c.StateDir, realNodesMarker), nil, 0o600); err != nil {
+		return err
+	}
+	if err := shareMounts(c.volumeDir()); err != nil {
 		return err
 	}
 	// Only the control plane's range is local: each node's pod range is
@@ -96,6 +100,58 @@ func (c Config) deployDNS(ctx context.Context, logf func(string, ...any)) error 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// shareMounts makes dir a shared mount, so that the volumes the
+// provisioner mounts under it after the nodes started reach the nodes'
+// mount namespaces (this machine's root mount propagates nothing).
+func shareMounts(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if sharedMount(dir) {
+		return nil
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("share %s: %w", dir, err)
+	}
+	return nil
+}
+
+// sharedMount reports whether dir is a mount point that propagates its
+// mounts.
+func sharedMount(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		// id parent major:minor root mountpoint options optional... - ...
+		if len(f) > 6 && f[4] == dir {
+			for _, opt := range f[6:] {
+				if opt == "-" {
+					break
+				}
+				if strings.HasPrefix(opt, "shared:") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// unshareMounts undoes shareMounts once the volumes are unmounted.
+func unshareMounts(dir string) {
+	for sharedMount(dir) {
+		if unix.Unmount(dir, 0) != nil {
+			return
 		}
 	}
 }
