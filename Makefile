@@ -69,6 +69,10 @@ demo: build tools-local ## The README's main command: local cluster, operator (H
 e2e: build tools-local ## The end-to-end user story on a local cluster of its own (root): helm, kubectl, faults.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
 
+.PHONY: realnodes
+realnodes: build tools-local images ## The user's first helm install on real nodes (kubelet, containerd, kube-proxy, CoreDNS) of a local cluster of its own (root).
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 20m ./test/realnodes
+
 .PHONY: soak
 soak: build tools-local ## Random faults for 10 min per mode (Async, Sync), every history checked; REGENT_FAULT_SOAK=<duration>, REGENT_SEED=<n> (root).
 	REGENT_FAULT_SOAK=$${REGENT_FAULT_SOAK:-10m} KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 60m \
@@ -115,13 +119,14 @@ unit: ## Run the short tests alone: no control plane, PostgreSQL or local cluste
 	go test $(GO_TEST_FLAGS) -short $$(go list ./... | grep -v $(PROCESS_TESTS))
 
 .PHONY: test
-test: model build tools-envtest tools-local ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, then end to end (needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/dataplane -e /replica/)
+test: model build tools-envtest tools-local images ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, end to end, then real nodes (needs root).
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/realnodes -e /test/dataplane -e /replica/)
 	@# Verbose, so that the data plane's measurements (promotion, failover and
 	@# fencing times) are printed on success too.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/... ./test/dataplane
 	@# Alone, so that its timings are not those of a machine busy with other suites.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 20m ./test/realnodes
 
 ##@ Tools (pinned in hack/tools/versions.env, built from Go modules into bin/)
 

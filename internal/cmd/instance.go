@@ -27,6 +27,7 @@ import (
 
 type instanceOptions struct {
 	pgdata, runDir, podIP, podName, parameters, passwordFile, binDir, runAs, storageSize string
+	sharedNetwork                                                                        bool
 	objectStore, objectStoreSecrets, cluster                                             string
 	recoveryStore, recoveryStoreSecrets, clusterUID                                      string
 }
@@ -58,7 +59,9 @@ func newInstanceCommand() *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&o.pgdata, "pgdata", envOr("PGDATA", names.PGData), "data directory ($PGDATA)")
 	f.StringVar(&o.runDir, "run-dir", envOr("REGENT_RUN_DIR", names.SocketDir), "directory of the sockets ($REGENT_RUN_DIR)")
-	f.StringVar(&o.podIP, "pod-ip", os.Getenv("POD_IP"), "the only address PostgreSQL listens on ($POD_IP)")
+	f.StringVar(&o.podIP, "pod-ip", os.Getenv("POD_IP"), "the address PostgreSQL listens on for the cluster ($POD_IP)")
+	f.BoolVar(&o.sharedNetwork, "shared-pod-network", os.Getenv(names.EnvSharedPodNetwork) == "true",
+		"pods share one network namespace: listen on the pod IP only, not also on 127.0.0.1 (kubectl port-forward) ($"+names.EnvSharedPodNetwork+")")
 	f.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the pod's name ($POD_NAME)")
 	f.StringVar(&o.parameters, "parameters", os.Getenv(names.EnvPGParameters), "PostgreSQL settings as a JSON object ($"+names.EnvPGParameters+")")
 	f.StringVar(&o.storageSize, "storage-size", os.Getenv(names.EnvStorageSize),
@@ -168,7 +171,7 @@ func (o *instanceOptions) config() (instance.Config, error) {
 		ArchiveDir: archive, Store: store, Cluster: o.cluster, ClusterUID: o.clusterUID, Source: source,
 		SourceRestoreCommand: fmt.Sprintf("%s wal-restore --object-store=%s --object-store-secrets=%s %%f %%p",
 			shellQuote(self), shellQuote(o.recoveryStore), shellQuote(o.recoveryStoreSecrets)),
-		Settings: instance.Settings{PodIP: o.podIP, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,
+		Settings: instance.Settings{PodIP: o.podIP, Loopback: !o.sharedNetwork, SocketDir: o.runDir, ClusterName: o.podName, Parameters: params,
 			Budget: budget,
 			ArchiveCommand: fmt.Sprintf("%s wal-push --archive-dir=%s --keep=%d%s %%p", shellQuote(self), shellQuote(archive),
 				budget.ArchiveSegments(walarchive.DefaultKeep), ship),

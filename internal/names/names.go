@@ -165,6 +165,12 @@ const (
 	PostgresUID = 999
 )
 
+// EnvSharedPodNetwork, set to "true" by a node whose pods share one
+// network namespace (the local cluster's process kubelet, the data plane's
+// tests): PostgreSQL then listens on the pod's IP alone, not also on the
+// pod's loopback, which is not the pod's own there.
+const EnvSharedPodNetwork = "REGENT_SHARED_POD_NETWORK"
+
 // EnvPGParameters carries spec.postgres.parameters, as a JSON object, to
 // `regent instance` in the postgres container.
 const EnvPGParameters = "REGENT_PG_PARAMETERS"

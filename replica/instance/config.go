@@ -31,8 +31,13 @@ const (
 
 // Settings are what the configuration depends on.
 type Settings struct {
-	// PodIP is the only address PostgreSQL listens on (besides its socket).
+	// PodIP is the address PostgreSQL listens on for the cluster (besides
+	// its socket).
 	PodIP string
+	// Loopback adds the pod's 127.0.0.1, for kubectl port-forward (which
+	// connects there inside the pod); it is the pod's own only where pods
+	// do not share a network namespace.
+	Loopback bool
 	// SocketDir holds PostgreSQL's socket (and the agent's relay socket).
 	SocketDir string
 	// ClusterName names the instance in ps and logs (the pod name).
@@ -119,8 +124,12 @@ func userConf(budget StorageBudget, user map[string]string) (string, []string) {
 // regentConf renders the settings Regent owns. It is included after the
 // user's, so it wins.
 func regentConf(s Settings) string {
+	listen := s.PodIP
+	if s.Loopback {
+		listen += ",127.0.0.1"
+	}
 	set := map[string]string{
-		"listen_addresses":        s.PodIP,
+		"listen_addresses":        listen,
 		"port":                    strconv.Itoa(names.PortPostgres),
 		"unix_socket_directories": s.SocketDir,
 		"cluster_name":            s.ClusterName,

@@ -278,7 +278,7 @@ func (c *cluster) launch(t testing.TB, p *pod, passwords map[string]string) {
 		}
 		_ = os.Chown(path, uid, gid)
 	}
-	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip,
+	envv := append(os.Environ(), "POD_NAME="+p.name, "POD_NAMESPACE="+c.ns, "POD_IP="+p.ip, names.EnvSharedPodNetwork+"=true",
 		"REGENT_CLUSTER=db", "REGENT_RUN_DIR="+p.runDir, "PGDATA="+filepath.Join(base, "data", "pgdata"))
 	if size := c.volumes[p.name]; size > 0 {
 		// As the operator tells a pod its claim's size.

@@ -107,6 +107,14 @@ func (c Config) nodeIP(i int) string {
 // clusterDNS is the kube-dns Service's address on real nodes.
 const clusterDNS = "10.96.0.10"
 
+// ClusterDNS is where real nodes' pods (and clients inside a node's
+// namespace) resolve the cluster's names.
+const ClusterDNS = clusterDNS
+
+// NodeNetNS is real node i's network namespace: a client run there reaches
+// Services as the node's pods do, through kube-proxy.
+func (c Config) NodeNetNS(i int) string { return c.NetNS + "-" + NodeName(i) }
+
 // realNode is node i as a real node.
 func (c Config) realNode(i int) realnode.Node {
 	name := NodeName(i)
@@ -114,7 +122,7 @@ func (c Config) realNode(i int) realnode.Node {
 	n := realnode.Node{
 		Name: name, Zone: Zones[(i-1)%len(Zones)],
 		Dir: filepath.Join(c.StateDir, "nodes", name), BinDir: c.BinDir,
-		NetNS: c.NetNS + "-" + name, IP: c.nodeIP(i),
+		NetNS: c.NodeNetNS(i), IP: c.nodeIP(i),
 		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: clusterDNS,
 		Kubeconfig: c.kubeconfig("kubelet-" + name), ProxyKubeconfig: c.kubeconfig("kube-proxy"),
 		CAFile: filepath.Join(c.pkiDir(), "ca.crt"), ServingCert: serving.Cert, ServingKey: serving.Key,

@@ -27,6 +27,9 @@ type Options struct {
 	Name string
 	// Tools must be in bin/ (`make test` builds them).
 	Tools []string
+	// RealNodes runs real kubelets over containerd (the images of
+	// hack/images.sh must be in bin/images).
+	RealNodes bool
 	// BeforeDown, when set, runs before the cluster stops and returns a
 	// check to run after: the failures it lists fail the test binary.
 	BeforeDown func(cfg cluster.Config) (afterDown func() []string)
@@ -61,6 +64,7 @@ func Main(m *testing.M, opts Options, ready func(cluster.Config, *kubernetes.Cli
 	cfg := cluster.Config{
 		StateDir: state, BinDir: bin, NetNS: fmt.Sprintf("regent-%s-%d", opts.Name, os.Getpid()),
 		HostPort: port, Nodes: 3, ImageMap: filepath.Join(opts.Root, "hack", "local", "images.yaml"),
+		RealNodes: opts.RealNodes, ImagesDir: filepath.Join(bin, "images"),
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[cluster] "+f+"\n", a...) }
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/regent-dev/regent/internal/localcluster/runtime"
+	"github.com/regent-dev/regent/internal/names"
 )
 
 // startContainer starts the launcher for cs in a new mount namespace, inside
@@ -158,6 +159,8 @@ func (w *podWorker) env(cs *containerState) (map[string]string, error) {
 	env["KUBERNETES_SERVICE_HOST"] = w.k.cfg.APIServerHost
 	env["KUBERNETES_SERVICE_PORT"] = w.k.cfg.APIServerPort
 	env["KUBERNETES_SERVICE_PORT_HTTPS"] = w.k.cfg.APIServerPort
+	// Every pod of this kubelet shares the cluster's network namespace.
+	env[names.EnvSharedPodNetwork] = "true"
 	ns := w.pod.Namespace
 	for _, from := range cs.spec.EnvFrom {
 		switch {
