@@ -61,9 +61,13 @@ build: ## Build the regent binary into bin/.
 
 LOCAL_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm versitygw
 
+# REAL_NODES=1 (make demo, make local-up): real kubelets over containerd,
+# kube-proxy and CoreDNS, with the images of make images.
+LOCAL_UP_DEPS := build tools-local $(if $(REAL_NODES),images)
+
 .PHONY: demo
-demo: build tools-local ## The README's main command: local cluster, operator (Helm), a ready 3-pod cluster.
-	hack/demo.sh
+demo: $(LOCAL_UP_DEPS) ## The README's main command: local cluster, operator (Helm), a ready 3-pod cluster; REAL_NODES=1 for real kubelets.
+	REAL_NODES=$(REAL_NODES) hack/demo.sh
 
 .PHONY: e2e
 e2e: build tools-local ## The end-to-end user story on a local cluster of its own (root): helm, kubectl, faults.
@@ -88,8 +92,8 @@ images: ## Build the images of the real nodes here (regent from the Dockerfile, 
 	VERSION=$(VERSION) hack/images.sh
 
 .PHONY: local-up
-local-up: build tools-local ## Start the local cluster (3 nodes) and wait until it is ready.
-	$(BIN)/localcluster up
+local-up: $(LOCAL_UP_DEPS) ## Start the local cluster (3 nodes) and wait until it is ready; REAL_NODES=1 for real kubelets.
+	$(BIN)/localcluster up $(if $(REAL_NODES),--real-nodes)
 
 .PHONY: local-down
 local-down: ## Stop every process of the local cluster.

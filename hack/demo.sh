@@ -8,8 +8,13 @@ bin=$root/bin
 export KUBECONFIG=$root/.state/local/kubeconfig
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Starting the local cluster (3 nodes, processes in network namespace regent-local)"
-"$bin/localcluster" up
+if [[ -n "${REAL_NODES:-}" ]]; then
+	say "Starting the local cluster (3 real nodes: kubelet, containerd, kube-proxy; CoreDNS)"
+	"$bin/localcluster" up --real-nodes
+else
+	say "Starting the local cluster (3 nodes, processes in network namespace regent-local)"
+	"$bin/localcluster" up
+fi
 
 # A cluster that had the operator from `kubectl apply -k config/default`:
 # Helm adopts its CRD (never deleted: that would delete every ReplicaSet)
@@ -23,7 +28,7 @@ if "$bin/kubectl" get crd "$crd" >/dev/null 2>&1 &&
 fi
 "$bin/kubectl" -n regent-system delete deployment regent-manager --ignore-not-found
 
-say "Installing the operator with Helm (image regent:dev is bin/regent)"
+say "Installing the operator with Helm (image regent:dev: bin/regent, or on real nodes the image built from the Dockerfile)"
 "$bin/helm" upgrade --install regent charts/regent --namespace regent-system --create-namespace \
 	--set image.tag=dev --wait --timeout 5m
 

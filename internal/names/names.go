@@ -165,7 +165,7 @@ const (
 	PostgresUID = 999
 )
 
-// EnvSharedPodNetwork, set to "true" by a node whose pods share one
+// EnvSharedPodNetwork is set to "true" by a node whose pods share one
 // network namespace (the local cluster's process kubelet, the data plane's
 // tests): PostgreSQL then listens on the pod's IP alone, not also on the
 // pod's loopback, which is not the pod's own there.

@@ -21,6 +21,11 @@ func TestRegentConfWinsAndFollowsTheRole(t *testing.T) {
 			notWant: []string{"primary_conninfo"},
 		},
 		{
+			name: "the pod's own loopback too, for kubectl port-forward",
+			s:    Settings{PodIP: "10.244.1.1", Loopback: true, Role: RoleLeader},
+			want: []string{"listen_addresses = '10.244.1.1,127.0.0.1'"},
+		},
+		{
 			name: "follower streams through the agent",
 			s: Settings{PodIP: "10.244.1.2", SocketDir: "/regent/run", Role: RoleFollower,
 				PrimaryConninfo: "host=/regent/run port=5433 user=regent_replication", PrimarySlotName: "pg_1"},

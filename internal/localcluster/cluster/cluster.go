@@ -309,11 +309,12 @@ func (c Config) start(p process) error {
 	}
 	defer log.Close()
 	var cmd *exec.Cmd
-	if p.node != nil {
+	switch {
+	case p.node != nil:
 		cmd = realnode.Command(*p.node, p.argv...)
-	} else if p.inNS {
+	case p.inNS:
 		cmd = netns.Command(c.NetNS, p.argv...)
-	} else {
+	default:
 		cmd = exec.Command(p.argv[0], p.argv[1:]...)
 	}
 	cmd.Stdout, cmd.Stderr = log, log

@@ -85,13 +85,15 @@ func supervise(ctx context.Context, n Node, name string, logf func(string, ...an
 				case err = <-exited:
 					logf("%s exited (%v); starting it again (log %s)", name, err, filepath.Join(n.logDir(), name+".log"))
 				case <-ctx.Done():
+					// Stopping: how it exited says nothing more.
 					_ = cmd.Process.Signal(syscall.SIGTERM)
 					select {
-					case <-exited:
+					case err = <-exited:
 					case <-time.After(5 * time.Second):
 						_ = cmd.Process.Kill()
-						<-exited
+						err = <-exited
 					}
+					_ = err
 					return
 				}
 			}
