@@ -21,6 +21,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/stdr"
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -342,57 +343,81 @@ func proxyCmd(cfg *cluster.Config) *cobra.Command {
 
 func faultCmd(cfg *cluster.Config) *cobra.Command {
 	c := &cobra.Command{Use: "fault", Short: "Break things on purpose: kill, freeze, thaw, pause, resume, partition, heal, heartbeat"}
-	podGroup := func(ref string) (cgroup.Group, *struct{ ns, name string }, error) {
+	pod := func(ref string) (*corev1.Pod, error) {
 		ns, name := "default", ref
 		if i := strings.IndexByte(ref, '/'); i >= 0 {
 			ns, name = ref[:i], ref[i+1:]
 		}
 		cs, err := clientFor(cfg.AdminKubeconfig())
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		if pod.Spec.NodeName == "" {
-			return "", nil, fmt.Errorf("pod %s/%s is not scheduled", ns, name)
+			return nil, fmt.Errorf("pod %s/%s is not scheduled", ns, name)
 		}
-		return cgroup.For(cfg.NetNS, pod.Spec.NodeName, string(pod.UID)), &struct{ ns, name string }{ns, name}, nil
+		return pod, nil
+	}
+	// freeze freezes or thaws a pod: its cgroup v2 on a process node, its
+	// freezer cgroup on a real node.
+	freeze := func(ref string, frozen bool) error {
+		p, err := pod(ref)
+		if err != nil {
+			return err
+		}
+		if cfg.RealNodes {
+			rel, err := realnode.PodCgroup(cfg.NodeCgroupRoot(p.Spec.NodeName), string(p.UID))
+			if err != nil {
+				return err
+			}
+			return realnode.Freeze(rel, frozen)
+		}
+		return cgroup.For(cfg.NetNS, p.Spec.NodeName, string(p.UID)).Freeze(frozen)
 	}
 	c.AddCommand(&cobra.Command{
 		Use: "kill [NAMESPACE/]POD [CONTAINER]", Short: "Kill every process of a container (or of the whole pod)",
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(c *cobra.Command, args []string) error {
-			g, _, err := podGroup(args[0])
+			p, err := pod(args[0])
+			if err != nil {
+				return err
+			}
+			if !cfg.RealNodes {
+				g := cgroup.For(cfg.NetNS, p.Spec.NodeName, string(p.UID))
+				if len(args) == 2 {
+					g = cgroup.Group(filepath.Join(string(g), args[1]))
+				}
+				return g.Kill()
+			}
+			rel, err := realnode.PodCgroup(cfg.NodeCgroupRoot(p.Spec.NodeName), string(p.UID))
 			if err != nil {
 				return err
 			}
 			if len(args) == 2 {
-				g = cgroup.Group(filepath.Join(string(g), args[1]))
+				id := ""
+				for _, st := range p.Status.ContainerStatuses {
+					if st.Name == args[1] {
+						_, id, _ = strings.Cut(st.ContainerID, "://")
+					}
+				}
+				if id == "" {
+					return fmt.Errorf("pod %s has no running container %q", p.Name, args[1])
+				}
+				rel = filepath.Join(rel, id)
 			}
-			return g.Kill()
+			return realnode.Kill(rel)
 		},
 	}, &cobra.Command{
 		Use: "freeze [NAMESPACE/]POD", Short: "Freeze every process of a pod (cgroup freezer)", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			g, _, err := podGroup(args[0])
-			if err != nil {
-				return err
-			}
-			return g.Freeze(true)
-		},
+		RunE: func(c *cobra.Command, args []string) error { return freeze(args[0], true) },
 	}, &cobra.Command{
 		Use: "thaw [NAMESPACE/]POD", Short: "Thaw a frozen pod", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			g, _, err := podGroup(args[0])
-			if err != nil {
-				return err
-			}
-			return g.Freeze(false)
-		},
+		RunE: func(c *cobra.Command, args []string) error { return freeze(args[0], false) },
 	}, &cobra.Command{
 		Use: "pause PROCESS", Short: "Stop a process of the cluster (SIGSTOP): kube-apiserver, etcd, kubelet-<node>…",
 		Args: cobra.ExactArgs(1),

@@ -111,6 +111,9 @@ const clusterDNS = "10.96.0.10"
 // namespace) resolve the cluster's names.
 const ClusterDNS = clusterDNS
 
+// NodeCgroupRoot is the cgroup under which real node's pods live.
+func (c Config) NodeCgroupRoot(node string) string { return c.NetNS + "-" + node }
+
 // NodeNetNS is real node i's network namespace: a client run there reaches
 // Services as the node's pods do, through kube-proxy.
 func (c Config) NodeNetNS(i int) string { return c.NetNS + "-" + NodeName(i) }
@@ -126,7 +129,7 @@ func (c Config) realNode(i int) realnode.Node {
 		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: clusterDNS,
 		Kubeconfig: c.kubeconfig("kubelet-" + name), ProxyKubeconfig: c.kubeconfig("kube-proxy"),
 		CAFile: filepath.Join(c.pkiDir(), "ca.crt"), ServingCert: serving.Cert, ServingKey: serving.Key,
-		CgroupRoot: c.NetNS + "-" + name,
+		CgroupRoot: c.NodeCgroupRoot(name),
 	}
 	for _, img := range realImages {
 		n.Images = append(n.Images, filepath.Join(c.ImagesDir, img+".tar"))
