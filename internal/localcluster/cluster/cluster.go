@@ -104,12 +104,9 @@ func (c Config) nodeIP(i int) string {
 	return podIPPrefix(i) + ".254"
 }
 
-// clusterDNS is the kube-dns Service's address on real nodes.
-const clusterDNS = "10.96.0.10"
-
-// ClusterDNS is where real nodes' pods (and clients inside a node's
-// namespace) resolve the cluster's names.
-const ClusterDNS = clusterDNS
+// ClusterDNS is the kube-dns Service's address on real nodes: where their
+// pods (and clients inside a node's namespace) resolve the cluster's names.
+const ClusterDNS = "10.96.0.10"
 
 // NodeCgroupRoot is the cgroup under which real node's pods live.
 func (c Config) NodeCgroupRoot(node string) string { return c.NetNS + "-" + node }
@@ -126,7 +123,7 @@ func (c Config) realNode(i int) realnode.Node {
 		Name: name, Zone: Zones[(i-1)%len(Zones)],
 		Dir: filepath.Join(c.StateDir, "nodes", name), BinDir: c.BinDir,
 		NetNS: c.NodeNetNS(i), IP: c.nodeIP(i),
-		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: clusterDNS,
+		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: ClusterDNS,
 		Kubeconfig: c.kubeconfig("kubelet-" + name), ProxyKubeconfig: c.kubeconfig("kube-proxy"),
 		CAFile: filepath.Join(c.pkiDir(), "ca.crt"), ServingCert: serving.Cert, ServingKey: serving.Key,
 		CgroupRoot: c.NodeCgroupRoot(name),

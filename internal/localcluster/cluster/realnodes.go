@@ -67,11 +67,11 @@ func (c Config) prepareRealNodes() error {
 var corednsYAML string
 
 // deployDNS runs CoreDNS, the cluster's DNS (Service kube-dns at
-// clusterDNS), and waits until it answers.
+// ClusterDNS), and waits until it answers.
 func (c Config) deployDNS(ctx context.Context, logf func(string, ...any)) error {
 	var manifest bytes.Buffer
 	err := template.Must(template.New("coredns").Parse(corednsYAML)).Execute(&manifest, map[string]string{
-		"Image": imageName(c.ImagesDir, "coredns"), "ClusterDNS": clusterDNS,
+		"Image": imageName(c.ImagesDir, "coredns"), "ClusterDNS": ClusterDNS,
 	})
 	if err != nil {
 		return err
@@ -90,7 +90,7 @@ func (c Config) deployDNS(ctx context.Context, logf func(string, ...any)) error 
 	for {
 		d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 		if err == nil && d.Status.ReadyReplicas > 0 && d.Status.ReadyReplicas == d.Status.Replicas {
-			logf("cluster DNS ready (kube-dns at %s)", clusterDNS)
+			logf("cluster DNS ready (kube-dns at %s)", ClusterDNS)
 			return nil
 		}
 		if time.Now().After(deadline) {

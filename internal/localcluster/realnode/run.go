@@ -22,9 +22,9 @@ var cgroupV1 = []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freeze
 // Run is the node: called in a process that already runs in the node's
 // network namespace and in a mount namespace of its own (see Command), it
 // gives the node a private /run, makes its cgroups, starts containerd,
-// imports the images, then runs the kubelet and kube-proxy until ctx ends
-// or one of them exits. Before it returns, every process of the node and
-// of its pods is gone.
+// imports the images, then runs the kubelet and kube-proxy until ctx ends,
+// each started again when it exits. Before it returns, every process of
+// the node and of its pods is gone.
 func Run(ctx context.Context, n Node, logf func(string, ...any)) error {
 	// The node's /run: containerd's state, its pods' network namespaces
 	// and runc's state are the node's own, and go with its mount
@@ -58,8 +58,8 @@ func Run(ctx context.Context, n Node, logf func(string, ...any)) error {
 	proxy := supervise(ctx, n, "kube-proxy", logf, filepath.Join(n.BinDir, "kube-proxy"), "--config="+n.proxyConfig())
 	logf("node %s runs: containerd, kubelet, kube-proxy (logs in %s)", n.Name, n.logDir())
 	<-ctx.Done()
-	// The kubelet first, so that it starts nothing more; containers are
-	// killed with their cgroups, then containerd and its shims go.
+	// Each got SIGTERM; the containers and containerd's shims, which
+	// outlive containerd, are killed with the node (the deferred killNode).
 	for _, done := range []<-chan struct{}{kubelet, proxy, containerd} {
 		<-done
 	}
