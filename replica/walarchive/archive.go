@@ -139,6 +139,14 @@ func (a Archive) Push(src, name string) error {
 		}
 		return fmt.Errorf("wal-push: %s is already archived with different content; refusing to overwrite it", name)
 	}
+	// Room first: the archive never holds more than Keep segments, not
+	// even for the moment between this one's arrival and the oldest's
+	// removal.
+	if segment.MatchString(name) {
+		if err := a.prune(1); err != nil {
+			return fmt.Errorf("wal-push: %w", err)
+		}
+	}
 	tmp, err := os.CreateTemp(a.Dir, "."+name+".tmp-")
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
@@ -161,13 +169,13 @@ func (a Archive) Push(src, name string) error {
 	if err := syncDir(a.Dir); err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
-	return a.prune()
+	return a.prune(0)
 }
 
-// prune removes the oldest segments beyond Keep, shipped ones first when
-// an object store takes them. Segments sort by their position in the log
-// (the last 16 digits), then by timeline.
-func (a Archive) prune() error {
+// prune removes the oldest segments so that room more fit within Keep,
+// shipped ones first when an object store takes them. Segments sort by
+// their position in the log (the last 16 digits), then by timeline.
+func (a Archive) prune(room int) error {
 	keep := a.Keep
 	if keep <= 0 {
 		keep = DefaultKeep
@@ -182,13 +190,13 @@ func (a Archive) prune() error {
 			segs = append(segs, e.Name())
 		}
 	}
-	if len(segs) <= keep {
+	if len(segs)+room <= keep {
 		return nil
 	}
 	slices.SortFunc(segs, func(x, y string) int {
 		return strings.Compare(x[8:24]+x[:8], y[8:24]+y[:8])
 	})
-	excess := len(segs) - keep
+	excess := len(segs) + room - keep
 	var drop []string
 	if a.Ship {
 		for _, name := range segs {

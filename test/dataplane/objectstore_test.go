@@ -275,6 +275,28 @@ func TestWALShippingWaitsOutAStoreThatIsDown(t *testing.T) {
 			t.Fatalf("the archive holds %d segments, over its budget of 4", n)
 		}
 	}
+	// PostgreSQL's archiver runs behind pg_switch_wal: until it has
+	// archived the last segment, the store's return could find the oldest
+	// still kept, and ship it.
+	newest := later[len(later)-1]
+	waitfor.Condition(t, 60*time.Second, "the archiver has archived "+newest, func() error {
+		conn, err := leader.conn(t.Context())
+		if err != nil {
+			return err
+		}
+		defer conn.Close(t.Context())
+		var last string
+		if err := conn.QueryRow(t.Context(), "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").Scan(&last); err != nil {
+			return err
+		}
+		if last < newest {
+			return fmt.Errorf("last archived %q", last)
+		}
+		return nil
+	})
+	if n := segmentsIn(t, leader.archiveDir()); n > 4 {
+		t.Fatalf("the archive holds %d segments, over its budget of 4", n)
+	}
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
