@@ -166,7 +166,8 @@ build_pause() {
 	inputs="pause.c $KUBERNETES_VERSION"
 	if [[ "$(label_of "$img")" != "$inputs" ]]; then
 		local src
-		src=$(cd "$root/hack/tools/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+		src=$(cd "$root/hack/tools/kubernetes" && go mod download k8s.io/kubernetes &&
+			go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
 		gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" -o "$work/pause" "$src"
 		local c
 		c=$(buildah from scratch)

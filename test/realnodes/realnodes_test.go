@@ -75,7 +75,10 @@ const (
 	ns         = "shop"
 )
 
-var installOnce sync.Once
+var (
+	installOnce sync.Once
+	installed   bool
+)
 
 // install installs the chart with the image built from the Dockerfile
 // (regent:dev), and a 3-pod ReplicaSet db in ns, and waits until it is
@@ -110,9 +113,10 @@ spec:
 			kubectl(t, "-n", ns, "wait", "dbrs/"+name, "--for=jsonpath={.status.phase}=Healthy", "--timeout=5m")
 		}
 		t.Logf("both ReplicaSets were Healthy %s after they were applied", time.Since(start).Round(100*time.Millisecond))
+		installed = true
 	})
-	if t.Failed() {
-		t.FailNow()
+	if !installed {
+		t.Fatal("the chart and the ReplicaSets are not installed (see the first test's failure)")
 	}
 }
 
