@@ -81,6 +81,20 @@ func TestWritesGoOnWhileTheAPIServerIsStopped(t *testing.T) {
 			w.waitWroteAfter(t, time.Now())
 		}
 		w.waitWriting(t)
+		// The failsafe needs the member count the leader's own renewal
+		// publishes on the Lease; a cluster seconds old may not have it
+		// yet, and its leader then fences as without a failsafe (CI saw a
+		// 22 s gap so).
+		waitfor.Condition(t, time.Minute, "the leader's renewal publishes the failsafe's 3 members", func() error {
+			l, err := cs.CoordinationV1().Leases(fns).Get(t.Context(), names.Lease("db"), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if s := leadership.Of(l); !s.Failsafe || s.FailsafeReplicas != 3 {
+				return fmt.Errorf("failsafe %v for %d members", s.Failsafe, s.FailsafeReplicas)
+			}
+			return nil
+		})
 		leader, epoch := fieldIn(t, fns, ".status.leader"), fieldIn(t, fns, ".status.epoch")
 		stopped := time.Now()
 		if err := cfg.Pause("kube-apiserver", true); err != nil {
