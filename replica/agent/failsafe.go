@@ -44,6 +44,10 @@ const (
 	// peerRefreshPeriod is how often a leader in contact re-reads its
 	// members' pod IPs, which it must know when the API server is gone.
 	peerRefreshPeriod = 10 * time.Second
+	// peerRetryPeriod: while a member's address is unknown (a pod seconds
+	// old has none yet), it is read again this often, so that an outage
+	// soon after a cluster starts finds every member's address.
+	peerRetryPeriod = time.Second
 )
 
 // peerAddresses caches members' pod IPs as last read from the API server:
@@ -162,7 +166,12 @@ func (a *Agent) failsafeRound(ctx context.Context) {
 // server answers.
 func (a *Agent) refreshPeers(ctx context.Context, peers []string) {
 	a.peers.mu.Lock()
-	due := a.clock.Since(a.peers.read) >= peerRefreshPeriod
+	missing := false
+	for _, p := range peers {
+		missing = missing || a.peers.ip[p] == ""
+	}
+	since := a.clock.Since(a.peers.read)
+	due := since >= peerRefreshPeriod || (missing && since >= peerRetryPeriod)
 	if due {
 		a.peers.read = a.clock.Now()
 	}
