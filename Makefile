@@ -70,12 +70,16 @@ demo: $(LOCAL_UP_DEPS) ## The README's main command: local cluster, operator (He
 	REAL_NODES=$(REAL_NODES) hack/demo.sh
 
 .PHONY: e2e
-e2e: build tools-local ## The end-to-end user story on a local cluster of its own (root): helm, kubectl, faults.
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
+e2e: $(LOCAL_UP_DEPS) ## The end-to-end suite on a local cluster of its own (root): helm, kubectl, faults; REAL_NODES=1 on real kubelets.
+	REGENT_REAL_NODES=$(if $(REAL_NODES),1,) KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 60m ./test/e2e
+
+# The end-to-end tests `make test` runs on real nodes too, after the whole
+# suite on the process kubelet (all of them: `make e2e REAL_NODES=1`).
+REAL_NODE_TESTS := TestUserStory|TestRealNodes|TestRecreated|TestKubectlApply|TestALeaderCutOff|TestALeaderOnANodeThatStopsReporting
 
 .PHONY: realnodes
-realnodes: build tools-local images ## The user's first helm install on real nodes (kubelet, containerd, kube-proxy, CoreDNS) of a local cluster of its own (root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 20m ./test/realnodes
+realnodes: build tools-local images ## The end-to-end tests of `make test` on real nodes (kubelet, containerd, kube-proxy, CoreDNS), a local cluster of their own (root).
+	REGENT_REAL_NODES=1 KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m -run '$(REAL_NODE_TESTS)' ./test/e2e
 
 .PHONY: soak
 soak: build tools-local ## Random faults for 10 min per mode (Async, Sync), every history checked; REGENT_FAULT_SOAK=<duration>, REGENT_SEED=<n> (root).
@@ -124,13 +128,13 @@ unit: ## Run the short tests alone: no control plane, PostgreSQL or local cluste
 
 .PHONY: test
 test: model build tools-envtest tools-local images ## Run every test: protocol model, unit, envtest, data plane, local cluster, chart, end to end, then real nodes (needs root).
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/realnodes -e /test/dataplane -e /replica/)
+	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/e2e -e /test/dataplane -e /replica/)
 	@# Verbose, so that the data plane's measurements (promotion, failover and
 	@# fencing times) are printed on success too.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v ./replica/... ./test/dataplane
 	@# Alone, so that its timings are not those of a machine busy with other suites.
 	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m ./test/e2e
-	KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 20m ./test/realnodes
+	REGENT_REAL_NODES=1 KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m -run '$(REAL_NODE_TESTS)' ./test/e2e
 
 ##@ Tools (pinned in hack/tools/versions.env, built from Go modules into bin/)
 

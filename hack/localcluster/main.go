@@ -26,7 +26,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/kubelet"
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
@@ -363,21 +362,12 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 		}
 		return pod, nil
 	}
-	// freeze freezes or thaws a pod: its cgroup v2 on a process node, its
-	// freezer cgroup on a real node.
 	freeze := func(ref string, frozen bool) error {
 		p, err := pod(ref)
 		if err != nil {
 			return err
 		}
-		if cfg.RealNodes {
-			rel, err := realnode.PodCgroup(cfg.NodeCgroupRoot(p.Spec.NodeName), string(p.UID))
-			if err != nil {
-				return err
-			}
-			return realnode.Freeze(rel, frozen)
-		}
-		return cgroup.For(cfg.NetNS, p.Spec.NodeName, string(p.UID)).Freeze(frozen)
+		return cfg.Freeze(p, "", frozen)
 	}
 	c.AddCommand(&cobra.Command{
 		Use: "kill [NAMESPACE/]POD [CONTAINER]", Short: "Kill every process of a container (or of the whole pod)",
@@ -387,30 +377,11 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !cfg.RealNodes {
-				g := cgroup.For(cfg.NetNS, p.Spec.NodeName, string(p.UID))
-				if len(args) == 2 {
-					g = cgroup.Group(filepath.Join(string(g), args[1]))
-				}
-				return g.Kill()
-			}
-			rel, err := realnode.PodCgroup(cfg.NodeCgroupRoot(p.Spec.NodeName), string(p.UID))
-			if err != nil {
-				return err
-			}
+			container := ""
 			if len(args) == 2 {
-				id := ""
-				for _, st := range p.Status.ContainerStatuses {
-					if st.Name == args[1] {
-						_, id, _ = strings.Cut(st.ContainerID, "://")
-					}
-				}
-				if id == "" {
-					return fmt.Errorf("pod %s has no running container %q", p.Name, args[1])
-				}
-				rel = filepath.Join(rel, id)
+				container = args[1]
 			}
-			return realnode.Kill(rel)
+			return cfg.Kill(p, container)
 		},
 	}, &cobra.Command{
 		Use: "freeze [NAMESPACE/]POD", Short: "Freeze every process of a pod (cgroup freezer)", Args: cobra.ExactArgs(1),
@@ -432,12 +403,12 @@ func faultCmd(cfg *cluster.Config) *cobra.Command {
 			if len(args) == 1 {
 				name = args[0]
 			}
-			return netfault.Heal(netns.Path(cfg.NetNS), name)
+			return cfg.Heal(name)
 		},
 	}, &cobra.Command{
 		Use: "partitions", Short: "List the partitions in force", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			names, err := netfault.Partitions(netns.Path(cfg.NetNS))
+			names, err := cfg.Partitions()
 			for _, n := range names {
 				fmt.Println(n)
 			}
@@ -503,7 +474,7 @@ func partitionCmd(cfg *cluster.Config) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return netfault.Partition(netns.Path(cfg.NetNS), args[0], a, b)
+			return cfg.Partition(args[0], a, b)
 		},
 	}
 	c.Flags().StringSliceVar(&side1, "between", nil, "one side: pods ([NAMESPACE/]POD) or apiserver")

@@ -196,7 +196,7 @@ spec:
 func applyArchivingCluster(t *testing.T, namespace string, replicas int, replication string) {
 	t.Helper()
 	installOperator(t)
-	kubectl(t, "create", "namespace", namespace)
+	createNamespace(t, namespace)
 	dropWhenDone(t, namespace)
 	s3Secret(t, namespace)
 	tool(t, `apiVersion: regent.dev/v1alpha1

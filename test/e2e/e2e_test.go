@@ -3,6 +3,11 @@
 // ReplicaSet, write through <rs>-leader while the leader is killed,
 // deleted, frozen and switched over, scale, and delete the ReplicaSet.
 // It needs root (the local cluster) and the tools `make test` builds.
+//
+// With REGENT_REAL_NODES=1 the same tests run on real nodes (kubelet,
+// containerd, runc, kube-proxy, CoreDNS; `make images` first): the chart
+// installs the image built from the Dockerfile, and clients reach the
+// leader by its Service's DNS name through kube-proxy.
 package e2e_test
 
 import (
@@ -30,7 +35,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
-	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/cluster"
 	"github.com/regent-dev/regent/internal/localcluster/clustertest"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
@@ -44,15 +48,31 @@ var (
 	cfg  cluster.Config
 	cs   *kubernetes.Clientset
 	root string
+	// realNodes: the nodes are real kubelets over containerd.
+	realNodes = os.Getenv("REGENT_REAL_NODES") == "1"
 )
 
 func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	root = filepath.Join(filepath.Dir(file), "..", "..")
-	os.Exit(clustertest.Main(m, clustertest.Options{
+	opts := clustertest.Options{
 		Root: root, Name: "e2e",
 		Tools: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl"},
-	}, func(c cluster.Config, clientset *kubernetes.Clientset) { cfg, cs = c, clientset }))
+	}
+	if realNodes {
+		opts.Name, opts.RealNodes = "e2e-real", true
+		opts.Tools = append(opts.Tools, "kubelet", "kube-proxy", "localcluster",
+			"images/regent.tar", "images/postgres.tar", "images/pause.tar", "images/coredns.tar")
+	}
+	os.Exit(clustertest.Main(m, opts, func(c cluster.Config, clientset *kubernetes.Clientset) { cfg, cs = c, clientset }))
+}
+
+// nodeKind names the kind of node the tests run on, for their reports.
+func nodeKind() string {
+	if realNodes {
+		return "real nodes"
+	}
+	return "process kubelet"
 }
 
 // tool runs bin/<name> against the cluster and returns its output.
@@ -311,9 +331,24 @@ func installOperator(t testing.TB) {
 	if installed {
 		return
 	}
-	t.Log(tool(t, "", "helm", "install", "regent", "charts/regent", "--namespace", "regent-system", "--create-namespace",
-		"--set", "image.tag=dev", "--wait", "--timeout", "3m"))
+	createNamespace(t, "regent-system")
+	start := time.Now()
+	// The image built from the Dockerfile (make images) on real nodes;
+	// the process kubelet runs bin/regent whatever the image says.
+	t.Log(tool(t, "", "helm", "install", "regent", "charts/regent", "--namespace", "regent-system",
+		"--set", "image.tag=dev", "--set", "image.pullPolicy=Never", "--wait", "--timeout", "3m"))
+	t.Logf("helm install on %s: the operator's pods ready %s after the install began", nodeKind(), time.Since(start).Round(100*time.Millisecond))
 	installed = true
+}
+
+// createNamespace creates namespace enforcing the restricted Pod Security
+// Standard: a pod of the chart or of the operator that asked for more
+// would not be admitted.
+func createNamespace(t testing.TB, namespace string) {
+	t.Helper()
+	kubectl(t, "create", "namespace", namespace)
+	kubectl(t, "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+		"pod-security.kubernetes.io/enforce-version=latest")
 }
 
 // createHealthyCluster installs the operator if needed, applies a 3-pod
@@ -322,7 +357,7 @@ func installOperator(t testing.TB) {
 func createHealthyCluster(t testing.TB, namespace, replication string) {
 	t.Helper()
 	installOperator(t)
-	kubectl(t, "create", "namespace", namespace)
+	createNamespace(t, namespace)
 	applyHealthyCluster(t, namespace, replication)
 }
 
@@ -453,6 +488,7 @@ func TestUserStory(t *testing.T) {
 		}, nil},
 	}
 	var report []string
+	var gaps []outage
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			waitfor.Condition(t, 20*time.Second, "rows acknowledged", func() error {
@@ -485,6 +521,7 @@ func TestUserStory(t *testing.T) {
 			line := fmt.Sprintf("%-18s %s → %s (epoch %s → %s): write outage %s (limit %s)", f.name, old,
 				field(t, ".status.leader"), epoch, field(t, ".status.epoch"), gap.Round(time.Millisecond), f.limit)
 			report = append(report, line)
+			gaps = append(gaps, outage{f.name, gap})
 			t.Log(line)
 			// The old leader rejoins as a follower.
 			kubectl(t, "-n", ns, "wait", "dbrs/db", "--for=jsonpath={.status.ready}=3/3", "--timeout=3m")
@@ -497,6 +534,7 @@ func TestUserStory(t *testing.T) {
 	stopWriter()
 	wg.Wait()
 	t.Logf("write outages per fault:\n%s", strings.Join(report, "\n"))
+	compareOutages(t, gaps)
 
 	// Sync mode: every acknowledged row is on every member, the frozen
 	// leader's clients' included.
@@ -653,6 +691,60 @@ func TestUserStory(t *testing.T) {
 	}
 }
 
+// outage is one fault's write outage in the user story.
+type outage struct {
+	fault string
+	gap   time.Duration
+}
+
+// compareOutages keeps this run's outages in bin/e2e-outages/<kind of
+// node>.txt and prints them beside the other kind's last run, when there
+// was one: `make test` runs the story on the process kubelet, then on
+// real nodes.
+func compareOutages(t testing.TB, gaps []outage) {
+	t.Helper()
+	dir := filepath.Join(root, "bin", "e2e-outages")
+	kinds := []string{"process kubelet", "real nodes"}
+	file := func(kind string) string { return filepath.Join(dir, strings.ReplaceAll(kind, " ", "-")+".txt") }
+	var b strings.Builder
+	fmt.Fprintf(&b, "measured %s\n", time.Now().Format(time.DateTime))
+	for _, g := range gaps {
+		fmt.Fprintf(&b, "%s\t%s\n", g.fault, g.gap.Round(time.Millisecond))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file(nodeKind()), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]map[string]string{}
+	when := map[string]string{}
+	for _, k := range kinds {
+		data, err := os.ReadFile(file(k))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		when[k] = strings.TrimPrefix(lines[0], "measured ")
+		runs[k] = map[string]string{}
+		for _, l := range lines[1:] {
+			if fault, gap, ok := strings.Cut(l, "\t"); ok {
+				runs[k][fault] = gap
+			}
+		}
+	}
+	if len(runs) < 2 {
+		return
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-18s %-28s %s\n", "write outage", "process kubelet", "real nodes")
+	fmt.Fprintf(&table, "%-18s %-28s %s\n", "(run of)", when[kinds[0]], when[kinds[1]])
+	for _, g := range gaps {
+		fmt.Fprintf(&table, "%-18s %-28s %s\n", g.fault, runs[kinds[0]][g.fault], runs[kinds[1]][g.fault])
+	}
+	t.Logf("the user story's write outages on both kinds of node (clients through the leader Service):\n%s", table.String())
+}
+
 // connectAndQuery reads one value from pod of the e2e namespace, as the
 // superuser.
 func connectAndQuery(ctx context.Context, pod, password, sql string, into any) error {
@@ -688,8 +780,11 @@ func slotsOf(ctx context.Context, pod, password string) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// serviceProxy forwards a local port to the Service svc of namespace (as
-// `localcluster proxy` does) until the test ends, and returns its address.
+// serviceProxy forwards a local port to the Service svc of namespace until
+// the test ends, and returns its address. On the process kubelet it does
+// what `localcluster proxy` does (picks a ready endpoint of the Service);
+// on real nodes each connection resolves the Service's DNS name and goes
+// through kube-proxy, as from a pod (see serviceByName).
 func serviceProxy(t testing.TB, namespace, svc string) string { //nolint:unparam // any Service; the tests use the leader's so far
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -698,6 +793,10 @@ func serviceProxy(t testing.TB, namespace, svc string) string { //nolint:unparam
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)
+	if realNodes {
+		go func() { _ = serviceByName(ctx, l, namespace, svc) }()
+		return l.Addr().String()
+	}
 	p := &proxy.Proxy{Client: cs, Namespace: namespace, Service: svc, Log: logr.Discard(),
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			return netns.Dial(ctx, cfg.NetNS, "tcp", addr)
@@ -763,8 +862,12 @@ func sameSet(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
-// group is a pod's (or container's) cgroup on its node.
-type group cgroup.Group
+// group is a pod's processes, or one container's, on its node: what the
+// faults (cfg.Kill, cfg.Freeze) act on, on either kind of node.
+type group struct {
+	pod       *corev1.Pod
+	container string // "": the whole pod
+}
 
 func podGroup(t testing.TB, name string) group {
 	t.Helper()
@@ -777,21 +880,21 @@ func podGroupIn(t testing.TB, namespace, name string) group {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return podGroupFor(pod)
+	return group{pod: pod}
 }
 
-func (g group) sub(container string) group { return group(filepath.Join(string(g), container)) }
+func (g group) sub(container string) group { return group{pod: g.pod, container: container} }
 
 func (g group) kill(t testing.TB) {
 	t.Helper()
-	if err := cgroup.Group(g).Kill(); err != nil {
+	if err := cfg.Kill(g.pod, g.container); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (g group) freeze(t testing.TB, on bool) {
 	t.Helper()
-	if err := cgroup.Group(g).Freeze(on); err != nil {
+	if err := cfg.Freeze(g.pod, g.container, on); err != nil {
 		t.Fatal(err)
 	}
 }

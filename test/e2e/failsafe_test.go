@@ -13,7 +13,6 @@ import (
 
 	"github.com/regent-dev/regent/internal/leadership"
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
-	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
 	"github.com/regent-dev/regent/test/ledger"
@@ -197,16 +196,15 @@ func cutLeaderOff(t *testing.T, cns string, w *writer, alsoFollowers bool) {
 			}
 		}
 	}
-	path := netns.Path(cfg.NetNS)
 	cut := time.Now()
-	if err := netfault.Partition(path, "leader-cut", leader, others); err != nil {
+	if err := cfg.Partition("leader-cut", leader, others); err != nil {
 		t.Fatal(err)
 	}
 	healed := false
 	heal := func() {
 		if !healed {
 			healed = true
-			if err := netfault.Heal(path, "leader-cut"); err != nil {
+			if err := cfg.Heal("leader-cut"); err != nil {
 				t.Error(err)
 			}
 		}

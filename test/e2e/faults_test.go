@@ -24,9 +24,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/regent-dev/regent/internal/leadership"
-	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
-	"github.com/regent-dev/regent/internal/localcluster/netns"
 	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
 	"github.com/regent-dev/regent/test/history"
@@ -472,13 +470,12 @@ func (s *faultRun) partition(t *testing.T, name string, a, b []string, hold time
 	if len(ea) == 0 || len(eb) == 0 {
 		return
 	}
-	path := netns.Path(cfg.NetNS)
-	if err := netfault.Partition(path, name, ea, eb); err != nil {
+	if err := cfg.Partition(name, ea, eb); err != nil {
 		t.Error(err)
 		return
 	}
 	time.Sleep(hold)
-	if err := netfault.Heal(path, name); err != nil {
+	if err := cfg.Heal(name); err != nil {
 		t.Error(err)
 	}
 }
@@ -488,15 +485,13 @@ func (s *faultRun) podGroup(t *testing.T, pod string) (group, bool) {
 	t.Helper()
 	p, err := cs.CoreV1().Pods(s.ns).Get(t.Context(), pod, metav1.GetOptions{})
 	if err != nil || p.Spec.NodeName == "" {
-		return "", false
+		return group{}, false
 	}
 	return podGroupFor(p), true
 }
 
-func podGroupFor(p *corev1.Pod) group {
-	return group(cgroup.For(cfg.NetNS, p.Spec.NodeName, string(p.UID)))
-}
+func podGroupFor(p *corev1.Pod) group { return group{pod: p} }
 
-func cgroupKill(g group) error { return cgroup.Group(g).Kill() }
+func cgroupKill(g group) error { return cfg.Kill(g.pod, g.container) }
 
-func cgroupFreeze(g group, on bool) error { return cgroup.Group(g).Freeze(on) }
+func cgroupFreeze(g group, on bool) error { return cfg.Freeze(g.pod, g.container, on) }

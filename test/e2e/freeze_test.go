@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/regent-dev/regent/internal/localcluster/cgroup"
 	"github.com/regent-dev/regent/internal/waitfor"
 	"github.com/regent-dev/regent/test/ledger"
 )
@@ -61,7 +60,7 @@ func freezeLeader(t testing.TB, namespace, pod, password string) *frozenLeader {
 	t.Cleanup(func() {
 		if !f.thawed {
 			for _, c := range []string{"postgres", "agent"} {
-				_ = cgroup.Group(podGroupIn(t, namespace, pod).sub(c)).Freeze(false)
+				_ = cgroupFreeze(podGroupIn(t, namespace, pod).sub(c), false)
 			}
 			f.stop()
 			f.writers.Wait()

@@ -16,7 +16,7 @@ import (
 func TestKubectlApplyOfAnInvalidReplicaSetIsRefused(t *testing.T) {
 	installOperator(t)
 	const vns = "e2e-invalid"
-	kubectl(t, "create", "namespace", vns)
+	createNamespace(t, vns)
 	out, err := toolResult(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
 metadata:
@@ -55,7 +55,7 @@ spec:
 func TestABadParameterIsNamedAndHealsOnceFixed(t *testing.T) {
 	installOperator(t)
 	const bns = "e2e-bad-parameter"
-	kubectl(t, "create", "namespace", bns)
+	createNamespace(t, bns)
 	tool(t, `apiVersion: regent.dev/v1alpha1
 kind: ReplicaSet
 metadata:

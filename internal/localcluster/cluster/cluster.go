@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/regent-dev/regent/internal/localcluster/cgroup"
+	"github.com/regent-dev/regent/internal/localcluster/kubelet"
 	"github.com/regent-dev/regent/internal/localcluster/loopvol"
 	"github.com/regent-dev/regent/internal/localcluster/netfault"
 	"github.com/regent-dev/regent/internal/localcluster/netns"
@@ -126,7 +126,7 @@ func (c Config) realNode(i int) realnode.Node {
 		PodCIDR: podIPPrefix(i) + ".0/24", ClusterCIDR: netns.PodCIDR, ClusterDNS: ClusterDNS,
 		Kubeconfig: c.kubeconfig("kubelet-" + name), ProxyKubeconfig: c.kubeconfig("kube-proxy"),
 		CAFile: filepath.Join(c.pkiDir(), "ca.crt"), ServingCert: serving.Cert, ServingKey: serving.Key,
-		CgroupRoot: c.NodeCgroupRoot(name),
+		CgroupRoot: c.NodeCgroupRoot(name), HeartbeatPausedFile: kubelet.HeartbeatPausedFile(filepath.Join(c.StateDir, "nodes", name)),
 	}
 	for _, img := range realImages {
 		n.Images = append(n.Images, filepath.Join(c.ImagesDir, img+".tar"))
@@ -344,31 +344,6 @@ func (c Config) running(name string) (int, bool) {
 		return 0, false
 	}
 	return pid, true
-}
-
-// Endpoint resolves one side of a partition: "apiserver", or a pod as
-// [NAMESPACE/]NAME (its cgroup's connection mark, its IP).
-func (c Config) Endpoint(ctx context.Context, cs kubernetes.Interface, ref string) (netfault.Endpoint, error) {
-	if ref == "apiserver" {
-		return netfault.Endpoint{Name: ref, Addrs: []netip.Addr{netip.MustParseAddr(APIServerIP)}}, nil
-	}
-	ns, name := "default", ref
-	if i := strings.IndexByte(ref, '/'); i >= 0 {
-		ns, name = ref[:i], ref[i+1:]
-	}
-	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return netfault.Endpoint{}, err
-	}
-	ip, err := netip.ParseAddr(pod.Status.PodIP)
-	if pod.Spec.NodeName == "" || err != nil {
-		return netfault.Endpoint{}, fmt.Errorf("pod %s/%s has no node or address yet", ns, name)
-	}
-	mark, err := netfault.MarkOf(string(cgroup.For(c.NetNS, pod.Spec.NodeName, string(pod.UID))))
-	if err != nil {
-		return netfault.Endpoint{}, fmt.Errorf("pod %s/%s's cgroup: %w", ns, name, err)
-	}
-	return netfault.Endpoint{Name: ns + "/" + name, Mark: mark, Addrs: []netip.Addr{ip}}, nil
 }
 
 // Pause stops (SIGSTOP) every process of one of the cluster's own

@@ -38,13 +38,19 @@ const (
 )
 
 // Endpoint is one side's member: a pod (its connection mark, from its
-// cgroup, and its address) or a process outside pods, such as the API
-// server (its addresses only: it opens no connection to the pods).
+// cgroup, and its address; or, on a real node, its own network namespace
+// and its address) or a process outside pods, such as the API server (its
+// addresses only: it opens no connection to the pods).
 type Endpoint struct {
 	Name string
 	// Mark is the mark of the connections it opens (0: none).
 	Mark uint32
-	// Addrs are the addresses it listens on.
+	// NetNS is the path of the pod's own network namespace (a real
+	// node's pod), where its side of a partition is cut; "" when the pod
+	// shares the cluster's namespace.
+	NetNS string
+	// Addrs are the addresses it listens on (for the API server, every
+	// address a pod reaches it by, its Service's too).
 	Addrs []netip.Addr
 }
 
@@ -114,8 +120,10 @@ func Install(path string) error {
 }
 
 // Partition cuts every connection between a and b, in both directions,
-// under name (Heal(name) removes it). Either side may be a single
-// endpoint; an endpoint on both sides is refused.
+// under name (Heal(name) removes it): by connection marks inside the
+// namespace at path, and inside the own namespace of each endpoint that
+// has one. Either side may be a single endpoint; an endpoint on both sides
+// is refused.
 func Partition(path, name string, a, b []Endpoint) error {
 	if name == "" || strings.ContainsAny(name, " \t\n") {
 		return fmt.Errorf("partition name %q: want one word", name)
@@ -124,6 +132,23 @@ func Partition(path, name string, a, b []Endpoint) error {
 		if slices.ContainsFunc(b, func(y Endpoint) bool { return y.Name == x.Name }) {
 			return fmt.Errorf("%s is on both sides of partition %s", x.Name, name)
 		}
+	}
+	for _, dir := range [][2][]Endpoint{{a, b}, {b, a}} {
+		var others []netip.Addr
+		for _, o := range dir[1] {
+			others = append(others, o.Addrs...)
+		}
+		for _, e := range dir[0] {
+			if e.NetNS == "" {
+				continue
+			}
+			if err := isolate(e.NetNS, name, others); err != nil {
+				return fmt.Errorf("%s's side of partition %s: %w", e.Name, name, err)
+			}
+		}
+	}
+	if !slices.ContainsFunc(append(slices.Clone(a), b...), func(e Endpoint) bool { return e.Mark != 0 }) {
+		return nil
 	}
 	return inNS(path, func(c *nftables.Conn) error {
 		t, names, err := faultState(c)
@@ -154,6 +179,37 @@ func Partition(path, name string, a, b []Endpoint) error {
 						}})
 					}
 				}
+			}
+		}
+		return c.Flush()
+	})
+}
+
+// isolate cuts, inside a pod's own network namespace at path, every
+// connection to or from addrs under name: each packet the pod sends on a
+// connection whose original source or destination is one of addrs is
+// dropped. Both sides of a partition cut their own; a connection through a
+// Service's address (translated outside the pod) is cut by the side that
+// answers it.
+func isolate(path, name string, addrs []netip.Addr) error {
+	return inNS(path, func(c *nftables.Conn) error {
+		t := table()
+		if existing, err := c.ListTableOfFamily(tableName, nftables.TableFamilyIPv4); err != nil || existing == nil {
+			c.AddTable(t)
+		}
+		if names, err := partitions(c); err == nil && slices.Contains(names, name) {
+			return fmt.Errorf("partition %s is in force already", name)
+		}
+		accept := nftables.ChainPolicyAccept
+		ch := c.AddChain(&nftables.Chain{Name: chainPrefix + name, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		for _, addr := range addrs {
+			for _, key := range []expr.CtKey{expr.CtKeySRC, expr.CtKeyDST} {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+					&expr.Ct{Key: key, Direction: 0, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr.AsSlice()},
+					&expr.Verdict{Kind: expr.VerdictDrop},
+				}})
 			}
 		}
 		return c.Flush()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -217,4 +218,74 @@ func TestAPartitionCutsBothWaysAndHeals(t *testing.T) {
 	if got, err := netfault.Partitions(path); err != nil || len(got) != 0 {
 		t.Errorf("partitions after healing: %v, %v", got, err)
 	}
+}
+
+// On real nodes each pod has a network namespace of its own: each side of
+// a partition cuts its own connections inside it, both ways, established
+// ones too (they hang), until the partition is healed in every namespace.
+func TestAPartitionBetweenPodsOfTheirOwnNamespacesCutsBothWaysAndHeals(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces, cgroups, nftables")
+	}
+	base := "regent-netfault-" + strconv.Itoa(os.Getpid())
+	nsA, nsB := base+"-a", base+"-b"
+	for _, ns := range []string{nsA, nsB} {
+		if err := netns.EnsureLocal(ns, "127.0.0.0/8"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = netns.Delete(ns) })
+		if err := cgroup.For(ns).Create(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cgroup.For(ns).Remove(5 * time.Second) })
+	}
+	ipA, ipB := netip.MustParseAddr("10.246.9.1"), netip.MustParseAddr("10.246.9.2")
+	for _, args := range [][]string{
+		{"link", "add", "nfa", "netns", nsA, "type", "veth", "peer", "name", "nfb", "netns", nsB},
+		{"-n", nsA, "addr", "add", ipA.String() + "/24", "dev", "nfa"},
+		{"-n", nsB, "addr", "add", ipB.String() + "/24", "dev", "nfb"},
+		{"-n", nsA, "link", "set", "nfa", "up"},
+		{"-n", nsB, "link", "set", "nfb", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	a := startPod(t, nsA, "a", "server", ipA)
+	b := startPod(t, nsB, "b", "server", ipB)
+	ca := startPod(t, nsA, "ca", "client", ipA) // a's client: the same pod's namespace
+	cb := startPod(t, nsB, "cb", "client", ipB)
+	addr := func(p *pod) string { return net.JoinHostPort(p.ip.String(), "7000") }
+	ca.do(t, "open "+addr(b), "ok 0") // open before the cut
+	ca.do(t, "ping 0", "ok")
+	cb.do(t, "open "+addr(a), "ok 0")
+
+	// No mark: the cut is made in each pod's namespace, none in the one at
+	// path (which has no fault table).
+	endpoint := func(p *pod, ns string) netfault.Endpoint {
+		return netfault.Endpoint{Name: p.name, NetNS: netns.Path(ns), Addrs: []netip.Addr{p.ip}}
+	}
+	if err := netfault.Partition("/nonexistent", "cut", []netfault.Endpoint{endpoint(a, nsA)}, []netfault.Endpoint{endpoint(b, nsB)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{nsA, nsB} {
+		if got, err := netfault.Partitions(netns.Path(ns)); err != nil || len(got) != 1 || got[0] != "cut" {
+			t.Errorf("partitions in force in %s: %v, %v", ns, got, err)
+		}
+	}
+	ca.do(t, "ping 0", "fail") // established: hangs
+	cb.do(t, "ping 0", "fail") // the other way
+	ca.do(t, "open "+addr(b), "fail")
+	cb.do(t, "open "+addr(a), "fail")
+	ca.do(t, "open "+addr(a), "ok 1") // inside its own side
+
+	for _, ns := range []string{nsA, nsB} {
+		if err := netfault.Heal(netns.Path(ns), "cut"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca.do(t, "open "+addr(b), "ok 2")
+	ca.do(t, "ping 2", "ok")
+	cb.do(t, "open "+addr(a), "ok 1")
+	cb.do(t, "ping 1", "ok")
 }

@@ -49,6 +49,9 @@ type Node struct {
 	// CgroupRoot is the cgroup (in every v1 hierarchy) that holds all of
 	// the node's pods, so that nodes do not share one.
 	CgroupRoot string
+	// HeartbeatPausedFile stops the node's kubelet (SIGSTOP) while it
+	// exists: the node stops reporting, its pods run on (a fault).
+	HeartbeatPausedFile string
 }
 
 func (n Node) socket() string           { return filepath.Join(n.Dir, "containerd.sock") }

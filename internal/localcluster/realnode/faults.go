@@ -57,3 +57,57 @@ func Freeze(rel string, frozen bool) error {
 	}
 	return os.WriteFile(filepath.Join("/sys/fs/cgroup/freezer", rel, "freezer.state"), []byte(state), 0o644)
 }
+
+// NetNSOf is the network namespace of the pod whose cgroup is rel (every
+// container of a pod shares it), as a /proc path of one of its processes.
+func NetNSOf(rel string) (string, error) {
+	var found string
+	err := filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", rel), func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || found != "" {
+			return err
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if p := "/proc/" + f + "/ns/net"; found == "" {
+				if _, err := os.Stat(p); err == nil {
+					found = p
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil && found == "" {
+		err = fmt.Errorf("no process in cgroup %s", rel)
+	}
+	return found, err
+}
+
+// PodNetNSs are the network namespaces of every pod under root (a node's
+// cgroup root), one /proc path each.
+func PodNetNSs(root string) []string {
+	seen := map[uint64]bool{}
+	var out []string
+	base := filepath.Join("/sys/fs/cgroup/pids", root, "kubepods")
+	_ = filepath.WalkDir(base, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(b)) {
+			p := "/proc/" + f + "/ns/net"
+			var st syscall.Stat_t
+			if syscall.Stat(p, &st) == nil && !seen[st.Ino] {
+				seen[st.Ino] = true
+				out = append(out, p)
+			}
+		}
+		return nil
+	})
+	return out
+}

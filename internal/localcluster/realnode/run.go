@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,7 +42,7 @@ func Run(ctx context.Context, n Node, logf func(string, ...any)) error {
 	}()
 	// A socket left by the node's last run would answer nothing.
 	_ = os.Remove(n.socket())
-	containerd := supervise(ctx, n, "containerd", logf, "containerd", "--config", n.containerdConfig())
+	containerd, _ := supervise(ctx, n, "containerd", logf, "containerd", "--config", n.containerdConfig())
 	if err := waitSocket(ctx, n.socket(), 30*time.Second); err != nil {
 		return fmt.Errorf("containerd: %w (log %s)", err, filepath.Join(n.logDir(), "containerd.log"))
 	}
@@ -50,14 +51,14 @@ func Run(ctx context.Context, n Node, logf func(string, ...any)) error {
 			return err
 		}
 	}
-	kubelet := supervise(ctx, n, "kubelet", logf, filepath.Join(n.BinDir, "kubelet"),
+	kubelet, kubeletProc := supervise(ctx, n, "kubelet", logf, filepath.Join(n.BinDir, "kubelet"),
 		"--config="+n.kubeletConfig(), "--kubeconfig="+n.Kubeconfig,
 		"--root-dir="+filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override="+n.Name, "--node-ip="+n.IP,
 		"--node-labels=topology.kubernetes.io/zone="+n.Zone)
-	proxy := supervise(ctx, n, "kube-proxy", logf, filepath.Join(n.BinDir, "kube-proxy"), "--config="+n.proxyConfig())
+	proxy, _ := supervise(ctx, n, "kube-proxy", logf, filepath.Join(n.BinDir, "kube-proxy"), "--config="+n.proxyConfig())
 	logf("node %s runs: containerd, kubelet, kube-proxy (logs in %s)", n.Name, n.logDir())
-	<-ctx.Done()
+	pauseWhileFile(ctx, n.HeartbeatPausedFile, kubeletProc, logf)
 	// Each got SIGTERM; the containers and containerd's shims, which
 	// outlive containerd, are killed with the node (the deferred killNode).
 	for _, done := range []<-chan struct{}{kubelet, proxy, containerd} {
@@ -66,12 +67,45 @@ func Run(ctx context.Context, n Node, logf func(string, ...any)) error {
 	return nil
 }
 
+// pauseWhileFile runs until ctx ends, keeping the process proc returns
+// stopped (SIGSTOP) while file exists and going (SIGCONT) otherwise.
+func pauseWhileFile(ctx context.Context, file string, proc func() *os.Process, logf func(string, ...any)) {
+	paused := false
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if p := proc(); paused && p != nil {
+				_ = p.Signal(syscall.SIGCONT)
+			}
+			return
+		case <-tick.C:
+		}
+		_, err := os.Stat(file)
+		want := file != "" && err == nil
+		if p := proc(); p != nil && (want || paused) {
+			sig := syscall.SIGCONT
+			if want {
+				sig = syscall.SIGSTOP
+			}
+			_ = p.Signal(sig)
+			if want != paused {
+				logf("the kubelet's heartbeat is %s (%s)", map[bool]string{true: "stopped", false: "resumed"}[want], file)
+			}
+		}
+		paused = want
+	}
+}
+
 // supervise runs one of the node's processes until ctx ends, starting it
 // again a second after it exits, as a node's init system does (kube-proxy
 // exits on purpose when its node's address changes). The channel closes
-// once it stopped for good.
-func supervise(ctx context.Context, n Node, name string, logf func(string, ...any), path string, args ...string) <-chan struct{} {
+// once it stopped for good; the function returns the process running now
+// (nil between two runs).
+func supervise(ctx context.Context, n Node, name string, logf func(string, ...any), path string, args ...string) (<-chan struct{}, func() *os.Process) {
 	done := make(chan struct{})
+	var current atomic.Pointer[os.Process]
 	go func() {
 		defer close(done)
 		for {
@@ -79,14 +113,17 @@ func supervise(ctx context.Context, n Node, name string, logf func(string, ...an
 			if err != nil {
 				logf("%v", err)
 			} else {
+				current.Store(cmd.Process)
 				exited := make(chan error, 1)
 				go func() { exited <- cmd.Wait() }()
 				select {
 				case err = <-exited:
+					current.Store(nil)
 					logf("%s exited (%v); starting it again (log %s)", name, err, filepath.Join(n.logDir(), name+".log"))
 				case <-ctx.Done():
 					// Stopping: how it exited says nothing more.
 					_ = cmd.Process.Signal(syscall.SIGTERM)
+					_ = cmd.Process.Signal(syscall.SIGCONT)
 					select {
 					case err = <-exited:
 					case <-time.After(5 * time.Second):
@@ -104,7 +141,7 @@ func supervise(ctx context.Context, n Node, name string, logf func(string, ...an
 			}
 		}
 	}()
-	return done
+	return done, current.Load
 }
 
 // start runs one of the node's processes, its output in the node's log
