@@ -127,10 +127,14 @@ build_regent() {
 	# Earlier builds' images would fill the disk, one per commit.
 	buildah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/regent:' | xargs -r buildah rmi >/dev/null 2>&1 || true
 	# The Go caches of this machine serve the build stage: no module is
-	# downloaded twice, and an unchanged package is not compiled again.
+	# downloaded twice, and an unchanged package is not compiled again. The
+	# modules are fetched here, by the machine's Go with the machine's
+	# trust store (a module proxy may present a certificate of a CA only
+	# the host trusts), and the build stage fetches nothing (GOPROXY=off).
+	(cd "$root" && go mod download)
 	buildah bud --quiet --layers=false \
 		--build-arg "GO_IMAGE=$go_base" --build-arg "BASE_IMAGE=$static_base" \
-		--build-arg "VERSION=$version" --build-arg "GOPROXY=$(go env GOPROXY)" \
+		--build-arg "VERSION=$version" --build-arg "GOPROXY=off" \
 		--volume "$(go env GOMODCACHE):/go/pkg/mod" \
 		--volume "$(go env GOCACHE):/root/.cache/go-build" \
 		-t "localhost/regent:$version" -f "$root/Dockerfile" "$root" >/dev/null
