@@ -87,8 +87,16 @@ func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
 	back := w.firstAfter(elected).Sub(killed)
 	t.Logf("%s's checkpoint record %s (%s at %d) overwritten, its pod killed: %s leads; writes back %s after the kill",
 		old, at, file, offset, now, back.Round(100*time.Millisecond))
-	if back > lease+2*time.Second {
-		t.Errorf("writes came back %s after the kill; want within lease + 2 s (%s)", back, lease+2*time.Second)
+	// The process kubelet starts the killed pod again at once, and its
+	// agent gives the Lease up. A real kubelet first notices the sandbox
+	// is gone and makes a new one: the Lease expires before, and the bound
+	// is a lost leader's, as for a frozen one (lease + 8 s in the story).
+	limit, why := lease+2*time.Second, "lease + 2 s"
+	if realNodes {
+		limit, why = lease+8*time.Second, "lease + 8 s"
+	}
+	if back > limit {
+		t.Errorf("writes came back %s after the kill; want within %s (%s)", back, why, limit)
 	}
 	if log := kubectl(t, "-n", cns, "logs", old, "-c", "postgres"); !strings.Contains(log, "could not locate a valid checkpoint record") {
 		t.Errorf("%s's PostgreSQL did not fail for the corrupt checkpoint record:\n%s", old, lastLines(log, 20))
