@@ -26,11 +26,22 @@ func PodCgroup(root, uid string) (string, error) {
 // of its containers': <pod cgroup>/<container id>) and of its children,
 // as a crash would: nothing runs its shutdown.
 func Kill(rel string) error {
+	pids, err := procs(rel)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return err
+}
+
+// procs lists the processes of the cgroup rel (in the v1 pids hierarchy)
+// and of its children.
+func procs(rel string) ([]int, error) {
 	dir := filepath.Join("/sys/fs/cgroup/pids", rel)
 	if _, err := os.Stat(dir); err != nil {
-		return err
+		return nil, err
 	}
-	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+	var pids []int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
@@ -40,11 +51,12 @@ func Kill(rel string) error {
 		}
 		for _, f := range strings.Fields(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				pids = append(pids, pid)
 			}
 		}
 		return nil
 	})
+	return pids, err
 }
 
 // Freeze stops (or, frozen false, lets go on) every process of the cgroup
@@ -61,53 +73,36 @@ func Freeze(rel string, frozen bool) error {
 // NetNSOf is the network namespace of the pod whose cgroup is rel (every
 // container of a pod shares it), as a /proc path of one of its processes.
 func NetNSOf(rel string) (string, error) {
-	var found string
-	err := filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", rel), func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() || found != "" {
-			return err
-		}
-		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-		if err != nil {
-			return err
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if p := "/proc/" + f + "/ns/net"; found == "" {
-				if _, err := os.Stat(p); err == nil {
-					found = p
-				}
-			}
-		}
-		return nil
-	})
-	if err == nil && found == "" {
-		err = fmt.Errorf("no process in cgroup %s", rel)
+	pids, err := procs(rel)
+	if err != nil {
+		return "", err
 	}
-	return found, err
+	for _, pid := range pids {
+		if p := "/proc/" + strconv.Itoa(pid) + "/ns/net"; exists(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no process in cgroup %s", rel)
 }
 
 // PodNetNSs are the network namespaces of every pod under root (a node's
 // cgroup root), one /proc path each.
 func PodNetNSs(root string) []string {
+	pids, _ := procs(filepath.Join(root, "kubepods"))
 	seen := map[uint64]bool{}
 	var out []string
-	base := filepath.Join("/sys/fs/cgroup/pids", root, "kubepods")
-	_ = filepath.WalkDir(base, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
+	for _, pid := range pids {
+		p := "/proc/" + strconv.Itoa(pid) + "/ns/net"
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && !seen[st.Ino] {
+			seen[st.Ino] = true
+			out = append(out, p)
 		}
-		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-		if err != nil {
-			return nil
-		}
-		for _, f := range strings.Fields(string(b)) {
-			p := "/proc/" + f + "/ns/net"
-			var st syscall.Stat_t
-			if syscall.Stat(p, &st) == nil && !seen[st.Ino] {
-				seen[st.Ino] = true
-				out = append(out, p)
-			}
-		}
-		return nil
-	})
+	}
 	return out
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
