@@ -1,7 +1,11 @@
 package controllers
 
 import (
+	"slices"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -41,4 +45,43 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, decisionSeconds)
+}
+
+// memberSeries are the metrics with a series per member (label pod).
+var memberSeries = []*prometheus.GaugeVec{memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry}
+
+// exported remembers, per cluster, the members the operator exported series
+// for: a member scaled away loses its series rather than keeping its last
+// values for good.
+var exported = struct {
+	sync.Mutex
+	pods map[types.NamespacedName][]string
+}{pods: map[types.NamespacedName][]string{}}
+
+// keepMemberSeries deletes the series of the cluster's members other than
+// pods, and remembers pods as the ones it has.
+func keepMemberSeries(cluster types.NamespacedName, pods []string) {
+	exported.Lock()
+	defer exported.Unlock()
+	for _, old := range exported.pods[cluster] {
+		if !slices.Contains(pods, old) {
+			for _, v := range memberSeries {
+				v.DeleteLabelValues(cluster.Namespace, cluster.Name, old)
+			}
+		}
+	}
+	exported.pods[cluster] = slices.Clone(pods)
+}
+
+// forgetMetrics deletes every series of a deleted cluster.
+func forgetMetrics(cluster types.NamespacedName) {
+	exported.Lock()
+	delete(exported.pods, cluster)
+	exported.Unlock()
+	labels := prometheus.Labels{"namespace": cluster.Namespace, "cluster": cluster.Name}
+	for _, v := range memberSeries {
+		v.DeletePartialMatch(labels)
+	}
+	epochGauge.DeletePartialMatch(labels)
+	failoversTotal.DeletePartialMatch(labels)
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -306,18 +307,32 @@ func ptrIfNonZero(v int64) *int64 {
 	return &v
 }
 
-// recordMetrics exports the epoch and the members' lag.
+// recordMetrics exports the epoch and the members' lag and disks. A series
+// that no longer applies goes: a leader's lag (it has none), the series of
+// a member the spec no longer has or that reports no more.
 func recordMetrics(rs *regentv1.ReplicaSet, obs *observation) {
 	epochGauge.WithLabelValues(rs.Namespace, rs.Name).Set(float64(obs.epoch()))
+	var pods []string
 	for _, m := range rs.Status.Members {
+		pods = append(pods, m.Name)
 		if m.LagBytes != nil {
 			memberLagBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.LagBytes))
+		} else {
+			memberLagBytes.DeleteLabelValues(rs.Namespace, rs.Name, m.Name)
 		}
 		if m.DiskCapacityBytes != nil && m.DiskUsedBytes != nil {
 			memberDiskUsedBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.DiskUsedBytes))
 			memberDiskCapacityBytes.WithLabelValues(rs.Namespace, rs.Name, m.Name).Set(float64(*m.DiskCapacityBytes))
 		}
 	}
+	// The spec's members keep their certificates' series while they do
+	// not report (a pod starting).
+	for i := range int(rs.DesiredReplicas()) {
+		if pod := names.Pod(rs.Name, i); !slices.Contains(pods, pod) {
+			pods = append(pods, pod)
+		}
+	}
+	keepMemberSeries(types.NamespacedName{Namespace: rs.Namespace, Name: rs.Name}, pods)
 }
 
 func leaderMember(members []regentv1.MemberStatus) *regentv1.MemberStatus {
