@@ -54,8 +54,9 @@ lint: tools-lint ## Run golangci-lint with the repository's configuration.
 ##@ Build
 
 .PHONY: build
-build: ## Build the regent binary into bin/.
+build: ## Build the regent binary and the kubectl plugin (kubectl-regent) into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/regent .
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-regent ./cmd/kubectl-regent
 
 ##@ Local cluster (Kubernetes made of local processes; no Docker)
 

@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 	root = filepath.Join(filepath.Dir(file), "..", "..")
 	opts := clustertest.Options{
 		Root: root, Name: "e2e",
-		Tools: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl"},
+		Tools: []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "regent", "helm", "kubectl", "kubectl-regent"},
 	}
 	if realNodes {
 		opts.Name, opts.RealNodes = "e2e-real", true
@@ -478,13 +478,19 @@ func TestUserStory(t *testing.T) {
 		}},
 		{"switchover", 5 * time.Second, func(t *testing.T, leader string) {
 			t.Helper()
-			target := ""
-			for _, m := range []string{"db-0", "db-1", "db-2"} {
-				if m != leader && target == "" {
-					target = m
+			// As a person would: the plugin, to a follower its status
+			// says can lead; it returns once the target leads.
+			var target string
+			waitfor.Condition(t, 30*time.Second, "a follower able to lead", func() error {
+				for _, m := range strings.Fields(field(t, `.status.members[?(@.eligible==true)].name`)) {
+					if m != leader {
+						target = m
+						return nil
+					}
 				}
-			}
-			kubectl(t, "-n", ns, "annotate", "dbrs/db", names.AnnotationSwitchoverTo+"="+target)
+				return fmt.Errorf("none yet")
+			})
+			t.Log(tool(t, "", "kubectl-regent", "-n", ns, "switchover", "db", target, "--timeout", "30s"))
 		}, nil},
 	}
 	var report []string
@@ -534,6 +540,13 @@ func TestUserStory(t *testing.T) {
 	stopWriter()
 	wg.Wait()
 	t.Logf("write outages per fault:\n%s", strings.Join(report, "\n"))
+	status := tool(t, "", "kubectl-regent", "-n", ns, "status", "db")
+	t.Log("kubectl regent status db:\n" + status)
+	for _, want := range []string{"Leader:  " + field(t, ".status.leader"), "Last failover:  Switchover", "CAN LEAD"} {
+		if !strings.Contains(strings.Join(strings.Fields(status), "  "), strings.Join(strings.Fields(want), "  ")) {
+			t.Errorf("kubectl regent status lacks %q", want)
+		}
+	}
 	compareOutages(t, gaps)
 
 	// Sync mode: every acknowledged row is on every member, the frozen
