@@ -76,16 +76,22 @@ e2e: $(LOCAL_UP_DEPS) ## The end-to-end suite on a local cluster of its own (roo
 
 # The end-to-end tests `make test` runs on real nodes too, after the whole
 # suite on the process kubelet (all of them: `make e2e REAL_NODES=1`).
-REAL_NODE_TESTS := TestUserStory|TestRealNodes|TestRecreated|TestKubectlApply|TestALeaderCutOff|TestALeaderOnANodeThatStopsReporting
+REAL_NODE_TESTS := TestUserStory|TestRealNodes|TestRecreated|TestKubectlApply|TestALeaderCutOff|TestALeaderOnANodeThatStopsReporting|TestThePluginOperatesALiveCluster|TestPrometheusSees
 
 .PHONY: realnodes
 realnodes: build tools-local images ## The end-to-end tests of `make test` on real nodes (kubelet, containerd, kube-proxy, CoreDNS), a local cluster of their own (root).
 	REGENT_REAL_NODES=1 KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 45m -run '$(REAL_NODE_TESTS)' ./test/e2e
 
-.PHONY: soak
+.PHONY: soak screenshots
 soak: build tools-local ## Random faults for 10 min per mode (Async, Sync), every history checked; REGENT_FAULT_SOAK=<duration>, REGENT_SEED=<n> (root).
 	REGENT_FAULT_SOAK=$${REGENT_FAULT_SOAK:-10m} KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 60m \
 		-run TestRandomFaults ./test/e2e
+
+screenshots: build tools-local ## Prometheus's graphs of a failover on the local cluster, by headless Chromium, into docs/images/ (root).
+	hack/deps.sh screenshots
+	mkdir -p docs/images
+	REGENT_SCREENSHOTS=$(CURDIR)/docs/images KUBEBUILDER_ASSETS=$(BIN) go test $(GO_TEST_FLAGS) -v -timeout 20m \
+		-run TestPrometheusSees ./test/e2e
 
 # The real nodes' tools and images (docs/local-cluster.md, "Real nodes").
 NODE_TOOLS := kubelet kube-proxy coredns

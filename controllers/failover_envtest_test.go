@@ -209,6 +209,26 @@ func TestAForcedPromotionEndsABlockedElection(t *testing.T) {
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
+// A forced promotion asked while the leader is not lost is refused and
+// removed: left in place, its acceptance of data loss would force the next
+// election, whenever that comes.
+func TestAForcedPromotionOfAHealthyClusterIsRefusedAndRemoved(t *testing.T) {
+	ns, _ := liveSyncCluster(t, 0x3000100, 0x3000100, 0x3000100)
+	rs := get(t, NewWithT(t), ns, "db", &regentv1.ReplicaSet{})
+	NewWithT(t).Expect(update(t, rs, func(rs *regentv1.ReplicaSet) {
+		rs.Annotations = map[string]string{names.AnnotationPromote: "db-1", names.AnnotationAcceptDataLoss: "true"}
+	})).To(Succeed())
+	NewWithT(t).Eventually(func(g Gomega) {
+		hasEvent(t, g, ns, regentv1.EventPromoteRefused, "is refused and removed: the leader db-0 is not lost")
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationPromote))
+		g.Expect(got.Annotations).NotTo(HaveKey(names.AnnotationAcceptDataLoss))
+	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	lease := get(t, NewWithT(t), ns, "db-leader", &coordinationv1.Lease{})
+	NewWithT(t).Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).To(Equal("db-0"))
+	NewWithT(t).Expect(ptr.Deref(lease.Spec.LeaseTransitions, 0)).To(BeEquivalentTo(1))
+}
+
 // blockedSyncElection is a Sync ANY 1 cluster whose leader and db-2 froze
 // (a zone lost, say): db-2 may hold the only copy of a commit, so the
 // election waits, Degraded=FailoverBlocked.

@@ -61,8 +61,13 @@ func (r *ReplicaSetReconciler) reconcileFailover(ctx context.Context, rs *regent
 				names.AnnotationPromote, rs.Annotations[names.AnnotationPromote], names.AnnotationAcceptDataLoss), true)
 		case d.Kind == failover.None:
 			r.warnOnce(rs, key, regentv1.EventPromoteRefused, "Promote", fmt.Sprintf(
-				"%s=%s is ignored: the leader %s is not lost (use %s for a planned handover)",
+				"%s=%s is refused and removed: the leader %s is not lost (use %s for a planned handover)",
 				names.AnnotationPromote, rs.Annotations[names.AnnotationPromote], obs.holder(), names.AnnotationSwitchoverTo), true)
+			// Left in place, the acceptance of data loss would force the
+			// next election, maybe months later, without anyone asking.
+			if err := r.clearForcedPromotion(ctx, rs); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -371,12 +376,8 @@ func (r *ReplicaSetReconciler) promote(ctx context.Context, rs *regentv1.Replica
 		"%s: %s leads epoch %d (was %s): %s", kind, d.Target, next, oldHolder, d.Reason)
 	if d.Forced {
 		// The request is spent: it must not force a later election.
-		done := rs.DeepCopy()
-		patch := client.MergeFrom(rs.DeepCopy())
-		delete(done.Annotations, names.AnnotationPromote)
-		delete(done.Annotations, names.AnnotationAcceptDataLoss)
-		if err := r.Patch(ctx, done, patch); err != nil {
-			return fmt.Errorf("clear the forced promotion request: %w", err)
+		if err := r.clearForcedPromotion(ctx, rs); err != nil {
+			return err
 		}
 	}
 	if switchover && rs.Annotations[names.AnnotationSwitchoverTo] != "" {
@@ -555,6 +556,19 @@ func (r *ReplicaSetReconciler) warnOnce(rs *regentv1.ReplicaSet, key types.Names
 		typ = corev1.EventTypeWarning
 	}
 	r.Recorder.Eventf(rs, nil, typ, reason, action, "%s", msg)
+}
+
+// clearForcedPromotion removes a forced promotion request, on a copy: the
+// patch's answer must not replace the status this pass computes.
+func (r *ReplicaSetReconciler) clearForcedPromotion(ctx context.Context, rs *regentv1.ReplicaSet) error {
+	done := rs.DeepCopy()
+	patch := client.MergeFrom(rs.DeepCopy())
+	delete(done.Annotations, names.AnnotationPromote)
+	delete(done.Annotations, names.AnnotationAcceptDataLoss)
+	if err := r.Patch(ctx, done, patch); err != nil {
+		return fmt.Errorf("clear the forced promotion request: %w", err)
+	}
+	return nil
 }
 
 // forcedPromotionAsked: a person named a pod to promote and accepted the

@@ -53,7 +53,8 @@ type roleLabels struct {
 // desiredRoleLabels says what role labels pod should carry given the Lease,
 // and false when they should stay as they are. Rules:
 //   - the Lease holder is labelled leader at the Lease's epoch, unless that
-//     epoch is sealed (a sealed epoch never serves again: docs/protocol.md);
+//     epoch is sealed (a sealed epoch never serves again: docs/protocol.md),
+//     when it loses the label;
 //   - any other pod labelled leader, or a leader label of another epoch,
 //     loses its role: it must not receive writes through <rs>-leader;
 //   - a ready pod that is not the holder and has no role is a confirmed
@@ -66,6 +67,12 @@ func desiredRoleLabels(pod *corev1.Pod, lease *coordinationv1.Lease) (roleLabels
 	epoch := strconv.Itoa(int(*lease.Spec.LeaseTransitions))
 	if pod.Name == *lease.Spec.HolderIdentity {
 		if leadership.Of(lease).Sealed() {
+			// Out of <rs>-leader at once, not at the next leader's
+			// promotion: a frozen or cut-off leader holds every
+			// connection a client opens to it meanwhile.
+			if have.role == names.RoleLeader {
+				return roleLabels{}, true
+			}
 			return have, false
 		}
 		want := roleLabels{role: names.RoleLeader, epoch: epoch}

@@ -20,6 +20,10 @@ var (
 		Name: "regent_epoch",
 		Help: "The cluster's current leadership epoch (the Lease's leaseTransitions).",
 	}, []string{"namespace", "cluster"})
+	maxLagBytesGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "regent_max_lag_bytes",
+		Help: "The cluster's spec.failover.maxLagBytes, in Async mode only: the lag over which a follower is not promoted automatically, for alerts on lag.",
+	}, []string{"namespace", "cluster"})
 	memberLagBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "regent_member_lag_bytes",
 		Help: "WAL bytes a follower has not received yet, behind the leader's last reported position.",
@@ -44,7 +48,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(failoversTotal, epochGauge, memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, decisionSeconds)
+	metrics.Registry.MustRegister(failoversTotal, epochGauge, maxLagBytesGauge, memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, decisionSeconds)
 }
 
 // memberSeries are the metrics with a series per member (label pod).
@@ -83,5 +87,6 @@ func forgetMetrics(cluster types.NamespacedName) {
 		v.DeletePartialMatch(labels)
 	}
 	epochGauge.DeletePartialMatch(labels)
+	maxLagBytesGauge.DeletePartialMatch(labels)
 	failoversTotal.DeletePartialMatch(labels)
 }

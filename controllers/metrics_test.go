@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -68,6 +69,9 @@ func TestMemberSeriesGoWithTheirMember(t *testing.T) {
 	recordMetrics(rs, &observation{})
 	check("lag, db-0 leading", memberLagBytes, "db-1", "db-2")
 	check("disk used", memberDiskUsedBytes, "db-0", "db-1", "db-2")
+	if got := testutil.ToFloat64(maxLagBytesGauge.WithLabelValues(namespace, "db")); got != 1<<20 {
+		t.Errorf("regent_max_lag_bytes %v, want the default 1 MiB", got)
+	}
 
 	rs.Status.Members = members(3, 1) // a failover to db-1
 	recordMetrics(rs, &observation{})
@@ -88,7 +92,7 @@ func TestMemberSeriesGoWithTheirMember(t *testing.T) {
 	check("certificate expiry of a member not reporting", certificateExpiry, "db-0", "db-1")
 
 	forgetMetrics(types.NamespacedName{Namespace: namespace, Name: "db"})
-	for _, c := range []prometheus.Collector{memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, epochGauge} {
+	for _, c := range []prometheus.Collector{memberLagBytes, memberDiskUsedBytes, memberDiskCapacityBytes, certificateExpiry, epochGauge, maxLagBytesGauge} {
 		check("after the cluster was deleted", c)
 	}
 }

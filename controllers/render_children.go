@@ -159,11 +159,12 @@ func renderRole(rs *regentv1.ReplicaSet) *rbacv1ac.RoleApplyConfiguration {
 				WithResourceNames(names.StatefulSet(rs.Name)).
 				WithVerbs("get"),
 			// Each pod reads its own key and certificate (Secret
-			// <pod>-tls) and follows their renewal.
+			// <pod>-tls) and follows their renewal; the leader applies
+			// the declared roles and databases (<cluster>-managed).
 			rbacv1ac.PolicyRule().
 				WithAPIGroups(corev1.GroupName).
 				WithResources("secrets").
-				WithResourceNames(names.AllPodTLSSecrets(rs.Name)...).
+				WithResourceNames(append(names.AllPodTLSSecrets(rs.Name), names.ManagedSecret(rs.Name))...).
 				WithVerbs("get", "list", "watch"),
 			rbacv1ac.PolicyRule().
 				WithAPIGroups(coordinationv1.GroupName).

@@ -187,8 +187,10 @@ func renderAgentContainer(rs *regentv1.ReplicaSet, images Images, stores storeMo
 		// (initdb, a large base backup) shows in /readyz, not in restarts.
 		WithStartupProbe(httpProbe("/healthz").WithPeriodSeconds(1).WithFailureThreshold(60)).
 		WithLivenessProbe(httpProbe("/healthz").WithPeriodSeconds(5).WithTimeoutSeconds(2).WithFailureThreshold(6)).
-		// Readiness follows the role quickly: a fenced leader or a follower
-		// that stopped streaming leaves its Service within about a second.
+		// Readiness follows the role quickly: a fenced leader leaves its
+		// Service within about a second, a follower that stopped streaming
+		// after a grace of 3 s (replica/agent/http.go: the winner of a
+		// failover must not wait out a probe period to serve).
 		WithReadinessProbe(httpProbe("/readyz").WithPeriodSeconds(1).WithTimeoutSeconds(1).WithFailureThreshold(1)).
 		WithResources(corev1ac.ResourceRequirements().
 			WithRequests(corev1.ResourceList{

@@ -62,7 +62,8 @@ type ReplicaSetReconciler struct {
 	// NetworkPolicies, when set, gives every cluster a NetworkPolicy.
 	NetworkPolicies *NetworkPolicies
 
-	memory memory
+	memory  memory
+	applied appliedMemo
 }
 
 // +kubebuilder:rbac:groups=regent.dev,resources=replicasets,verbs=get;list;watch;update;patch
@@ -90,6 +91,7 @@ func (r *ReplicaSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, rs); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.memory.forget(req.NamespacedName)
+			r.applied.forget(req.NamespacedName)
 			forgetMetrics(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -176,6 +178,9 @@ type observation struct {
 	nextBackup *time.Time
 	// storeManifests are the backups the store holds, as last read.
 	storeManifests []backup.Manifest
+	// managed is the declared roles and databases the pass wrote (nil:
+	// not written this pass).
+	managed *managedOutcome
 }
 
 // requeue asks for another pass after d at the latest.
@@ -217,9 +222,6 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		return "make the cluster's CA", err
 	}
 	obs.certificates = certs
-	if err := r.reconcileSecrets(ctx, rs, certs.ca.CertPEM); err != nil {
-		return "apply Secrets", err
-	}
 	// apply applies a child after checking that an object of that name is
 	// not someone else's: the operator never takes over an object it did
 	// not create.
@@ -227,10 +229,33 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		if err := r.ensureOurs(ctx, rs, existing, name); err != nil {
 			return err
 		}
-		if err := r.Apply(ctx, obj, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		if err := r.applyUnlessCurrent(ctx, client.ObjectKeyFromObject(rs), obj, existing, name); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
 		return nil
+	}
+	lease, err := r.reconcileLease(ctx, rs)
+	if err != nil {
+		return "create the leader Lease", err
+	}
+	obs.lease = lease
+
+	// Leadership first: a failover must not wait behind the other
+	// children's reads and applies (a pass runs every 100 ms while an
+	// election waits).
+	pods, err := r.listPods(ctx, rs)
+	if err != nil {
+		return "list pods", err
+	}
+	obs.pods = pods
+	if err := r.reconcileFailover(ctx, rs, obs); err != nil {
+		return "fail over", err
+	}
+	// The Secrets and the agents' RBAC: read from the API server and
+	// applied when changed, after leadership (a failover's passes poll
+	// every 100 ms), before the StatefulSet whose pods need them.
+	if err := r.reconcileSecrets(ctx, rs, certs.ca.CertPEM); err != nil {
+		return "apply Secrets", err
 	}
 	agent := names.Agent(rs.Name)
 	if err := apply("apply ServiceAccount", renderServiceAccount(rs), &corev1.ServiceAccount{}, agent); err != nil {
@@ -241,23 +266,6 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 	}
 	if err := apply("apply RoleBinding", renderRoleBinding(rs), &rbacv1.RoleBinding{}, agent); err != nil {
 		return "apply agent RBAC", err
-	}
-
-	lease, err := r.reconcileLease(ctx, rs)
-	if err != nil {
-		return "create the leader Lease", err
-	}
-	obs.lease = lease
-
-	// Leadership first: a failover must not wait behind the other
-	// children's applies (a pass runs every 250 ms while one is pending).
-	pods, err := r.listPods(ctx, rs)
-	if err != nil {
-		return "list pods", err
-	}
-	obs.pods = pods
-	if err := r.reconcileFailover(ctx, rs, obs); err != nil {
-		return "fail over", err
 	}
 
 	if err := r.reconcileMemberCertificates(ctx, rs, obs); err != nil {
@@ -310,6 +318,9 @@ func (r *ReplicaSetReconciler) reconcileChildren(ctx context.Context, rs *regent
 		return "take a backup", err
 	}
 	r.reconcileStore(ctx, rs, obs, stores)
+	if err := r.reconcileManaged(ctx, rs, obs); err != nil {
+		return "apply the declared roles and databases", err
+	}
 	return "", nil
 }
 

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,7 +192,7 @@ func TestReplicaSetCreatesItsChildren(t *testing.T) {
 			rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"statefulsets"},
 				ResourceNames: []string{"db"}, Verbs: []string{"get"}},
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
-				ResourceNames: names.AllPodTLSSecrets("db"), Verbs: []string{"get", "list", "watch"}},
+				ResourceNames: append(names.AllPodTLSSecrets("db"), "db-managed"), Verbs: []string{"get", "list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
 				ResourceNames: []string{"db-leader"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
 		))
@@ -391,6 +392,21 @@ func TestPasswordsAreNeverRegenerated(t *testing.T) {
 	g.Expect(update(t, got, func(rs *regentv1.ReplicaSet) { rs.Spec.Replicas = ptr.To[int32](4) })).To(Succeed())
 	waitReconciled(t, got)
 	g.Expect(get(t, g, ns, "db-superuser", &corev1.Secret{}).Data["password"]).To(Equal(super.Data["password"]))
+
+	// A password a person changes in the Secret is the one kept: the
+	// operator reads its own Secrets from its cache, and a cache behind the
+	// change must never write the old password back.
+	super = get(t, g, ns, "db-superuser", &corev1.Secret{})
+	g.Expect(update(t, super, func(s *corev1.Secret) { s.Data["password"] = []byte("rotated-by-a-person") })).To(Succeed())
+	for i := range 5 {
+		got := get(t, g, ns, "db", &regentv1.ReplicaSet{})
+		g.Expect(update(t, got, func(rs *regentv1.ReplicaSet) {
+			rs.Annotations = map[string]string{"test/pass": strconv.Itoa(i)}
+		})).To(Succeed())
+		g.Consistently(func(g Gomega) {
+			g.Expect(string(get(t, g, ns, "db-superuser", &corev1.Secret{}).Data["password"])).To(Equal("rotated-by-a-person"))
+		}).WithTimeout(500 * time.Millisecond).WithPolling(50 * time.Millisecond).Should(Succeed())
+	}
 }
 
 // setPodReady sets a pod's Ready condition, as a kubelet would, after

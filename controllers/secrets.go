@@ -27,7 +27,7 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 		{names.ReplicationSecret(rs.Name), names.ReplicationUser, false},
 		{names.AppSecret(rs.Name), rs.AppOwner(), true},
 	} {
-		existing, err := r.readSecret(ctx, rs.Namespace, s.name)
+		existing, err := r.readOwnSecret(ctx, rs.Namespace, s.name)
 		if err != nil {
 			return fmt.Errorf("secret %s: %w", s.name, err)
 		}
@@ -53,7 +53,7 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 			// beforehand (say Opaque) keeps its type.
 			secret.WithType(existing.Type)
 		}
-		if err := r.Apply(ctx, secret, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		if err := r.applyUnlessCurrent(ctx, client.ObjectKeyFromObject(rs), secret, existing, s.name); err != nil {
 			return fmt.Errorf("apply secret %s: %w", s.name, err)
 		}
 		if created {
@@ -62,6 +62,25 @@ func (r *ReplicaSetReconciler) reconcileSecrets(ctx context.Context, rs *regentv
 		}
 	}
 	return nil
+}
+
+// readOwnSecret reads one of the cluster's Secrets from the cache, which
+// holds the Secrets Regent labelled, and from the API server when the
+// cache has none of that name (not made yet, not seen yet, or made by a
+// person without the label): a password is never generated for a Secret
+// the cache merely had not seen. A cached Secret behind a person's change
+// is normally harmless: its version is the one applyUnlessCurrent left, so
+// nothing is applied from it until the cache has the change. The one
+// window left, a change made while the cache has not yet seen the
+// operator's own last apply, is as narrow as a direct read's (read, then
+// apply) always was.
+func (r *ReplicaSetReconciler) readOwnSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return r.readSecret(ctx, namespace, name)
+	}
+	return secret, err
 }
 
 // readSecret reads a Secret from the API server; a missing one comes back

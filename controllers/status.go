@@ -64,6 +64,7 @@ func (r *ReplicaSetReconciler) computeStatus(rs *regentv1.ReplicaSet, obs *obser
 	}
 	st.Phase = phase(f)
 	r.archiveStatus(rs, obs)
+	managedStatus(rs, obs)
 	recordMetrics(rs, obs)
 	r.warnDiskFilling(rs, f.filling)
 	r.warnStartFailures(rs, obs)
@@ -312,6 +313,17 @@ func ptrIfNonZero(v int64) *int64 {
 // a member the spec no longer has or that reports no more.
 func recordMetrics(rs *regentv1.ReplicaSet, obs *observation) {
 	epochGauge.WithLabelValues(rs.Namespace, rs.Name).Set(float64(obs.epoch()))
+	// Every kind's counter exists from the start, at 0, so that increase()
+	// sees a cluster's first failover.
+	for _, kind := range []regentv1.FailoverKind{regentv1.FailoverKindFailover, regentv1.FailoverKindSwitchover, regentv1.FailoverKindForced} {
+		failoversTotal.WithLabelValues(rs.Namespace, rs.Name, string(kind))
+	}
+	// The data-loss budget exists in Async mode; Sync mode loses nothing.
+	if rs.Spec.Replication.Mode == regentv1.ReplicationSync {
+		maxLagBytesGauge.DeleteLabelValues(rs.Namespace, rs.Name)
+	} else {
+		maxLagBytesGauge.WithLabelValues(rs.Namespace, rs.Name).Set(float64(ptr.Deref(rs.Spec.Failover.MaxLagBytes, 1<<20)))
+	}
 	var pods []string
 	for _, m := range rs.Status.Members {
 		pods = append(pods, m.Name)

@@ -10,6 +10,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -59,6 +60,33 @@ func TestInvalidSpecsAreRefusedOnCreate(t *testing.T) {
 			"storage.size must be a positive quantity"},
 		{"reserved owner", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Bootstrap.Owner = "postgres" },
 			"bootstrap.owner cannot be a reserved role"},
+		{"a reserved role declared", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Roles = []regentv1.RoleSpec{{Name: "regent_replication"}}
+		}, "the role name is reserved"},
+		{"a pg_ role declared", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Roles = []regentv1.RoleSpec{{Name: "pg_monitor"}} },
+			"the role name is reserved"},
+		{"the bootstrap owner declared", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Roles = []regentv1.RoleSpec{{Name: "app"}} },
+			"spec.roles cannot declare the bootstrap owner"},
+		{"a role in itself", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Roles = []regentv1.RoleSpec{{Name: "reporter", InRoles: []string{"pg_read_all_data", "reporter"}}}
+		}, "a role cannot be a member of itself"},
+		{"a role name with a capital", "", func(rs *regentv1.ReplicaSet) { rs.Spec.Roles = []regentv1.RoleSpec{{Name: "Reporter"}} },
+			`spec.roles[0].name in body should match '^[a-z_][a-z0-9_]*$'`},
+		{"a role twice", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Roles = []regentv1.RoleSpec{{Name: "reporter"}, {Name: "reporter", Login: ptr.To(false)}}
+		}, "Duplicate value"},
+		{"a connection limit under -1", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Roles = []regentv1.RoleSpec{{Name: "reporter", ConnectionLimit: ptr.To[int32](-2)}}
+		}, "should be greater than or equal to -1"},
+		{"ensure neither Present nor Absent", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Roles = []regentv1.RoleSpec{{Name: "reporter", Ensure: "Gone"}}
+		}, `supported values: "Present", "Absent"`},
+		{"the bootstrap database declared", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Databases = []regentv1.DatabaseSpec{{Name: "app"}}
+		}, "spec.databases cannot declare the bootstrap database"},
+		{"PostgreSQL's own database declared", "", func(rs *regentv1.ReplicaSet) {
+			rs.Spec.Databases = []regentv1.DatabaseSpec{{Name: "template1"}}
+		}, "postgres, template0 and template1 are PostgreSQL's own databases"},
 		{"lease too short", "", func(rs *regentv1.ReplicaSet) {
 			rs.Spec.Failover.LeaseDurationSeconds = ptr.To[int32](1)
 		}, "spec.failover.leaseDurationSeconds: Invalid value: 1: spec.failover.leaseDurationSeconds in body should be greater than or equal to 3"},
@@ -163,14 +191,22 @@ func TestScaleSubresource(t *testing.T) {
 	g.Expect(scale.Spec.Replicas).To(BeEquivalentTo(3))
 	g.Expect(scale.Status.Selector).To(Equal("app.kubernetes.io/name=postgres,regent.dev/cluster=db"))
 
-	scale.Spec.Replicas = 12
-	err := k8s.SubResource("scale").Update(t.Context(), rs, client.WithSubResourceBody(scale))
+	// The operator writes status meanwhile, so an update can meet a newer
+	// resourceVersion: kubectl retries on a conflict, and so does this.
+	scaleTo := func(replicas int32) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := k8s.SubResource("scale").Get(t.Context(), rs, scale); err != nil {
+				return err
+			}
+			scale.Spec.Replicas = replicas
+			return k8s.SubResource("scale").Update(t.Context(), rs, client.WithSubResourceBody(scale))
+		})
+	}
+	err := scaleTo(12)
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("replicas must be between 1 and 9"))
 
-	g.Expect(k8s.SubResource("scale").Get(t.Context(), rs, scale)).To(Succeed())
-	scale.Spec.Replicas = 5
-	g.Expect(k8s.SubResource("scale").Update(t.Context(), rs, client.WithSubResourceBody(scale))).To(Succeed())
+	g.Expect(scaleTo(5)).To(Succeed())
 	got := waitReconciled(t, rs)
 	g.Expect(got.Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))
 	g.Expect(get(t, g, ns, "db", &appsv1.StatefulSet{}).Spec.Replicas).To(HaveValue(BeEquivalentTo(5)))

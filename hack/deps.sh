@@ -3,11 +3,14 @@
 # need, when they are missing: PostgreSQL 15 (the local cluster's
 # postgres:15 image and the data plane's tests), iproute2 (network
 # namespaces), util-linux (nsenter, losetup, findmnt), e2fsprogs (the local
-# cluster's size-enforced volumes: mkfs.ext4, resize2fs), and spin with gcc (the protocol's model
-# check, hack/modelcheck.sh). Everything else is built from Go modules by
-# hack/build-tools.sh.
+# cluster's size-enforced volumes: mkfs.ext4, resize2fs), spin with gcc
+# (the protocol's model check, hack/modelcheck.sh) and prometheus (promtool
+# for the chart's alerts and dashboard queries, test/chart; the server for
+# the end-to-end monitoring test). Everything else is built from Go modules
+# by hack/build-tools.sh.
 #
 #   hack/deps.sh          the packages above
+#   hack/deps.sh screenshots  also chromium (make screenshots)
 #   hack/deps.sh nodes    also the local cluster's real nodes and their images
 #                         (docs/local-cluster.md): containerd, runc, the CNI
 #                         plugins, iptables and conntrack (kube-proxy),
@@ -21,6 +24,10 @@ command -v nsenter >/dev/null && command -v losetup >/dev/null || missing+=(util
 command -v mkfs.ext4 >/dev/null && command -v resize2fs >/dev/null || missing+=(e2fsprogs)
 command -v spin >/dev/null || missing+=(spin)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [[ "${1:-}" == screenshots ]]; then
+	command -v chromium >/dev/null || missing+=(chromium)
+fi
 if [[ "${1:-}" == nodes ]]; then
 	command -v containerd >/dev/null || missing+=(containerd)
 	command -v runc >/dev/null || missing+=(runc)

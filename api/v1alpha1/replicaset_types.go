@@ -8,6 +8,8 @@ import (
 
 // ReplicaSetSpec is the desired state of a leader-follower PostgreSQL cluster.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.roles) || self.roles.all(r, r.name != (has(self.bootstrap) && has(self.bootstrap.owner) ? self.bootstrap.owner : 'app'))",message="spec.roles cannot declare the bootstrap owner: Regent manages it and its Secret <name>-app"
+// +kubebuilder:validation:XValidation:rule="!has(self.databases) || self.databases.all(d, d.name != (has(self.bootstrap) && has(self.bootstrap.database) ? self.bootstrap.database : 'app'))",message="spec.databases cannot declare the bootstrap database: Regent manages it"
 // +kubebuilder:validation:XValidation:rule="!has(self.replication) || !has(self.replication.mode) || self.replication.mode != 'Sync' || (has(self.replication.syncReplicas) ? self.replication.syncReplicas : 1) < (has(self.replicas) ? self.replicas : 3)",message="replication.syncReplicas must be less than replicas in Sync mode: the leader can wait for at most replicas-1 followers"
 type ReplicaSetSpec struct {
 	// replicas is the number of PostgreSQL pods: one leader and replicas-1
@@ -43,6 +45,23 @@ type ReplicaSetSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="bootstrap cannot change after creation: the database and its owner already exist"
 	// +optional
 	Bootstrap BootstrapSpec `json:"bootstrap,omitempty"`
+
+	// roles are PostgreSQL roles the operator keeps on the leader: created,
+	// changed to match, dropped with ensure: Absent. status.roles says how
+	// each one went.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Roles []RoleSpec `json:"roles,omitempty"`
+
+	// databases are databases the operator keeps on the leader, with their
+	// owners and extensions; status.databases says how each one went.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Databases []DatabaseSpec `json:"databases,omitempty"`
 
 	// affinity replaces the default scheduling preference, which spreads the
 	// pods over nodes (preferred anti-affinity on kubernetes.io/hostname).
@@ -562,6 +581,13 @@ type ReplicaSetStatus struct {
 	// store, when spec.backup.objectStore is set.
 	// +optional
 	Archive *ArchiveStatus `json:"archive,omitempty"`
+
+	// roles and databases say how each item of spec.roles and
+	// spec.databases went on the leader.
+	// +optional
+	Roles []ManagedObjectStatus `json:"roles,omitempty"`
+	// +optional
+	Databases []ManagedObjectStatus `json:"databases,omitempty"`
 }
 
 // CertificatesStatus says when the cluster's certificates expire.

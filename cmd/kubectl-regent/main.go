@@ -1,5 +1,5 @@
 // Command kubectl-regent is the kubectl plugin of Regent: on PATH, it is
-// `kubectl regent status|switchover …`.
+// `kubectl regent status|switchover|promote|psql|logs|backup …`.
 package main
 
 import (

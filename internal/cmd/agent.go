@@ -20,6 +20,12 @@ import (
 	"github.com/regent-dev/regent/replica/instance"
 )
 
+// The agent's API client rate (newAgentCommand).
+const (
+	agentQPS   = 20
+	agentBurst = 50
+)
+
 func newAgentCommand() *cobra.Command {
 	cfg := agent.Config{RelayPort: names.PortRelay, HTTPPort: names.PortAgentHTTP}
 	var kubeconfig, recovery string
@@ -57,6 +63,12 @@ func newAgentCommand() *cobra.Command {
 				return ExitError{Code: 2, Err: fmt.Errorf("find the API server: %w", err)}
 			}
 			rc.Timeout = 0
+			// client-go's default (5/s, bursts of 10) throttled the agent
+			// during a failover, when every event wakes a pass of two reads:
+			// each read then waited 200 ms for a token. A pass at most every
+			// 100 ms is the agent's own pace; the API server's priority and
+			// fairness protects it from more.
+			rc.QPS, rc.Burst = agentQPS, agentBurst
 			if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
 				return err
 			}

@@ -265,6 +265,14 @@ func ReplicationSecret(cluster string) string { return cluster + "-replication" 
 // AppSecret holds the application role's credentials and a ready-to-use uri.
 func AppSecret(cluster string) string { return cluster + "-app" }
 
+// ManagedSecret holds the roles and databases the operator asks the
+// leader's agent to keep (spec.roles, spec.databases), passwords as SCRAM
+// verifiers, under the key ManagedKey.
+func ManagedSecret(cluster string) string { return cluster + "-managed" }
+
+// ManagedKey is ManagedSecret's key.
+const ManagedKey = "managed.json"
+
 // CA names the Secret that holds the cluster's CA (certificate and key)
 // and the ConfigMap that publishes its certificate.
 func CA(cluster string) string { return cluster + "-ca" }

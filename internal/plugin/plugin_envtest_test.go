@@ -40,18 +40,11 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 	return path
 }
 
-// run runs `kubectl regent args…` and returns its output and error.
-func run(ctx context.Context, kubeconfig string, args ...string) (string, error) {
-	root := plugin.NewRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(append([]string{"--kubeconfig", kubeconfig}, args...))
-	err := root.ExecuteContext(ctx)
-	return out.String(), err
-}
-
-func TestStatusAndSwitchoverAgainstTheAPIServer(t *testing.T) {
+// apiServer starts a kube-apiserver with Regent's CRDs (skipping the test
+// without envtest's binaries) and makes namespace there; it returns a
+// client and a kubeconfig file for the plugin.
+func apiServer(t *testing.T, namespace string) (client.Client, string) {
+	t.Helper()
 	if _, err := testenv.Assets(); err != nil {
 		t.Skip(err)
 	}
@@ -67,12 +60,27 @@ func TestStatusAndSwitchoverAgainstTheAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
-	kubeconfig := writeKubeconfig(t, env.Config)
-	const ns = "shop"
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+	if err := c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		t.Fatal(err)
 	}
+	return c, writeKubeconfig(t, env.Config)
+}
+
+// run runs `kubectl regent args…` and returns its output and error.
+func run(ctx context.Context, kubeconfig string, args ...string) (string, error) {
+	root := plugin.NewRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"--kubeconfig", kubeconfig}, args...))
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestStatusAndSwitchoverAgainstTheAPIServer(t *testing.T) {
+	c, kubeconfig := apiServer(t, "shop")
+	ctx := t.Context()
+	const ns = "shop"
 	rs := &regentv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
 		Spec: regentv1.ReplicaSetSpec{Replicas: ptr.To(int32(3)), Replication: regentv1.ReplicationSpec{Mode: regentv1.ReplicationSync}}}
 	if err := c.Create(ctx, rs); err != nil {
@@ -192,8 +200,12 @@ func TestAClusterWithoutRegentIsNamedAsSuch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	out, err := run(t.Context(), writeKubeconfig(t, env.Config), "status", "db")
-	if err == nil || !strings.Contains(err.Error(), "no ReplicaSets of group regent.dev: is Regent's operator installed") {
-		t.Errorf("status on a cluster without Regent: %v (%s)", err, out)
+	kubeconfig := writeKubeconfig(t, env.Config)
+	for _, args := range [][]string{{"status", "db"}, {"switchover", "db", "db-1"}, {"promote", "db", "db-1", "--accept-data-loss"},
+		{"psql", "db"}, {"logs", "db"}, {"backup", "db"}} {
+		out, err := run(t.Context(), kubeconfig, args...)
+		if err == nil || !strings.Contains(err.Error(), "no ReplicaSets of group regent.dev: is Regent's operator installed") {
+			t.Errorf("%s on a cluster without Regent: %v (%s)", args[0], err, out)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"strings"
 )
 
 // Iterations is PostgreSQL's default scram_iterations.
@@ -52,4 +53,25 @@ func mac(key []byte, msg string) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write([]byte(msg))
 	return h.Sum(nil)
+}
+
+// Matches says whether verifier is password's: the same salt and
+// iterations give the same keys. A caller keeps a verifier that matches
+// rather than making a new one (a new salt) at every pass.
+func Matches(verifier, password string) bool {
+	var iterations int
+	var rest string
+	if _, err := fmt.Sscanf(verifier, "SCRAM-SHA-256$%d:%s", &iterations, &rest); err != nil || iterations <= 0 {
+		return false
+	}
+	salt64, _, ok := strings.Cut(rest, "$")
+	if !ok {
+		return false
+	}
+	salt, err := base64.StdEncoding.DecodeString(salt64)
+	if err != nil {
+		return false
+	}
+	v, err := build(password, salt, iterations)
+	return err == nil && hmac.Equal([]byte(v), []byte(verifier))
 }

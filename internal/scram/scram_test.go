@@ -55,3 +55,22 @@ func TestVerifierRefusesWhatSASLprepWouldChange(t *testing.T) {
 		t.Error("two verifiers of one password share a salt")
 	}
 }
+
+// A verifier matches its own password only.
+func TestMatches(t *testing.T) {
+	v, ok, err := Verifier("s3cret")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if !Matches(v, "s3cret") {
+		t.Error("a verifier does not match its password")
+	}
+	for _, bad := range []string{"s3cret!", ""} {
+		if Matches(v, bad) {
+			t.Errorf("matches %q", bad)
+		}
+	}
+	if Matches("md5abc", "s3cret") || Matches("SCRAM-SHA-256$x", "s3cret") {
+		t.Error("matches a malformed verifier")
+	}
+}

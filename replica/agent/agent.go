@@ -69,6 +69,8 @@ type Agent struct {
 	members membership
 	// peers are the members' pod IPs as last read (failsafe.go).
 	peers peerAddresses
+	// managed is the declared roles and databases (managed.go).
+	managed managedState
 	// relayRefused counts the relay handshakes refused, by reason.
 	relayRefused *prometheus.CounterVec
 }
@@ -81,7 +83,8 @@ func New(cfg Config) *Agent {
 	}
 	return &Agent{cfg: cfg, clock: c, log: cfg.Log, instance: instance.NewClient(cfg.RunDir),
 		relays: newRelaySet(), wake: make(chan struct{}, 1), tlsChanged: make(chan struct{}, 1),
-		ls: leadershipState{mode: api.ModeFollower, lastConfirmed: c.Now()},
+		managed: managedState{changed: make(chan struct{}, 1)},
+		ls:      leadershipState{mode: api.ModeFollower, lastConfirmed: c.Now()},
 		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "regent", Subsystem: "agent",
 			Name: "relay_refused_total", Help: "Relay handshakes refused by this agent, by reason."}, []string{"reason"})}
 }
@@ -115,7 +118,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.watchObjects(ctx)
-	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.keepFailsafe, a.runGate, a.watchInstance, a.keepTLS, a.keepMembership} {
+	a.watchManaged(ctx)
+	for _, run := range []func(context.Context){a.keepLease, a.keepContact, a.keepFailsafe, a.runGate, a.watchInstance, a.keepTLS, a.keepMembership, a.keepManaged} {
 		g.Go(func() error { run(ctx); return nil })
 	}
 	for _, serve := range []func(context.Context) error{a.serveRelay, a.serveLocalAPI, a.serveFollowerRelay, a.serveHTTP} {

@@ -31,6 +31,7 @@ func (a *Agent) Status() api.Status {
 		SystemIdentifier: a.ls.pgStatus.SystemIdentifier,
 		WALShipping:      a.ls.pgStatus.WALShipping,
 		Backup:           a.backupStatus(),
+		Managed:          a.managedStatus(a.ls.mode),
 	}
 	if a.ls.lease != nil {
 		st.Leader = ptrString(a.ls.lease.Spec.HolderIdentity)
@@ -51,28 +52,62 @@ func (a *Agent) Status() api.Status {
 	return st
 }
 
+// Readiness moves the pod in and out of its Service, and the kubelet asks
+// only once a second: a leader or follower that is merely between two
+// states must not be left out for that second (docs/failover.md).
+const (
+	// followerStreamGrace: a follower whose stream stopped this recently
+	// stays ready (a switchover or a failover in progress: it serves reads,
+	// and the winner among them must not wait for a probe to serve writes).
+	followerStreamGrace = 3 * time.Second
+	// readyzHold: how long /readyz holds the answer of a leader whose
+	// promotion is finishing, inside the probe's one-second timeout.
+	readyzHold = 700 * time.Millisecond
+)
+
 // ready: PostgreSQL serves in the role the agent intends; a follower also
-// streams; a leader also holds a valid lease.
-func (a *Agent) ready() (bool, string) {
+// streams, or did within followerStreamGrace; a leader also holds a valid
+// lease. settling says the answer is a leader's promotion still finishing,
+// worth waiting for.
+func (a *Agent) ready() (ok bool, why string, settling bool) {
 	st := a.Status()
 	a.ls.mu.Lock()
-	rolesDone := a.ls.rolesDone
+	rolesDone, streamedAt := a.ls.rolesDone, a.ls.streamedAt
 	a.ls.mu.Unlock()
 	switch {
 	case st.Mode == api.ModeLeader && !rolesDone:
-		return false, "roles and database not created yet"
+		return false, "roles and database not created yet", st.Running
 	case !st.Running:
-		return false, "PostgreSQL is not running"
+		return false, "PostgreSQL is not running", false
 	case st.Mode == api.ModeLeader && st.InRecovery:
-		return false, "not promoted yet"
+		return false, "not promoted yet", true
 	case st.Mode == api.ModeLeader && (st.Fenced || st.LeaseDeadline == nil || !a.clock.Now().Before(*st.LeaseDeadline)):
-		return false, "fenced: no valid lease"
+		return false, "fenced: no valid lease", false
 	case st.Mode == api.ModeFollower && !st.InRecovery:
-		return false, "runs as a leader but does not lead"
+		return false, "runs as a leader but does not lead", false
+	case st.Mode == api.ModeFollower && !st.Streaming &&
+		(streamedAt.IsZero() || a.clock.Since(streamedAt) >= followerStreamGrace):
+		return false, "not streaming from the leader", false
 	case st.Mode == api.ModeFollower && !st.Streaming:
-		return false, "not streaming from the leader"
+		return true, "ok: between leaders, streamed " + a.clock.Since(streamedAt).Round(time.Millisecond).String() + " ago", false
 	}
-	return true, "ok"
+	return true, "ok", false
+}
+
+// readyWithin is ready, waiting up to hold while the answer is settling.
+func (a *Agent) readyWithin(ctx context.Context, hold time.Duration) (bool, string) {
+	deadline := time.Now().Add(hold)
+	for {
+		ok, why, settling := a.ready()
+		if ok || !settling || !time.Now().Before(deadline) {
+			return ok, why
+		}
+		select {
+		case <-ctx.Done():
+			return ok, why
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (a *Agent) serveHTTP(ctx context.Context) error {
@@ -80,8 +115,8 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := a.ready()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := a.readyWithin(r.Context(), readyzHold)
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

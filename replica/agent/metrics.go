@@ -13,20 +13,18 @@ import (
 // status at every scrape.
 func (a *Agent) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(a.relayRefused)
+	reg.MustRegister(a.relayRefused, newPGCollector(a))
 	gauge := func(name, help string, f func(api.Status) float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "regent", Subsystem: "agent", Name: name, Help: help,
 		}, func() float64 { return f(a.Status()) }))
 	}
-	boolean := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
-	gauge("leader", "1 while the agent intends its PostgreSQL to lead.", func(s api.Status) float64 {
-		return boolean(s.Mode == api.ModeLeader)
+	boolean := boolValue
+	// Judged at the scrape by the clock, not by the run loop: a leader
+	// that was frozen past its deadline reports 0 the moment it thaws,
+	// before its loop notices, so Prometheus never sees two leaders.
+	gauge("leader", "1 while the agent leads: it holds the Lease at its epoch, unfenced, before its lease deadline.", func(s api.Status) float64 {
+		return boolean(s.Mode == api.ModeLeader && !s.Fenced && s.LeaseDeadline != nil && a.clock.Now().Before(*s.LeaseDeadline))
 	})
 	gauge("epoch", "The leadership epoch the agent last saw on the Lease.", func(s api.Status) float64 { return float64(s.Epoch) })
 	gauge("fenced", "1 while the agent keeps its leader from acknowledging writes.", func(s api.Status) float64 {
@@ -61,6 +59,8 @@ func (a *Agent) metricsHandler() http.Handler {
 	gauge("replayed_lsn_bytes", "The last WAL position a follower replayed, in bytes.", func(s api.Status) float64 {
 		return float64(s.ReplayedLSN)
 	})
+	gauge("data_volume_used_bytes", "Bytes used on the pod's data volume.", func(s api.Status) float64 { return float64(s.DiskUsedBytes) })
+	gauge("data_volume_capacity_bytes", "Size of the pod's data volume, in bytes.", func(s api.Status) float64 { return float64(s.DiskTotalBytes) })
 	// WAL archiving to the object store (docs/backup.md); 0 without one.
 	ship := func(s api.Status) api.WALShipping {
 		if s.WALShipping == nil {

@@ -63,6 +63,9 @@ func (a *Agent) pass(ctx context.Context) {
 	st, stErr := a.instance.Status(ctx)
 	a.ls.mu.Lock()
 	a.ls.pgStatus, a.ls.instanceDown = st, stErr != nil
+	if stErr == nil && st.Streaming {
+		a.ls.streamedAt = start
+	}
 	switch {
 	case stErr == nil && (!st.Running || st.Accepting):
 		a.ls.silentSince = time.Time{}
@@ -322,6 +325,9 @@ func (a *Agent) lead(ctx context.Context, lease *coordinationv1.Lease, epoch int
 		}
 		a.ls.setLedEpoch(epoch)
 		a.log.Info("Promoted", "epoch", epoch, "took", a.clock.Since(start).Round(time.Millisecond).String())
+		// The next pass sees PostgreSQL out of recovery and makes sure of
+		// the roles: until then /readyz holds its answer, so it comes at once.
+		a.poke()
 		return nil
 	}
 	return a.serve(ctx, st, deadline, epoch, syncNames)

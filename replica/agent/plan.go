@@ -150,7 +150,11 @@ func planFollower(o observed) step {
 	switch {
 	case o.InstanceDown:
 		return stepAwaitInstance
-	case pg.Running && !pg.InRecovery:
+	// A PostgreSQL not answering yet is not taken for a leader when it was
+	// started as a follower: a follower's start (a rewound one fetching
+	// WAL through restore_command) can outlast a pass, and stopping it
+	// then restarted it from scratch every pass, for minutes on a busy node.
+	case pg.Running && !pg.InRecovery && (pg.Accepting || pg.Role != instance.RoleFollower):
 		return stepDemote
 	case o.Holder == "" || o.Holder == o.Self:
 		return stepAwaitLeader

@@ -90,6 +90,10 @@ func TestPlan(t *testing.T) {
 		// Following.
 		{"a pod that no longer leads stops its serving PostgreSQL at once", follow(leaderPG, nil), stepDemote},
 		{"demoted even while no one holds the Lease", follow(leaderPG, func(o *observed) { o.Holder = "" }), stepDemote},
+		{"a PostgreSQL started as a leader and not answering yet is stopped too",
+			follow(instance.Status{Running: true, Role: instance.RoleLeader, Data: ready}, nil), stepDemote},
+		{"a follower still starting (not answering yet) is left to start, not stopped",
+			follow(instance.Status{Running: true, Role: instance.RoleFollower, Data: ready}, nil), stepFollow},
 		{"no holder: nothing to follow", follow(stopped, func(o *observed) { o.Holder = "" }), stepAwaitLeader},
 		{"the Lease names this pod but it does not lead (unlabelled, sealed): wait",
 			follow(stopped, func(o *observed) { o.Holder = "db-1" }), stepAwaitLeader},

@@ -259,6 +259,7 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 	remote, r, epoch, err := a.dialLeader(ctx, handshakePrefix, "")
 	if err != nil {
 		a.log.V(1).Info("Relay not opened", "reason", err.Error())
+		a.holdWhileSealing(ctx)
 		_ = c.Close()
 		return
 	}
@@ -274,6 +275,28 @@ func (a *Agent) dialRelay(ctx context.Context, c net.Conn) {
 	// Forward only while the agent still follows this epoch, unsealed, and
 	// has heard from the API server within the renew deadline.
 	pipe.Both(c, &bufferedConn{Conn: remote, r: r}, func() bool { return a.ls.mayFollow(epoch, a.clock.Now()) })
+}
+
+// sealHold bounds how long a refused local connection is held while this
+// follower seals (holdWhileSealing).
+const sealHold = 2 * time.Second
+
+// holdWhileSealing delays the refusal of a local connection while the
+// epoch is sealed and this follower has not yet recorded its seal, up to
+// sealHold. PostgreSQL's WAL receiver then waits in its connection, and
+// the startup process, having replayed all the WAL held, waits for it in a
+// state seal() can see. Refused at once, the receiver restarts in a loop
+// (restore_command, pg_wal, a new receiver) whose waits are too short to
+// be seen, and the seal, which the election waits for, took up to 6 s.
+func (a *Agent) holdWhileSealing(ctx context.Context) {
+	for deadline := time.Now().Add(sealHold); time.Now().Before(deadline) && ctx.Err() == nil; sleep(ctx, 20*time.Millisecond) {
+		a.ls.mu.Lock()
+		lease, epoch, recorded := a.ls.lease, a.ls.epoch, a.ls.sealedEpoch
+		a.ls.mu.Unlock()
+		if lease == nil || leadership.Of(lease).SealedEpoch < epoch || recorded == epoch {
+			return
+		}
+	}
 }
 
 // dialLeader opens a connection to the Lease holder's agent and sends the

@@ -13,6 +13,11 @@ import (
 
 // localConn logs in to the local PostgreSQL as postgres.
 func (a *Agent) localConn(ctx context.Context) (*pgx.Conn, error) {
+	return a.localConnTo(ctx, "postgres")
+}
+
+// localConnTo logs in to database of the local PostgreSQL as postgres.
+func (a *Agent) localConnTo(ctx context.Context, database string) (*pgx.Conn, error) {
 	pw, err := a.password("superuser-password")
 	if err != nil {
 		return nil, err
@@ -21,7 +26,7 @@ func (a *Agent) localConn(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(names.PortPostgres), "postgres", "postgres", pw
+	cfg.Host, cfg.Port, cfg.User, cfg.Database, cfg.Password = a.cfg.RunDir, uint16(names.PortPostgres), "postgres", database, pw
 	// The agent's own writes (roles at bootstrap) must not wait for the
 	// commit gate: it connects as the replication role they create.
 	cfg.RuntimeParams["synchronous_commit"] = "local"

@@ -49,6 +49,10 @@ type leadershipState struct {
 	// application roles and database exist.
 	rolesDone bool
 	pgStatus  instance.Status
+	// streamedAt is the last pass that saw this follower's PostgreSQL
+	// streaming (zero: never since the agent started), for /readyz's
+	// grace between leaders.
+	streamedAt time.Time
 	// silentSince: since when PostgreSQL has run without answering, or
 	// instance has not answered (zero while PostgreSQL answers or instance
 	// says it does not run).

@@ -94,6 +94,9 @@ type Status struct {
 	WALShipping *WALShipping `json:"walShipping,omitempty"`
 	// Backup is the last base backup this pod was asked for.
 	Backup *BackupProgress `json:"backup,omitempty"`
+	// Managed is how the leader last applied the declared roles and
+	// databases; nil on a follower and before the first application.
+	Managed *ManagedResult `json:"managed,omitempty"`
 }
 
 // BackupPhase is where a base backup stands.

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	regentv1 "github.com/regent-dev/regent/api/v1alpha1"
+	"github.com/regent-dev/regent/internal/names"
 	"github.com/regent-dev/regent/internal/waitfor"
 )
 
@@ -61,9 +62,23 @@ func TestALeaderWhoseWALIsCorruptIsReplaced(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), "SELECT file_name, file_offset FROM pg_walfile_name_offset($1::pg_lsn)", at).Scan(&file, &offset); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+	var switched string
+	if err := conn.QueryRow(t.Context(), "SELECT pg_switch_wal()::text").Scan(&switched); err != nil {
 		t.Fatal(err)
 	}
+	// Both followers past the segment before it is corrupted: a follower
+	// still behind would stream the corrupt record from the leader's disk
+	// and stop at it (a lagging follower of a leader whose disk corrupts
+	// WAL: not what this test is about).
+	waitfor.Condition(t, 30*time.Second, "both followers replayed the corrupted segment", func() error {
+		var n int
+		err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_replication
+			WHERE application_name <> $2 AND replay_lsn >= $1::pg_lsn`, switched, names.CommitGate).Scan(&n)
+		if err == nil && n < 2 {
+			err = fmt.Errorf("%d of 2", n)
+		}
+		return err
+	})
 	segment := filepath.Join(volumePath(t, cns, old), "pgdata", "pg_wal", file)
 	f, err := os.OpenFile(segment, os.O_WRONLY, 0)
 	if err != nil {

@@ -89,7 +89,9 @@ func tool(t testing.TB, stdin string, name string, args ...string) string {
 func toolResult(t testing.TB, stdin string, name string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(root, "bin", name), args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+cfg.AdminKubeconfig(), "HELM_CACHE_HOME="+t.TempDir(),
+	// bin/ first on PATH: kubectl regent psql runs the project's kubectl.
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"),
+		"KUBECONFIG="+cfg.AdminKubeconfig(), "HELM_CACHE_HOME="+t.TempDir(),
 		"HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
 	cmd.Dir = root
 	cmd.Stdin = strings.NewReader(stdin)
@@ -173,6 +175,7 @@ type writer struct {
 	mu         sync.Mutex
 	ids        []int
 	at         []time.Time // clock_timestamp() of each acknowledged row
+	acked      []time.Time // when the client had each acknowledgement
 }
 
 func (w *writer) run(ctx context.Context) {
@@ -182,7 +185,7 @@ func (w *writer) run(ctx context.Context) {
 	}
 	ledger.Client{Connect: connect, QueryTimeout: 3 * time.Second, Acked: func(a ledger.Ack, _ string) {
 		w.mu.Lock()
-		w.ids, w.at = append(w.ids, a.ID), append(w.at, a.ExecAt)
+		w.ids, w.at, w.acked = append(w.ids, a.ID), append(w.at, a.ExecAt), append(w.acked, a.At)
 		w.mu.Unlock()
 	}}.Run(ctx)
 }
@@ -196,6 +199,22 @@ func (w *writer) outage(since, resumed time.Time) (time.Duration, bool) {
 	w.mu.Lock()
 	at := slices.Clone(w.at)
 	w.mu.Unlock()
+	return longestGap(at, since, resumed)
+}
+
+// ackOutage is outage by the client's clock of the acknowledgements: it
+// also counts a new leader's wait for its commit gate (or synchronous
+// standby) between executing the first row and acknowledging it.
+func (w *writer) ackOutage(since, resumed time.Time) (time.Duration, bool) {
+	w.mu.Lock()
+	at := slices.Clone(w.acked)
+	w.mu.Unlock()
+	return longestGap(at, since, resumed)
+}
+
+// longestGap is the longest gap between consecutive times of at from a
+// second before since, and whether one is after resumed.
+func longestGap(at []time.Time, since, resumed time.Time) (time.Duration, bool) {
 	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
 	from := since.Add(-time.Second)
 	var gap time.Duration
@@ -458,6 +477,14 @@ func TestUserStory(t *testing.T) {
 		t.Fatal(err)
 	}
 	var frozen *frozenLeader
+	// On real nodes a switchover's clients wait for kube-proxy too: the
+	// leader Service's endpoints reach its iptables rules at most once a
+	// second (minSyncPeriod), after the EndpointSlice controller. Measured
+	// there: 2.75–3.7 s, and once above 5 s in CI (2026-12-07).
+	switchoverLimit := 5 * time.Second
+	if realNodes {
+		switchoverLimit = 8 * time.Second
+	}
 	faults := []struct {
 		name  string
 		limit time.Duration
@@ -476,7 +503,7 @@ func TestUserStory(t *testing.T) {
 			t.Helper()
 			frozen.thawAndCheck(t)
 		}},
-		{"switchover", 5 * time.Second, func(t *testing.T, leader string) {
+		{"switchover", switchoverLimit, func(t *testing.T, leader string) {
 			t.Helper()
 			// As a person would: the plugin, to a follower its status
 			// says can lead; it returns once the target leads.

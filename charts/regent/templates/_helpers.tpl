@@ -28,3 +28,24 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- join "," $pairs }}
 {{- end -}}
+
+{{/*
+Whether to render a Prometheus Operator object: "true" or "". Its value is
+true, false or auto; auto renders it when the cluster serves the kind
+(monitoring.coreos.com/v1, or monitoring.coreos.com/v1/<kind>): helm
+template without --api-versions renders none.
+Call with (dict "root" $ "value" .Values.monitoring.podMonitor.enabled "kind" "PodMonitor").
+*/}}
+{{- define "regent.monitoring.enabled" -}}
+{{- if eq (toString .value) "auto" -}}
+{{- $apis := .root.Capabilities.APIVersions -}}
+{{- if or ($apis.Has (printf "monitoring.coreos.com/v1/%s" .kind)) ($apis.Has "monitoring.coreos.com/v1") }}true{{ end -}}
+{{- else if eq (toString .value) "true" -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The labels of a monitoring object: the chart's and the value's extra ones (which win). */}}
+{{- define "regent.monitoring.labels" -}}
+{{- toYaml (merge (deepCopy (.extra | default dict)) (include "regent.labels" .root | fromYaml)) }}
+{{- end -}}

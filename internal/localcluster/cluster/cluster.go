@@ -84,6 +84,10 @@ func (c Config) Resolved() Config {
 // AdminKubeconfig is the kubeconfig for people and tests on the host.
 func (c Config) AdminKubeconfig() string { return filepath.Join(c.StateDir, "kubeconfig") }
 
+// InsideKubeconfig is an admin kubeconfig for tools that run inside the
+// cluster's network namespace (the API server at its in-cluster address).
+func (c Config) InsideKubeconfig() string { return c.kubeconfig("admin-inside") }
+
 func (c Config) pkiDir() string             { return filepath.Join(c.StateDir, "pki") }
 func (c Config) logDir() string             { return filepath.Join(c.StateDir, "logs") }
 func (c Config) volumeDir() string          { return filepath.Join(c.StateDir, "volumes") }
@@ -497,7 +501,7 @@ func (c Config) writePKI() error {
 		// authorizer's narrow ones.
 		{"provisioner", "regent-local-provisioner", []string{"system:masters"}, inside, c.kubeconfig("provisioner")},
 		// In-namespace admin, for tests and tools that run inside.
-		{"admin-inside", "regent-local-admin", []string{"system:masters"}, inside, c.kubeconfig("admin-inside")},
+		{"admin-inside", "regent-local-admin", []string{"system:masters"}, inside, c.InsideKubeconfig()},
 		// The real nodes' kube-proxy: the user the system:node-proxier
 		// role is bound to.
 		{"kube-proxy", "system:kube-proxy", nil, inside, c.kubeconfig("kube-proxy")},

@@ -90,7 +90,8 @@ func Main(m *testing.M, opts Options, ready func(cluster.Config, *kubernetes.Cli
 				code = 1
 			}
 		}
-		if code == 0 {
+		// REGENT_KEEP_LOGS keeps them after a pass too, to read a run's timeline.
+		if code == 0 && os.Getenv("REGENT_KEEP_LOGS") == "" {
 			_ = os.RemoveAll(state)
 		} else {
 			fmt.Fprintln(os.Stderr, "logs kept in", filepath.Join(state, "logs"), "and", filepath.Join(state, "nodes"))
