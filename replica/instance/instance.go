@@ -182,6 +182,7 @@ func (in *Instance) Run(ctx context.Context) {
 	if in.shipper != nil {
 		go in.shipper.Run(ctx)
 	}
+	go in.pruneWAL(ctx)
 	in.watchdog(ctx)
 	_, _ = in.Stop(context.Background(), StopFast)
 }

@@ -1,8 +1,10 @@
 package e2e_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,7 +159,8 @@ func TestVolumesStayWithinTheirBudgetUnderLoadAndFailovers(t *testing.T) {
 	// At the end every volume is at most half full, and none ever came
 	// near the warning.
 	for _, v := range disks.final() {
-		t.Logf("%s: %s at the end, peak %.0f %%", v.pod, v.usage, 100*v.peak)
+		t.Logf("%s: %s at the end, peak %.0f %%; its largest directories:\n%s",
+			v.pod, v.usage, 100*v.peak, largestDirs(disks.paths[v.pod], 3, 8))
 		if v.usage.ratio() > 0.5 {
 			t.Errorf("%s's volume is %s at the end: more than half full", v.pod, v.usage)
 		}
@@ -301,6 +304,34 @@ type volumeReport struct {
 	pod   string
 	usage usage
 	peak  float64
+}
+
+// largestDirs lists the n largest directories under root, down to depth
+// levels, with their sizes: where a volume's space went.
+func largestDirs(root string, depth, n int) string {
+	sizes := map[string]int64{}
+	_ = filepath.WalkDir(root, func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		parts := strings.Split(rel, string(filepath.Separator))
+		for i := 1; i <= min(depth, len(parts)); i++ {
+			sizes[filepath.Join(parts[:i]...)] += info.Size()
+		}
+		return nil
+	})
+	dirs := slices.Collect(maps.Keys(sizes))
+	slices.SortFunc(dirs, func(a, b string) int { return cmp.Compare(sizes[b], sizes[a]) })
+	var lines []string
+	for _, d := range dirs[:min(n, len(dirs))] {
+		lines = append(lines, fmt.Sprintf("  %6d MiB  %s", sizes[d]>>20, d))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // final samples once more and reports each volume with its peak.
