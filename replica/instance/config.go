@@ -60,6 +60,10 @@ type Settings struct {
 	// ArchiveCommand and RestoreCommand ship WAL through the agents
 	// (`regent wal-push`, `regent wal-fetch`); empty leaves archiving off.
 	ArchiveCommand, RestoreCommand string
+	// PromotingFile, while it exists, makes RestoreCommand find nothing
+	// at once: a promotion's history probes then cost no process and no
+	// round trip through the agents (see Instance.promote).
+	PromotingFile string
 	// Recovery, set only while a restore replays WAL from the object
 	// store, replaces the follower's settings with a targeted recovery
 	// that promotes at its end, reachable only on the local socket.
@@ -174,6 +178,9 @@ func regentConf(s Settings) string {
 	}
 	if s.RestoreCommand != "" {
 		set["restore_command"] = s.RestoreCommand
+		if s.PromotingFile != "" {
+			set["restore_command"] = "test ! -e " + shellQuote(s.PromotingFile) + " && " + s.RestoreCommand
+		}
 	}
 	if s.Role == RoleFollower {
 		set["primary_conninfo"] = s.PrimaryConninfo
@@ -235,3 +242,6 @@ hostnossl all          all                  all        reject
 func quote(v string) string {
 	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"
 }
+
+// shellQuote quotes v for sh, which runs restore_command.
+func shellQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }

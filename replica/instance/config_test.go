@@ -1,6 +1,9 @@
 package instance
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -141,5 +144,43 @@ func TestPasswordsStayOutOfLogs(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// While the promoting file exists, restore_command finds nothing at once
+// (exit status 1, the command not run); without it the command runs. The
+// file's path is quoted for the shell that runs restore_command.
+func TestRestoreCommandFindsNothingWhilePromoting(t *testing.T) {
+	dir := t.TempDir()
+	flag := filepath.Join(dir, "it's promoting")
+	ran := filepath.Join(dir, "ran")
+	conf := regentConf(Settings{Role: RoleFollower, RestoreCommand: "touch " + shellQuote(ran), PromotingFile: flag})
+	var command string
+	for line := range strings.Lines(conf) {
+		if v, ok := strings.CutPrefix(line, "restore_command = "); ok {
+			v = strings.TrimSpace(v)
+			command = strings.NewReplacer(`\\`, `\`, "''", "'").Replace(v[1 : len(v)-1])
+		}
+	}
+	if command == "" {
+		t.Fatalf("no restore_command in\n%s", conf)
+	}
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("sh", "-c", command).Run(); err == nil {
+		t.Errorf("%s succeeded while promoting", command)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Errorf("%s ran the command while promoting", command)
+	}
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("sh", "-c", command).Run(); err != nil {
+		t.Errorf("%s: %v", command, err)
+	}
+	if _, err := os.Stat(ran); err != nil {
+		t.Errorf("%s did not run the command: %v", command, err)
 	}
 }

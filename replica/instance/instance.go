@@ -395,6 +395,10 @@ func (in *Instance) Start(ctx context.Context, opts StartOptions) error {
 	}
 	s.SynchronousStandbyNames = opts.SynchronousStandbyNames
 	s.TLSDir = in.installedTLS()
+	s.PromotingFile = in.promotingFile()
+	if err := os.Remove(s.PromotingFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("start: %w", err)
+	}
 	if err := in.writeConfig(s); err != nil {
 		return err
 	}
@@ -734,6 +738,14 @@ func (in *Instance) promote(ctx context.Context, deadline time.Time, epoch int64
 	in.role, in.deadline = RoleLeader, deadline
 	in.mu.Unlock()
 	in.poke()
+	// The startup process may end recovery before it applies the reload
+	// that clears restore_command below (it checks for the promotion
+	// first), and would then run the command for every timeline history
+	// file it probes: the file makes each run end at once.
+	if err := os.WriteFile(in.promotingFile(), nil, 0o600); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	defer func() { _ = os.Remove(in.promotingFile()) }()
 	conn, err := in.connect(ctx)
 	if err != nil {
 		return err
@@ -835,6 +847,10 @@ func (in *Instance) reserveTimelines(ctx context.Context, conn *pgx.Conn, epoch 
 	}
 	return nil
 }
+
+// promotingFile is Settings.PromotingFile, beside the socket: gone with
+// the pod, and removed at every start.
+func (in *Instance) promotingFile() string { return filepath.Join(in.cfg.SocketDir, "promoting") }
 
 func (in *Instance) running() bool {
 	in.mu.Lock()
